@@ -1,0 +1,83 @@
+"""Algorithm registry.
+
+An algorithm name is either a standalone algorithm (``ALGORITHMS``) or a base metric loss
+(``BASE_LOSSES``) followed by any number of ``+Wrapper`` plug-ins (``LOSS_WRAPPERS``), applied
+left to right: ``ProxyAnchor``, ``ProxyAnchor+SEE``, ``SoftTriple+SEE+PFML``.
+Loss-based names train with :class:`MetricLearning`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from .base import (Algorithm, LossWrapper, MetricLearning, MetricLoss, Schedule,
+                   nearest_class_proxy)
+from .proxy import BASE_LOSSES
+
+LOSS_WRAPPERS: dict[str, Callable[..., LossWrapper]] = {}
+ALGORITHMS: dict[str, type[Algorithm]] = {}
+
+
+class UnknownAlgorithmError(ValueError):
+    pass
+
+
+def _known() -> str:
+    return (f"base losses: {', '.join(BASE_LOSSES)}; "
+            f"plug-ins to append with '+' (e.g. ProxyAnchor+SEE): "
+            f"{', '.join(LOSS_WRAPPERS) or 'none'}; "
+            f"standalone: {', '.join(ALGORITHMS) or 'none'}")
+
+
+def parse_algorithm(name: str) -> list[str]:
+    """The components of an algorithm name, validated: [base, wrapper, ...]."""
+    parts = [p.strip() for p in name.split("+")]
+    base, wrappers = parts[0], parts[1:]
+    if base in ALGORITHMS:
+        if wrappers:
+            raise UnknownAlgorithmError(f"{base} is a standalone algorithm and takes no plug-ins")
+    elif base not in BASE_LOSSES:
+        hint = (f" ({base} is a plug-in: put a base loss first, e.g. ProxyAnchor+{base})"
+                if base in LOSS_WRAPPERS else "")
+        raise UnknownAlgorithmError(f"unknown algorithm {name!r}{hint}; known {_known()}")
+    for w in wrappers:
+        if w not in LOSS_WRAPPERS:
+            raise UnknownAlgorithmError(
+                f"unknown plug-in {w!r} in {name!r}; known {_known()}")
+    if len(set(wrappers)) != len(wrappers):
+        raise UnknownAlgorithmError(f"a plug-in appears twice in {name!r}")
+    return parts
+
+
+def algorithm_class(name: str) -> type[Algorithm]:
+    """The class that trains ``name`` (to read USES_LABELS / TRANSDUCTIVE before building)."""
+    base = parse_algorithm(name)[0]
+    return ALGORITHMS.get(base, MetricLearning)
+
+
+def create_loss(name: str, num_classes: int, embed_dim: int, hparams: dict) -> MetricLoss:
+    base, *wrappers = parse_algorithm(name)
+    loss = BASE_LOSSES[base](num_classes, embed_dim, hparams)
+    for w in wrappers:
+        loss = LOSS_WRAPPERS[w](loss, num_classes, embed_dim, hparams)
+    return loss
+
+
+def create_algorithm(name: str, network, num_classes: int, hparams: dict,
+                     schedule: Schedule) -> Algorithm:
+    """Build the algorithm ``name`` around ``network`` (timm-style factory)."""
+    base = parse_algorithm(name)[0]
+    if base in ALGORITHMS:
+        return ALGORITHMS[base](network, num_classes, hparams, schedule)
+    loss = create_loss(name, num_classes, hparams["embed_dim"], hparams)
+    return MetricLearning(network, num_classes, hparams, schedule, loss)
+
+
+def list_algorithms() -> list[str]:
+    """Registered base losses and standalone algorithms (compose plug-ins with '+')."""
+    return list(BASE_LOSSES) + list(ALGORITHMS)
+
+
+__all__ = ["ALGORITHMS", "BASE_LOSSES", "LOSS_WRAPPERS", "Algorithm", "LossWrapper",
+           "MetricLearning", "MetricLoss", "Schedule", "UnknownAlgorithmError",
+           "algorithm_class", "create_algorithm", "create_loss", "list_algorithms",
+           "nearest_class_proxy", "parse_algorithm"]

@@ -1,0 +1,232 @@
+"""Retrieval evaluation: exact chunked k-NN and the metrics of the DML literature.
+
+Metrics (all in [0, 1]):
+- ``recall@K``: fraction of queries with at least one same-class item among their K nearest
+  gallery items (self excluded in the within-domain protocol). Queries whose class has no
+  other item in the gallery count as misses.
+- ``map@r``: Mean Average Precision at R (Musgrave et al., "A Metric Learning Reality Check",
+  2020), R = number of gallery items of the query's class: (1/R) sum_{i<=R} P(i) rel(i).
+- ``map@all``: mean Average Precision over the full gallery ranking.
+- ``precision@K``: fraction of same-class items among the K nearest.
+``map@r``, ``map@all`` and ``precision@K`` average only over queries with at least one relevant
+gallery item (undefined otherwise).
+
+Nearest neighbours are exact inner-product search on L2-normalised embeddings, computed in
+query chunks of ``chunk_size`` rows so memory is O(chunk_size x N), never O(N^2). Ties are
+broken deterministically: equal similarities rank by ascending gallery index.
+"""
+from __future__ import annotations
+
+import math
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DEFAULT_METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _as_tensor(x, device, dtype=None) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    return t.to(device=device, dtype=dtype) if dtype is not None else t.to(device)
+
+
+def _stable_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of each row, descending, ties broken by ascending column index."""
+    vals, idx = sims.topk(k, dim=1)
+    # rows where ties straddle the k-th value: topk's choice among them is arbitrary
+    straddle = (sims >= vals[:, -1:]).sum(dim=1) > k
+    if straddle.any():
+        rows = straddle.nonzero().squeeze(1)
+        order = torch.sort(sims[rows], dim=1, descending=True, stable=True).indices[:, :k]
+        idx[rows] = order
+        vals[rows] = sims[rows].gather(1, order)
+    # canonical order inside the top-k: by value descending, then index ascending
+    by_index = idx.argsort(dim=1)
+    idx, vals = idx.gather(1, by_index), vals.gather(1, by_index)
+    by_value = torch.sort(vals, dim=1, descending=True, stable=True).indices
+    return vals.gather(1, by_value), idx.gather(1, by_value)
+
+
+def knn(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int,
+    exclude_self: bool = False,
+    chunk_size: int = 1024,
+    device: str | torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k nearest gallery items of each query by inner product.
+
+    ``exclude_self``: query i is gallery item i (within-domain, leave-one-out). Returns
+    (similarities, indices), both (n_query, k), on the CPU.
+    """
+    dev = _device(device)
+    gallery = _as_tensor(gallery, dev, torch.float32)
+    n_gallery = gallery.shape[0] - (1 if exclude_self else 0)
+    if k > n_gallery:
+        raise ValueError(f"k={k} exceeds the {n_gallery} gallery items available per query")
+    out_vals, out_idx = [], []
+    for start in range(0, query.shape[0], chunk_size):
+        q = _as_tensor(query[start:start + chunk_size], dev, torch.float32)
+        sims = q @ gallery.T
+        if exclude_self:
+            rows = torch.arange(q.shape[0], device=dev)
+            sims[rows, rows + start] = -math.inf
+        vals, idx = _stable_topk(sims, k)
+        out_vals.append(vals.cpu())
+        out_idx.append(idx.cpu())
+    return torch.cat(out_vals), torch.cat(out_idx)
+
+
+def _parse_metrics(metrics) -> tuple[list[int], list[int], bool, bool]:
+    recall_ks, precision_ks, need_map_r, need_map_all = [], [], False, False
+    for m in metrics:
+        name, _, arg = m.partition("@")
+        if name == "recall" and arg.isdigit():
+            recall_ks.append(int(arg))
+        elif name == "precision" and arg.isdigit():
+            precision_ks.append(int(arg))
+        elif m == "map@r":
+            need_map_r = True
+        elif m == "map@all":
+            need_map_all = True
+        else:
+            raise ValueError(
+                f"unknown metric {m!r}; known: recall@K, precision@K, map@r, map@all")
+    return recall_ks, precision_ks, need_map_r, need_map_all
+
+
+def _relevant_counts(q_labels, g_labels, exclude_self) -> torch.Tensor:
+    classes, g_counts = torch.unique(g_labels, return_counts=True)
+    pos = torch.searchsorted(classes, q_labels).clamp(max=len(classes) - 1)
+    counts = torch.where(classes[pos] == q_labels, g_counts[pos], torch.zeros_like(pos))
+    return counts - (1 if exclude_self else 0)
+
+
+def _map_at_r(hits: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """hits: (n, kmax) bool of the ranked list; relevant: (n,) R per query (> 0)."""
+    ranks = torch.arange(1, hits.shape[1] + 1, dtype=torch.float64)
+    within_r = ranks.unsqueeze(0) <= relevant.unsqueeze(1)
+    h = (hits & within_r).double()
+    precision = h.cumsum(1) / ranks
+    return (precision * h).sum(1) / relevant.double()
+
+
+def _map_at_all(query, gallery, q_labels, g_labels, exclude_self, chunk_size, dev):
+    """Average precision over the whole ranking, per query (nan when nothing is relevant)."""
+    aps = []
+    g_labels_d = g_labels.to(dev)
+    for start in range(0, query.shape[0], chunk_size):
+        q = _as_tensor(query[start:start + chunk_size], dev, torch.float32)
+        sims = q @ gallery.T
+        rows = torch.arange(q.shape[0], device=dev)
+        if exclude_self:
+            sims[rows, rows + start] = -math.inf
+        order = torch.sort(sims, dim=1, descending=True, stable=True).indices
+        if exclude_self:  # self is ranked last: drop that column
+            order = order[:, :-1]
+        hits = (g_labels_d[order] == q_labels[start:start + chunk_size].to(dev).unsqueeze(1))
+        hits = hits.double()
+        ranks = torch.arange(1, hits.shape[1] + 1, device=dev, dtype=torch.float64)
+        n_rel = hits.sum(1)
+        ap = (hits.cumsum(1) / ranks * hits).sum(1) / n_rel.clamp(min=1)
+        aps.append(torch.where(n_rel > 0, ap, torch.full_like(ap, math.nan)).cpu())
+    return torch.cat(aps)
+
+
+def retrieval_metrics(
+    query: torch.Tensor,
+    query_labels,
+    gallery: torch.Tensor | None = None,
+    gallery_labels=None,
+    metrics=DEFAULT_METRICS,
+    chunk_size: int = 1024,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Retrieval metrics of ``query`` against ``gallery``.
+
+    With no gallery, the protocol is within-domain leave-one-out: the queries are the gallery and
+    each query's own item is excluded. Embeddings are used as given (inner product); pass
+    L2-normalised embeddings for cosine similarity.
+    """
+    exclude_self = gallery is None
+    if exclude_self:
+        gallery, gallery_labels = query, query_labels
+    q_labels = _as_tensor(query_labels, "cpu").long()
+    g_labels = _as_tensor(gallery_labels, "cpu").long()
+    if len(q_labels) != len(query) or len(g_labels) != len(gallery):
+        raise ValueError("embeddings and labels must have the same length")
+    recall_ks, precision_ks, need_map_r, need_map_all = _parse_metrics(metrics)
+    relevant = _relevant_counts(q_labels, g_labels, exclude_self)
+    has_rel = relevant > 0
+    kmax = max(recall_ks + precision_ks + ([int(relevant.max())] if need_map_r else []) + [1])
+    kmax = min(kmax, len(gallery) - (1 if exclude_self else 0))
+    _, idx = knn(query, gallery, kmax, exclude_self, chunk_size, device)
+    hits = g_labels[idx] == q_labels.unsqueeze(1)
+
+    out: dict[str, float] = {}
+    for k in recall_ks:
+        out[f"recall@{k}"] = hits[:, :k].any(1).double().mean().item()
+    for k in precision_ks:
+        out[f"precision@{k}"] = hits[has_rel, :k].double().mean(1).mean().item()
+    if need_map_r:
+        out["map@r"] = _map_at_r(hits[has_rel], relevant[has_rel]).mean().item()
+    if need_map_all:
+        dev = _device(device)
+        aps = _map_at_all(query, _as_tensor(gallery, dev, torch.float32), q_labels, g_labels,
+                          exclude_self, chunk_size, dev)
+        out["map@all"] = aps[has_rel].mean().item()
+    return {k: (math.nan if v != v else float(v)) for k, v in out.items()}
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise rows (the embedding convention of every algorithm here)."""
+    return F.normalize(x.float(), dim=1)
+
+
+@torch.no_grad()
+def embed_split(embed_fn, split, transform, batch_size: int = 256, num_workers: int = 0,
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """Embeddings (CPU, float32) of every image of a split, in split order."""
+    from torch.utils.data import DataLoader
+
+    from .datasets import ImageDataset
+
+    loader = DataLoader(ImageDataset(split, transform), batch_size=batch_size,
+                        num_workers=num_workers, pin_memory=torch.device(device).type == "cuda")
+    out = []
+    for batch in loader:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        out.append(embed_fn(x.to(device, non_blocking=True)).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate(embed_fn, eval_splits, transform, metrics=DEFAULT_METRICS, batch_size: int = 256,
+             num_workers: int = 0, device: str | torch.device = "cpu",
+             chunk_size: int = 1024) -> dict[str, float]:
+    """Metrics of every :class:`EvalSplit` under flat keys ``<split name>_<metric>``, e.g.
+    ``sketch_test_recall@1`` or ``sketch->mnist_test_map@r``. Each split is embedded once."""
+    cache: dict[int, torch.Tensor] = {}
+
+    def emb(split):
+        if id(split) not in cache:
+            cache[id(split)] = embed_split(embed_fn, split, transform, batch_size, num_workers,
+                                           device)
+        return cache[id(split)]
+
+    results = {}
+    for ev in eval_splits:
+        gallery = ev.gallery
+        values = retrieval_metrics(
+            emb(ev.query), ev.query.labels,
+            None if gallery is None else emb(gallery),
+            None if gallery is None else gallery.labels,
+            metrics=metrics, chunk_size=chunk_size, device=device)
+        results.update({f"{ev.name}_{k}": v for k, v in values.items()})
+    return results

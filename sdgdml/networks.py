@@ -1,0 +1,158 @@
+"""Backbones and the embedding network.
+
+``create_backbone(name)`` is the one factory: the small CNNs registered here (``digits_cnn``)
+or any timm model name (``resnet50.tv_in1k``, ``resnet18``, ``vit_small_patch16_224.dino``,
+``deit_small_patch16_224.fb_in1k``, ...; short aliases in ``ALIASES``).
+``EmbeddingNet`` puts a linear embedding head on a backbone and L2-normalises its output.
+
+Pretrained weights come from the Hugging Face hub, or from a local file (``pretrained_file``:
+.safetensors / .pth / .bin) for clusters without internet. Without a reachable hub and without
+a cached copy the error is immediate and says what to do.
+"""
+from __future__ import annotations
+
+import contextlib
+import socket
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ALIASES = {
+    "resnet50_tv": "resnet50.tv_in1k",     # torchvision ImageNet weights, the DML convention
+    "vit_s": "vit_small_patch16_224.augreg_in21k_ft_in1k",
+    "deit_s": "deit_small_patch16_224.fb_in1k",
+    "dino_vits16": "vit_small_patch16_224.dino",
+}
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights were asked for and cannot be loaded."""
+
+
+class DigitsCNN(nn.Module):
+    """A small conv net for 32x32 inputs (three conv-BN-ReLU stages, global average pool)."""
+
+    def __init__(self, in_chans: int = 3, width: int = 32):
+        super().__init__()
+
+        def stage(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True)]
+
+        self.features = nn.Sequential(
+            *stage(in_chans, width), nn.MaxPool2d(2),
+            *stage(width, 2 * width), nn.MaxPool2d(2),
+            *stage(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.num_features = 4 * width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+LOCAL_BACKBONES: dict[str, Callable[..., nn.Module]] = {"digits_cnn": DigitsCNN}
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline_if_unreachable():
+    """Use only the local hub cache when the hub cannot be reached (fails in ms, not ~46 s of
+    DNS retries)."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    if not previous and not _hub_reachable():
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
+def _timm_model(name: str, pretrained: bool, pretrained_file: str | None, **kwargs) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        hint = timm.list_models(f"*{name.split('.')[0][:8]}*")[:10]
+        raise ValueError(f"unknown backbone {name!r}: neither {sorted(LOCAL_BACKBONES)} nor a "
+                         f"timm model; similar timm names: {hint}")
+    if pretrained_file:
+        path = Path(pretrained_file)
+        if not path.is_file():
+            raise PretrainedWeightsError(f"pretrained weights file not found: {path}")
+        return timm.create_model(name, pretrained=True, num_classes=0,
+                                 pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    try:
+        with _hub_offline_if_unreachable():
+            return timm.create_model(name, pretrained=True, num_classes=0, **kwargs)
+    except Exception as e:  # hub, cache and network errors all end here
+        raise PretrainedWeightsError(
+            f"cannot load pretrained weights for {name!r} from the Hugging Face hub or its local "
+            f"cache ({type(e).__name__}). Offline? Download the weights on a machine with "
+            f"internet (e.g. timm.create_model({name!r}, pretrained=True) then copy "
+            f"~/.cache/huggingface, or save the .safetensors file) and pass "
+            f"--pretrained_file PATH, or set pretrained=false in --hparams.") from e
+
+
+def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | None = None,
+                    **kwargs) -> nn.Module:
+    """A feature extractor with a ``num_features`` attribute and (B, num_features) output."""
+    name = ALIASES.get(name, name)
+    if name in LOCAL_BACKBONES:
+        model = LOCAL_BACKBONES[name](**kwargs)
+        if pretrained_file:
+            model.load_state_dict(torch.load(pretrained_file, map_location="cpu"))
+        elif pretrained:
+            raise PretrainedWeightsError(f"{name} has no published weights; use --pretrained_file")
+        return model
+    return _timm_model(name, pretrained, pretrained_file, **kwargs)
+
+
+class EmbeddingNet(nn.Module):
+    """backbone -> linear embedding -> L2 normalisation.
+
+    ``freeze_bn`` keeps the backbone's BatchNorm layers in eval mode during training (the usual
+    DML recipe for ResNets with small per-class batches).
+    """
+
+    def __init__(self, backbone: nn.Module, embed_dim: int, freeze_bn: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.embedding = nn.Linear(backbone.num_features, embed_dim)
+        self.freeze_bn = freeze_bn
+        nn.init.kaiming_normal_(self.embedding.weight, mode="fan_out")
+        nn.init.zeros_(self.embedding.bias)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.embedding(self.backbone(x)), dim=1)
+
+
+def create_model(hparams: dict, pretrained_file: str | None = None) -> EmbeddingNet:
+    """The embedding network an algorithm trains, from the hparams ``backbone``, ``pretrained``,
+    ``embed_dim`` and ``freeze_bn``."""
+    backbone = create_backbone(hparams["backbone"], hparams.get("pretrained", False),
+                               pretrained_file)
+    return EmbeddingNet(backbone, hparams["embed_dim"], hparams.get("freeze_bn", False))

@@ -1,0 +1,60 @@
+"""The run record format: one JSON object per line in ``results.jsonl`` (one per checkpoint).
+
+Reading tolerates what a killed writer leaves behind: a half-written or corrupt line is skipped
+with a warning, never an exception.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+
+def append_record(path: str | Path, record: dict) -> None:
+    """Append one record and flush it to disk."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """All complete records of a results file ([] if it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                warnings.warn(f"{path}:{lineno}: skipping unreadable record ({e})", stacklevel=2)
+                continue
+            records.append(rec)
+    return records
+
+
+def truncate_records(path: str | Path, max_step: int) -> int:
+    """Keep only the readable records with ``step <= max_step`` (used on resume); returns how
+    many were dropped. The rewrite is atomic."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        records = read_records(path)
+    kept = [r for r in records if r.get("step", -1) <= max_step]
+    n_lines = sum(1 for line in open(path) if line.strip())
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+    os.replace(tmp, path)
+    return n_lines - len(kept)

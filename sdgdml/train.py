@@ -1,0 +1,325 @@
+"""Train one SDG-DML model on a source domain and evaluate retrieval on the target domains.
+
+    python -m sdgdml.train --dataset DigitsDG --source mnist --algorithm ProxyAnchor \\
+        --output_dir runs/demo
+
+Writes to ``--output_dir``: ``args.json``, ``hparams.json``, ``results.jsonl`` (one JSON line
+per checkpoint: step, epoch, losses, step time, memory and every split's metrics under flat
+keys ``<split>_<metric>``), ``out.txt`` (the log), ``checkpoint.pt`` while running (atomic;
+a restarted run resumes from it) and ``done`` at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import resource
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tabulate import tabulate
+from tqdm import tqdm
+
+from . import __version__, evaluation, hparams_registry
+from .algorithms import (Schedule, UnknownAlgorithmError, algorithm_class, create_algorithm,
+                         parse_algorithm)
+from .datasets import DATASETS, DatasetError, ImageDataset, get_dataset_class
+from .datasets.samplers import StepBatchSampler
+from .hparams_registry import UnknownHparamError
+from .networks import PretrainedWeightsError, create_model
+from .records import SCHEMA_VERSION, append_record, read_records, truncate_records
+
+log = logging.getLogger("sdgdml")
+USER_ERRORS = (DatasetError, UnknownAlgorithmError, UnknownHparamError, PretrainedWeightsError)
+
+# args that locate things on a machine or tune speed, not part of the experiment's identity
+MACHINE_ARGS = ("data_dir", "output_dir", "device", "num_workers", "eval_batch_size",
+                "eval_chunk_size", "pretrained_file", "keep_checkpoint", "save_model", "quiet")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sdgdml.train", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--dataset", default="DigitsDG", help=f"registered dataset: {', '.join(sorted(DATASETS))}")
+    a("--source", default=None, help="source (training) domain; default: the dataset's")
+    a("--targets", nargs="*", default=None,
+      help="target domains to evaluate on; default: every domain except the source")
+    a("--data_dir", default=None, help="root folder of the dataset (not needed for DigitsDG)")
+    a("--output_dir", required=True, help="run folder for records, log and checkpoint")
+    a("--algorithm", default="ProxyAnchor",
+      help="base loss or standalone algorithm, optionally with '+Plugin's (ProxyAnchor+SEE)")
+    a("--hparams", default=None, help="JSON dict overriding hyperparameters, applied last")
+    a("--hparams_seed", type=int, default=0, help="0: default hparams; >0: a random sample")
+    a("--trial_seed", type=int, default=0,
+      help="trial seed: the source train/validation split (and the default --seed)")
+    a("--seed", type=int, default=None, help="training seed (init, batches, augmentation)")
+    a("--epochs", type=float, default=None, help="length of training in epochs of the source "
+      "training split; default: the dataset's DEFAULT_EPOCHS")
+    a("--steps", type=int, default=None, help="length of training in steps (overrides --epochs)")
+    a("--checkpoint_freq", type=int, default=None,
+      help="evaluate, record and checkpoint every N steps; default: about 10 per run")
+    a("--protocol", choices=("within", "cross", "both"), default=None,
+      help="within: leave-one-out retrieval inside each target domain; cross: target queries "
+           "against the source's unseen-class gallery; default: the dataset's")
+    a("--label_noise", type=float, default=0.0,
+      help="fraction of training labels replaced by another seen class (seeded by trial_seed)")
+    a("--metrics", nargs="+", default=list(evaluation.DEFAULT_METRICS),
+      help="recall@K, precision@K, map@r, map@all")
+    a("--no_eval_at_start", action="store_true", help="skip the step-0 (untrained) evaluation")
+    a("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    a("--num_workers", type=int, default=0, help="data-loading worker processes")
+    a("--eval_batch_size", type=int, default=256, help="batch size when embedding eval splits")
+    a("--eval_chunk_size", type=int, default=1024, help="query rows per k-NN chunk")
+    a("--pretrained_file", default=None,
+      help="local weights (.safetensors/.pth) for the backbone, for machines without internet")
+    a("--keep_checkpoint", action="store_true",
+      help="keep checkpoint.pt after the run is done (default: delete it)")
+    a("--save_model", action="store_true", help="save the final network weights to model.pt")
+    a("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def experiment_args(args: argparse.Namespace) -> dict:
+    """The args that define the experiment (machine paths and speed knobs left out)."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in MACHINE_ARGS}
+
+
+def _setup_logging(out: Path, quiet: bool) -> None:
+    log.setLevel(logging.INFO)
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    file_handler = logging.FileHandler(out / "out.txt")
+    file_handler.setFormatter(fmt)
+    log.addHandler(file_handler)
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    log.addHandler(console)
+    log.propagate = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+def _check_same_experiment(out: Path, exp: dict) -> None:
+    path = out / "args.json"
+    if not path.exists():
+        return
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in MACHINE_ARGS}
+    if old != exp:
+        diff = {k: (old.get(k), exp.get(k)) for k in set(old) | set(exp) if old.get(k) != exp.get(k)}
+        raise SystemExit(f"{out} holds a run with other args (old, new): {diff}. "
+                         f"Use another --output_dir, or delete that folder to start over.")
+
+
+def _train_loader(split, transform, batch_size, seed, schedule, start, hparams, num_workers,
+                  device, labels):
+    sampler = StepBatchSampler(len(split), batch_size, seed, schedule.total_steps, start,
+                               mode=hparams.get("sampler", "random") if labels is not None
+                               else "random", labels=labels,
+                               m=hparams.get("samples_per_class", 4))
+    return torch.utils.data.DataLoader(
+        ImageDataset(split, transform), batch_sampler=sampler, num_workers=num_workers,
+        pin_memory=device.type == "cuda", generator=torch.Generator(),
+        persistent_workers=num_workers > 0)
+
+
+def _summary_table(records: list[dict], dataset, metric: str = "recall@1") -> str:
+    first, last = records[0], records[-1]
+    rows = []
+    keys = [k for k in last if k.endswith(f"_test_{metric}")
+            and not k.startswith(f"{dataset.source}_test")]
+    for key in keys:
+        rows.append([key[: -len(f"_{metric}")], first.get(key, float("nan")) * 100,
+                     last[key] * 100])
+    if rows:
+        rows.append(["average (targets)", np.mean([r[1] for r in rows]),
+                     np.mean([r[2] for r in rows])])
+    for key in (f"{dataset.source}_val_{metric}", f"{dataset.source}_test_{metric}"):
+        if key in last:
+            rows.append([key[: -len(f"_{metric}")] + " (source)",
+                         first.get(key, float("nan")) * 100, last[key] * 100])
+    head = [f"split ({metric}, %)", f"step {first['step']}", f"step {last['step']}"]
+    return tabulate(rows, headers=head, floatfmt=".2f")
+
+
+def train(args: argparse.Namespace) -> list[dict]:
+    """Run (or resume) one experiment; returns its records."""
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _setup_logging(out, args.quiet)
+    exp = experiment_args(args)
+    _check_same_experiment(out, exp)
+    if (out / "done").exists():
+        log.info("%s is already done; nothing to do", out)
+        return read_records(out / "results.jsonl")
+
+    # validate everything cheap before building anything expensive
+    parse_algorithm(args.algorithm)
+    try:
+        overrides = json.loads(args.hparams) if args.hparams else {}
+    except json.JSONDecodeError as e:
+        raise UnknownHparamError(f"--hparams is not valid JSON ({e}): {args.hparams}") from e
+    hparams = hparams_registry.get_hparams(args.algorithm, args.dataset, args.hparams_seed,
+                                           overrides)
+    dataset = get_dataset_class(args.dataset)(
+        args.data_dir, args.source, args.targets, trial_seed=args.trial_seed,
+        protocol=args.protocol, label_noise=args.label_noise)
+    seed = args.trial_seed if args.seed is None else args.seed
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
+                          if args.device == "auto" else args.device)
+    (out / "args.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True))
+    (out / "hparams.json").write_text(json.dumps(hparams, indent=2, sort_keys=True))
+    log.info("sdgdml %s | %s | %s: %s -> %s | device %s", __version__, args.algorithm,
+             args.dataset, dataset.source, ",".join(dataset.targets), device)
+    log.info("hparams: %s", json.dumps(hparams, sort_keys=True))
+
+    train_split = dataset.train_split()
+    eval_splits = dataset.eval_splits()
+    image_size = hparams["image_size"]
+    train_tf, eval_tf = dataset.train_transform(image_size), dataset.eval_transform(image_size)
+    batch_size = hparams["batch_size"]
+    steps_per_epoch = StepBatchSampler(
+        len(train_split), batch_size, seed, 1, mode=hparams["sampler"],
+        labels=train_split.labels, m=hparams["samples_per_class"]).steps_per_epoch
+    epochs = args.epochs if args.epochs is not None else dataset.DEFAULT_EPOCHS
+    total = args.steps if args.steps is not None else max(1, round(epochs * steps_per_epoch))
+    schedule = Schedule(total, steps_per_epoch)
+    freq = args.checkpoint_freq or max(1, total // 10)
+    log.info("%d training images (%d seen classes), %d steps of batch %d (%.1f epochs), "
+             "checkpoint every %d steps", len(train_split), dataset.num_train_classes, total,
+             batch_size, schedule.total_epochs, freq)
+
+    seed_everything(seed)
+    network = create_model(hparams, args.pretrained_file)
+    cls = algorithm_class(args.algorithm)
+    algorithm = create_algorithm(args.algorithm, network, dataset.num_train_classes, hparams,
+                                 schedule).to(device)
+
+    start = 0
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        algorithm.load_state_dict(state["algorithm"])
+        _set_rng_state(state["rng"])
+        start = state["step"]
+        dropped = truncate_records(out / "results.jsonl", start)
+        log.info("resumed from %s at step %d (dropped %d later records)", ckpt_path, start,
+                 dropped)
+    else:
+        truncate_records(out / "results.jsonl", -1)
+
+    labels = train_split.labels if cls.USES_LABELS else None
+    source_view = train_split if cls.USES_LABELS else dataset.unlabeled_split(dataset.source)
+    loaders = {"x": _train_loader(source_view, train_tf, batch_size, seed, schedule, start,
+                                  hparams, args.num_workers, device, labels)}
+    if cls.TRANSDUCTIVE:
+        for i, t in enumerate(dataset.targets, 1):
+            loaders[t] = _train_loader(dataset.unlabeled_split(t), train_tf, batch_size,
+                                       seed + 7919 * i, schedule, start, hparams,
+                                       args.num_workers, device, None)
+
+    def checkpoint(step: int, logged: dict) -> None:
+        t0 = time.time()
+        metrics = evaluation.evaluate(algorithm.embed, eval_splits, eval_tf, args.metrics,
+                                      args.eval_batch_size, args.num_workers, device,
+                                      args.eval_chunk_size)
+        record = {"step": step, "epoch": step / steps_per_epoch,
+                  **{k: float(np.mean(v)) for k, v in logged.items()},
+                  "eval_time": time.time() - t0, "mem_gb": _peak_memory_gb(device),
+                  **metrics, "args": vars(args), "hparams": hparams,
+                  "schema_version": SCHEMA_VERSION, "sdgdml_version": __version__}
+        append_record(out / "results.jsonl", record)
+        atomic_save({"algorithm": algorithm.state_dict(), "rng": _rng_state(), "step": step},
+                    ckpt_path)
+        shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith("recall@1")}
+        log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
+
+    if start == 0 and not args.no_eval_at_start:
+        checkpoint(0, {})
+    logged: dict[str, list[float]] = defaultdict(list)
+    iterators = {k: iter(v) for k, v in loaders.items()}
+    bar = tqdm(range(start, total), initial=start, total=total, desc="train",
+               disable=args.quiet, mininterval=1 if sys.stderr.isatty() else 30)
+    t_step = time.time()
+    for step in bar:
+        batch = {}
+        for key, it in iterators.items():
+            item = next(it)
+            if key == "x":
+                x, y = item if labels is not None else (item, None)
+                batch["x"] = x.to(device, non_blocking=True)
+                if y is not None:
+                    batch["y"] = y.to(device, non_blocking=True)
+            else:
+                batch.setdefault("unlabeled", {})[key] = item.to(device, non_blocking=True)
+        for k, v in algorithm.update(batch).items():
+            logged[k].append(v)
+        logged["step_time"].append(time.time() - t_step)
+        bar.set_postfix(loss=f"{logged['loss'][-1]:.4f}" if logged.get("loss") else "")
+        if (step + 1) % freq == 0 or step + 1 == total:
+            checkpoint(step + 1, logged)
+            logged = defaultdict(list)
+        t_step = time.time()
+    bar.close()
+
+    records = read_records(out / "results.jsonl")
+    if args.save_model:
+        torch.save(algorithm.network.state_dict(), out / "model.pt")
+    (out / "done").write_text("done\n")
+    if not args.keep_checkpoint:
+        ckpt_path.unlink(missing_ok=True)
+    log.info("done: %s\n%s", out, _summary_table(records, dataset))
+    return records
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        train(args)
+    except USER_ERRORS as e:  # bad names, paths or hparams: a clear message, no traceback
+        raise SystemExit(f"error: {e}") from e
+
+
+if __name__ == "__main__":
+    main()
