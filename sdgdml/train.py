@@ -96,6 +96,8 @@ def _setup_logging(out: Path, quiet: bool) -> None:
     log.setLevel(logging.INFO)
     for h in list(log.handlers):
         log.removeHandler(h)
+        if isinstance(h, logging.FileHandler):
+            h.close()
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     file_handler = logging.FileHandler(out / "out.txt")
     file_handler.setFormatter(fmt)
@@ -238,7 +240,8 @@ def train(args: argparse.Namespace) -> list[dict]:
 
     start = 0
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
+    resumed = ckpt_path.exists()
+    if resumed:
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         algorithm.load_state_dict(state["algorithm"])
         _set_rng_state(state["rng"])
@@ -275,7 +278,7 @@ def train(args: argparse.Namespace) -> list[dict]:
         shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith("recall@1")}
         log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
 
-    if start == 0 and not args.no_eval_at_start:
+    if not resumed and not args.no_eval_at_start:   # a checkpoint's record is already kept
         checkpoint(0, {})
     logged: dict[str, list[float]] = defaultdict(list)
     iterators = {k: iter(v) for k, v in loaders.items()}
