@@ -11,6 +11,7 @@ a restarted run resumes from it) and ``done`` at the end.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -92,6 +93,20 @@ def experiment_args(args: argparse.Namespace) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if k not in MACHINE_ARGS}
 
 
+def experiment_identity(args: argparse.Namespace | dict) -> dict:
+    """The experiment args that differ from their defaults: what names a run (a sweep hashes
+    it). A flag added later with a default leaves every existing run's identity unchanged."""
+    defaults = _default_args()
+    items = args.items() if isinstance(args, dict) else vars(args).items()
+    return {k: v for k, v in sorted(items)
+            if k not in MACHINE_ARGS and defaults.get(k) != v}
+
+
+@functools.lru_cache(maxsize=1)
+def _default_args() -> dict:
+    return vars(build_parser().parse_args(["--output_dir", "."]))
+
+
 def _setup_logging(out: Path, quiet: bool) -> None:
     log.setLevel(logging.INFO)
     for h in list(log.handlers):
@@ -147,7 +162,8 @@ def _check_same_experiment(out: Path, exp: dict) -> None:
     path = out / "args.json"
     if not path.exists():
         return
-    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in MACHINE_ARGS}
+    old = experiment_identity(json.loads(path.read_text()))
+    exp = experiment_identity(exp)
     if old != exp:
         diff = {k: (old.get(k), exp.get(k)) for k in set(old) | set(exp) if old.get(k) != exp.get(k)}
         raise SystemExit(f"{out} holds a run with other args (old, new): {diff}. "
