@@ -21,6 +21,7 @@ targets first, then takes mean ± SE over trials; the same for the averages tabl
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -52,10 +53,20 @@ def find_runs(root: str | Path) -> list[Path]:
     return sorted(runs)
 
 
+def _sweep_labels(sweep_dir: Path) -> dict[str, str]:
+    """{run id: table label} from a sweep's ``sweep.json`` (algorithm entries' ``label``)."""
+    try:
+        runs = json.loads((sweep_dir / "sweep.json").read_text())["runs"]
+        return {rid: info["label"] for rid, info in runs.items() if info.get("label")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def load_records(input_dirs, include_incomplete: bool = False
                  ) -> tuple[pd.DataFrame, dict[str, dict]]:
-    """(one row per record: ids + numeric metrics, {run: hparams}) from every run found."""
-    rows, hparams, incomplete = [], {}, []
+    """(one row per record: ids + numeric metrics, {run: hparams}) from every run found.
+    The ``algorithm`` column is the sweep's label of the run when it has one."""
+    rows, hparams, incomplete, labels = [], {}, [], {}
     dirs = [input_dirs] if isinstance(input_dirs, (str, Path)) else list(input_dirs)
     for root in dirs:
         if not Path(root).is_dir():
@@ -72,8 +83,11 @@ def load_records(input_dirs, include_incomplete: bool = False
             run = str(run_dir)
             args = records[-1].get("args", {})
             hparams[run] = records[-1].get("hparams", {})
+            if run_dir.parent not in labels:
+                labels[run_dir.parent] = _sweep_labels(run_dir.parent)
+            label = labels[run_dir.parent].get(run_dir.name, args.get("algorithm"))
             ids = {"run": run, "dataset": args.get("dataset"), "source": args.get("source"),
-                   "algorithm": args.get("algorithm"), "hparams_seed": args.get("hparams_seed"),
+                   "algorithm": label, "hparams_seed": args.get("hparams_seed"),
                    "trial_seed": args.get("trial_seed")}
             for r in records:
                 rows.append({**ids, **{k: v for k, v in r.items()
@@ -91,22 +105,30 @@ def load_records(input_dirs, include_incomplete: bool = False
 # ----------------------------------------------------------------------------- selection
 def target_keys(df: pd.DataFrame, source: str, metric: str, protocol: str = "all",
                 with_source: bool = False) -> dict[str, str]:
-    """{column label: record key} of the target test splits of ``metric`` present in ``df``
-    (``<t>_test_<metric>`` within-domain, ``<q>-><g>_test_<metric>`` cross-domain)."""
-    suffix = f"_test_{metric}"
+    """{column label: record key} of the target splits of ``metric`` present in ``df``.
+
+    A record key is ``<split>_<metric>``. ``<source>_val`` is for selection only; other
+    ``<source>_...`` splits (the source's unseen classes, ``<source>_test``) are shown only
+    ``with_source``; every other split is a target: ``<t>_test`` (within-domain, label ``t``),
+    ``<q>-><g>_test`` (cross-domain, label ``q->g``) or another protocol's ``<q>-><g>_<kind>``.
+    """
+    suffix = f"_{metric}"
     out = {}
     for key in df.columns:
-        if not key.endswith(suffix) or df[key].isna().all():
+        if not isinstance(key, str) or not key.endswith(suffix) or key in ID_COLUMNS:
             continue
         split = key[: -len(suffix)]
-        cross = "->" in split
-        if split == source:
-            if with_source:
-                out[f"{source} (source)"] = key
+        label = split[: -len("_test")] if split.endswith("_test") else split
+        if split == f"{source}_val" or df[key].isna().all():
             continue
+        if split.startswith(f"{source}_"):
+            if with_source:
+                out[f"{label} (source)"] = key
+            continue
+        cross = "->" in split
         if (protocol == "within" and cross) or (protocol == "cross" and not cross):
             continue
-        out[split] = key
+        out[label] = key
     return out
 
 

@@ -13,8 +13,9 @@ replaces the registry's random distribution of a hparam for seeds > 0, e.g.
 ``{lr: {log_uniform: [1e-5, 1e-3]}, batch_size: {choice: [32, 64]}, pa_margin: {uniform: [0, 0.3]}}``.
 ``train_args`` holds any other ``python -m sdgdml.train`` flag (``steps``, ``protocol``, ...).
 
-A run's folder is ``<output_dir>/<md5 of its experiment args>``: machine paths and speed
-knobs (``train.MACHINE_ARGS``) are left out, so moving the data never renames a run.
+A run's folder is ``<output_dir>/<md5 of its experiment identity>``: the train args that
+differ from their defaults, machine paths and speed knobs (``train.MACHINE_ARGS``) left out,
+so moving the data never renames a run, nor does a later release adding a train flag.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class SweepError(ValueError):
 @dataclass
 class SweepDefinition:
     splits: list[str]
-    algorithms: list[dict]          # {"name": str, "hparams": {}, "hparam_ranges": {}}
+    algorithms: list[dict]          # {"name", "label", "hparams": {}, "hparam_ranges": {}}
     n_hparams: int = 1
     n_trials: int = 1
     hparams: dict = field(default_factory=dict)
@@ -62,7 +63,7 @@ class SweepDefinition:
 class Job:
     """One training run of a sweep."""
 
-    run_id: str                  # md5 of the experiment args = the run folder's name
+    run_id: str                  # md5 of the experiment identity = the run folder's name
     argv: tuple[str, ...]        # `python -m sdgdml.train` arguments (incl. --output_dir)
     info: dict                   # dataset, source, targets, algorithm, hparams_seed, trial_seed
 
@@ -73,16 +74,19 @@ class Job:
 
 # ----------------------------------------------------------------------------- reading
 def _algorithm_entry(entry: Any) -> dict:
+    """A name, or {name, label, hparams, hparam_ranges}; ``label`` (default: the name) is the
+    row of the results tables, e.g. for ablations of one algorithm."""
     if isinstance(entry, str):
-        return {"name": entry, "hparams": {}, "hparam_ranges": {}}
+        return {"name": entry, "label": entry, "hparams": {}, "hparam_ranges": {}}
     if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-        extra = set(entry) - {"name", "hparams", "hparam_ranges"}
+        extra = set(entry) - {"name", "label", "hparams", "hparam_ranges"}
         if extra:
             raise SweepError(f"algorithm entry {entry['name']!r}: unknown keys {sorted(extra)}; "
-                             f"known: name, hparams, hparam_ranges")
-        return {"name": entry["name"], "hparams": dict(entry.get("hparams") or {}),
+                             f"known: name, label, hparams, hparam_ranges")
+        return {"name": entry["name"], "label": str(entry.get("label") or entry["name"]),
+                "hparams": dict(entry.get("hparams") or {}),
                 "hparam_ranges": dict(entry.get("hparam_ranges") or {})}
-    raise SweepError(f"an algorithm is a name or {{name:, hparams:, hparam_ranges:}}, "
+    raise SweepError(f"an algorithm is a name or {{name:, label:, hparams:, hparam_ranges:}}, "
                      f"got {entry!r}")
 
 
@@ -205,8 +209,8 @@ def _check_train_args(argv: list[str]) -> None:
 
 
 def validate(d: SweepDefinition) -> list[tuple[str, str, list[str]]]:
-    """Check every name against the registries (a clear error listing the known names);
-    returns the expanded splits."""
+    """Check every name against the registries; all problems are reported at once, each with
+    the known names. Returns the expanded splits."""
     from . import hparams_registry
     from .algorithms import UnknownAlgorithmError, parse_algorithm
 
@@ -216,23 +220,42 @@ def validate(d: SweepDefinition) -> list[tuple[str, str, list[str]]]:
         raise SweepError("the sweep has no algorithms (--algorithms or `algorithms:`)")
     if d.n_hparams < 1 or d.n_trials < 1:
         raise SweepError("n_hparams and n_trials must be >= 1")
-    splits = [s for spec in d.splits for s in parse_split(spec)]
+    errors, splits, algorithms = [], [], []
+    for spec in d.splits:
+        try:
+            splits += parse_split(spec)
+        except SweepError as e:
+            errors.append(str(e))
     for a in d.algorithms:
         try:
             parse_algorithm(a["name"])
+            algorithms.append(a)
         except UnknownAlgorithmError as e:
-            raise SweepError(str(e)) from None
-    _check_ranges(d.hparam_ranges, "hparam_ranges")
-    for a in d.algorithms:
-        _check_ranges(a["hparam_ranges"], f"algorithm {a['name']}")
+            errors.append(str(e))
+    labels = [a["label"] for a in d.algorithms]
+    if len(set(labels)) != len(labels):
+        errors.append(f"two algorithm entries share a label ({labels}): give each a distinct "
+                      f"`label:` (the row name in the results tables)")
+    for check in (lambda: _check_ranges(d.hparam_ranges, "hparam_ranges"),
+                  *(lambda a=a: _check_ranges(a["hparam_ranges"], f"algorithm {a['name']}")
+                    for a in d.algorithms),
+                  lambda: _check_train_args(d.train_args)):
+        try:
+            check()
+        except SweepError as e:
+            errors.append(str(e))
     for dataset in sorted({s[0] for s in splits}):
-        for a in d.algorithms:
+        for a in algorithms:
             known = hparams_registry.default_hparams(a["name"], dataset)
             for name in [*d.hparams, *d.hparam_ranges, *a["hparams"], *a["hparam_ranges"]]:
                 if name not in known:
-                    raise SweepError(f"unknown hparam {name!r} for {a['name']} on {dataset}; "
-                                     f"known: {', '.join(sorted(known))}")
-    _check_train_args(d.train_args)
+                    errors.append(f"unknown hparam {name!r} for {a['name']} on {dataset}; "
+                                  f"known: {', '.join(sorted(known))}")
+    if errors:
+        errors = list(dict.fromkeys(errors))
+        where = f"sweep {d.name!r}" if d.name else "the sweep"
+        raise SweepError(f"{where} cannot run ({len(errors)} problem(s)):\n  - "
+                         + "\n  - ".join(errors))
     return splits
 
 
@@ -264,13 +287,13 @@ def run_hparams(d: SweepDefinition, algorithm: dict, dataset: str, hparams_seed:
     return out
 
 
-def run_id(exp_args: dict) -> str:
-    return hashlib.md5(json.dumps(exp_args, sort_keys=True).encode()).hexdigest()
+def run_id(identity: dict) -> str:
+    return hashlib.md5(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def make_jobs(d: SweepDefinition, output_dir: str | Path, machine_argv=()) -> list[Job]:
     """Every run of the sweep (validated; duplicates removed), in a stable order."""
-    from .train import build_parser, experiment_args
+    from .train import build_parser, experiment_identity
 
     splits = validate(d)
     parser = build_parser()
@@ -287,13 +310,14 @@ def make_jobs(d: SweepDefinition, output_dir: str | Path, machine_argv=()) -> li
                     if overrides:
                         argv += ["--hparams", json.dumps(overrides, sort_keys=True)]
                     argv += list(machine_argv)
-                    rid = run_id(experiment_args(parser.parse_args(argv + ["--output_dir", "."])))
+                    args = parser.parse_args(argv + ["--output_dir", "."])
+                    rid = run_id(experiment_identity(args))
                     if rid in seen:
                         continue
                     seen.add(rid)
                     info = {"dataset": dataset, "source": source, "targets": targets,
-                            "algorithm": algorithm["name"], "hparams_seed": hseed,
-                            "trial_seed": trial}
+                            "algorithm": algorithm["name"], "label": algorithm["label"],
+                            "hparams_seed": hseed, "trial_seed": trial}
                     jobs.append(Job(rid, tuple(argv + ["--output_dir", str(output_dir / rid)]),
                                     info))
     return jobs

@@ -185,3 +185,17 @@ def test_cli_formats(sweep):
                            capture_output=True, text=True, env=subprocess_env(), check=True)
     assert "selection: oracle" in plain.stdout and "selection: last" in plain.stdout
     assert "|" not in plain.stdout
+
+
+def test_column_kinds_protocol_filter_and_source_column(tmp_path):
+    r = {**rec(0, 0.5, 0.1, 0.2), "t1->s_test_recall@1": 0.3, "s->t1_partial_recall@1": 0.4,
+         "s_train_recall@1": 0.9}
+    write_run(tmp_path, "a", [r])
+    df = collect.load_records(tmp_path)[0]
+    assert collect.target_keys(df, "s", "recall@1") == {
+        "t1": "t1_test_recall@1", "t2": "t2_test_recall@1", "t1->s": "t1->s_test_recall@1",
+        "s->t1_partial": "s->t1_partial_recall@1"}
+    assert set(collect.target_keys(df, "s", "recall@1", "within")) == {"t1", "t2"}
+    assert set(collect.target_keys(df, "s", "recall@1", "cross")) == {"t1->s", "s->t1_partial"}
+    assert set(collect.target_keys(df, "s", "recall@1", "within", with_source=True)) == {
+        "t1", "t2", "s (source)", "s_train (source)"}
