@@ -220,12 +220,15 @@ def validate(d: SweepDefinition) -> list[tuple[str, str, list[str]]]:
         raise SweepError("the sweep has no algorithms (--algorithms or `algorithms:`)")
     if d.n_hparams < 1 or d.n_trials < 1:
         raise SweepError("n_hparams and n_trials must be >= 1")
+    from .datasets import DATASETS
+
     errors, splits, algorithms = [], [], []
     for spec in d.splits:
         try:
             splits += parse_split(spec)
         except SweepError as e:
             errors.append(str(e))
+    datasets = sorted({spec.partition(":")[0].strip() for spec in d.splits} & set(DATASETS))
     for a in d.algorithms:
         try:
             parse_algorithm(a["name"])
@@ -244,7 +247,7 @@ def validate(d: SweepDefinition) -> list[tuple[str, str, list[str]]]:
             check()
         except SweepError as e:
             errors.append(str(e))
-    for dataset in sorted({s[0] for s in splits}):
+    for dataset in datasets:
         for a in algorithms:
             known = hparams_registry.default_hparams(a["name"], dataset)
             for name in [*d.hparams, *d.hparam_ranges, *a["hparams"], *a["hparam_ranges"]]:
