@@ -35,7 +35,8 @@ from tabulate import tabulate
 from .records import read_records
 
 SELECTION_METHODS = ("source_val", "oracle", "last")
-ID_COLUMNS = ("run", "dataset", "source", "algorithm", "hparams_seed", "trial_seed", "step")
+ID_COLUMNS = ("run", "dataset", "source", "targets", "algorithm", "hparams_seed", "trial_seed",
+              "step")
 SKIP_DIRS = {"submitit", "__pycache__"}
 SE_NOTE = "mean ± standard error over trials (SE = sample std with ddof=1 / sqrt(n))"
 
@@ -87,6 +88,7 @@ def load_records(input_dirs, include_incomplete: bool = False
                 labels[run_dir.parent] = _sweep_labels(run_dir.parent)
             label = labels[run_dir.parent].get(run_dir.name, args.get("algorithm"))
             ids = {"run": run, "dataset": args.get("dataset"), "source": args.get("source"),
+                   "targets": ",".join(args.get("targets") or []),
                    "algorithm": label, "hparams_seed": args.get("hparams_seed"),
                    "trial_seed": args.get("trial_seed")}
             for r in records:
@@ -204,6 +206,8 @@ def _per_trial(sel: pd.DataFrame, dataset: str, metric: str, protocol: str,
     for source in sources:
         sp = part[part["source"] == source]
         keys = target_keys(sp, source, metric, protocol, with_source)
+        order = sp["targets"].iloc[0].split(",") if "targets" in sp else []
+        keys = dict(sorted(keys.items(), key=lambda kv: _column_rank(kv[0], source, order)))
         labels = {k: (lab if len(sources) == 1 or "->" in lab else f"{source}->{lab}")
                   for lab, k in keys.items()}
         columns += [labels[k] for k in keys.values()]
@@ -212,10 +216,23 @@ def _per_trial(sel: pd.DataFrame, dataset: str, metric: str, protocol: str,
     if not frames:
         return [], {}
     wide = pd.concat(frames, axis=1) if len(frames) > 1 else frames[0]
-    wide["average"] = wide[columns].mean(axis=1, skipna=False)
+    targets = [c for c in columns if not c.endswith("(source)")] or columns
+    wide["average"] = wide[targets].mean(axis=1, skipna=False)    # of the target columns
     for alg, f in wide.groupby(level="algorithm"):
         per_alg[alg] = f.droplevel("algorithm")
     return columns, per_alg
+
+
+def _column_rank(label: str, source: str, targets: list[str]) -> tuple:
+    """Columns follow the run's ``--targets`` order (the paper's), source first, within-domain
+    before cross-domain splits of the same target."""
+    if label.endswith("(source)"):
+        return (-1, label)
+    for i, t in enumerate(targets):
+        if label == t or label.startswith(f"{t}->") or label.endswith(f"->{t}") \
+                or f"->{t}_" in label:
+            return (i, "->" in label, label)
+    return (len(targets), True, label)
 
 
 def dataset_tables(sel: pd.DataFrame, metric: str, method: str, digits: int = 1,

@@ -18,10 +18,10 @@ from helpers import PYTHON, REPO, subprocess_env
 
 
 def write_run(root, name, records, dataset="D", source="s", algorithm="A", hseed=0, trial=0,
-              hparams=None, done=True):
+              hparams=None, done=True, targets=None):
     run = root / name
     run.mkdir(parents=True)
-    args = {"dataset": dataset, "source": source, "algorithm": algorithm,
+    args = {"dataset": dataset, "source": source, "algorithm": algorithm, "targets": targets,
             "hparams_seed": hseed, "trial_seed": trial, "output_dir": str(run)}
     with open(run / "results.jsonl", "w") as f:
         for r in records:
@@ -199,3 +199,12 @@ def test_column_kinds_protocol_filter_and_source_column(tmp_path):
     assert set(collect.target_keys(df, "s", "recall@1", "cross")) == {"t1->s", "s->t1_partial"}
     assert set(collect.target_keys(df, "s", "recall@1", "within", with_source=True)) == {
         "t1", "t2", "s (source)", "s_train (source)"}
+
+
+def test_columns_follow_the_runs_target_order(tmp_path):
+    r = {**rec(0, 0.5, 0.1, 0.2), "t2->s_test_recall@1": 0.3}
+    write_run(tmp_path, "a", [r], targets=["t2", "t1"])
+    sel = collect.select(collect.load_records(tmp_path)[0], "source_val")
+    (table,), _ = collect.dataset_tables(sel, "recall@1", "source_val", with_source=True)
+    assert table.headers == ["algorithm", "s (source)", "t2", "t2->s", "t1", "average"]
+    assert table.rows[0][-1] == f"{100 * (0.2 + 0.3 + 0.1) / 3:.1f}"   # source not averaged
