@@ -92,8 +92,10 @@ class DomainNet(FileDataset):
         return [*(self.list_file(domain, p) for p in LIST_PARTS), folder,
                 *(folder / c for c in self.CLASSES)]
 
-    def _read_list(self, domain: str, part: str, index: DomainIndex) -> list[tuple]:
-        """(relative path, label, is_test) of every valid line of one official list."""
+    def _read_list(self, domain: str, part: str, index: DomainIndex,
+                   named: set[str]) -> list[tuple]:
+        """(relative path, label, is_test) of every valid line of one official list; every
+        path the list names (valid line or not) goes into ``named``."""
         path = self.list_file(domain, part)
         if not path.is_file():
             index.problems.append(f"official list file not found: {path} (also looked in "
@@ -105,6 +107,7 @@ class DomainNet(FileDataset):
             if not line.strip():
                 continue
             rel, _, label = line.strip().rpartition(" ")
+            named.add(rel)
             parts = rel.split("/")
             if not label.lstrip("-").isdigit() or len(parts) != 3 or parts[0] != domain:
                 bad.append(f"line {n} {line.strip()!r} is not '{domain}/<class>/<file> <label>'")
@@ -124,7 +127,8 @@ class DomainNet(FileDataset):
         if problem:
             index.problems.append(problem)
             return index
-        entries = [e for part in LIST_PARTS for e in self._read_list(domain, part, index)]
+        named: set[str] = set()
+        entries = [e for part in LIST_PARTS for e in self._read_list(domain, part, index, named)]
         if not folder.is_dir():
             index.problems.append(f"domain folder not found: {folder}")
             return index
@@ -153,8 +157,9 @@ class DomainNet(FileDataset):
                 + (f"; class folders missing: {some(no_folder)}" if no_folder else ""))
         if twice:
             index.warnings.append(f"{len(twice)} images listed twice (used once): {some(twice)}")
-        unlisted = sum(len(v) for v in on_disk.values()) - (len(listed) - len(missing))
-        if unlisted > 0:
+        unlisted = sum(f"{domain}/{c}/{name}" not in named for c, names in on_disk.items()
+                       for name in names)
+        if unlisted:
             index.warnings.append(f"{unlisted} image files under {folder} are in neither "
                                   f"official list (not used)")
         return index

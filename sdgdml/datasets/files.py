@@ -152,13 +152,13 @@ class FileDataset(SDGDataset):
         return self.data_dir / self.ROOTS[0]
 
     def root_problem(self) -> str | None:
-        if not self.data_dir.is_dir():
+        if self.root.is_dir():
+            return None
+        if "root" not in self.paths and not self.data_dir.is_dir():
             return f"--data_dir {self.data_dir} does not exist"
-        if not self.root.is_dir():
-            tried = ([str(self.root)] if "root" in self.paths
-                     else [str(self.data_dir / c) for c in self.ROOTS])
-            return f"dataset folder not found (tried {', '.join(tried)})"
-        return None
+        tried = ([str(self.root)] if "root" in self.paths
+                 else [str(self.data_dir / c) for c in self.ROOTS])
+        return f"dataset folder not found (tried {', '.join(tried)})"
 
     # ------------------------------------------------------------------ index
     @abc.abstractmethod

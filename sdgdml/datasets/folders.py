@@ -62,6 +62,10 @@ class ImageFolderDataset(FileDataset):
                 + (f" (tried {', '.join(repr(t) for t in tried)} in {self.root})"
                    if len(tried) > 1 else ""))
             return index
+        if not folder.is_dir():
+            index.problems.append(f"folder not found: {folder} (expected <domain>/"
+                                  f"{self.IMAGES_SUBDIR}/<class>/<image>)")
+            return index
         label_of = {name: i for i, name in enumerate(self.class_dirs)}.get
         scan_class_folders(index, folder, label_of, self.class_dirs)
         return index
