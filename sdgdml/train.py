@@ -30,7 +30,7 @@ from . import __version__, evaluation, hparams_registry
 from .algorithms import (Schedule, UnknownAlgorithmError, algorithm_class, create_algorithm,
                          parse_algorithm)
 from .datasets import (DATASETS, DatasetError, ImageDataset, create_dataset, format_split,
-                       parse_split)
+                       load_dataset_config, parse_split)
 from .datasets import transforms as T
 from .datasets.samplers import StepBatchSampler
 from .hparams_registry import UnknownHparamError
@@ -206,6 +206,7 @@ def resolve_split(args: argparse.Namespace) -> None:
     None, so an experiment has one identity however it was spelled)."""
     if not args.split:
         return
+    load_dataset_config(args.data_dir, args.dataset_config)    # a split may name a user dataset
     name, source, targets = parse_split(args.split)
     if args.source or args.targets or args.dataset not in ("DigitsDG", name):
         raise DatasetError(f"--split {args.split!r} already names the dataset, source and "

@@ -106,7 +106,7 @@ class FileSamples(DomainSamples):
                 return im.convert("RGB")
         except FileNotFoundError as e:
             raise DatasetError(f"image file is missing: {path}") from e
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise CorruptImageError(f"cannot decode image file {path}: {e}") from e
 
     def describe(self, i: int) -> str:
