@@ -233,34 +233,39 @@ class FileDataset(SDGDataset):
             index = self.verify(index)
         return index
 
+    def _problems(self, index: DomainIndex) -> list[str]:
+        return index.problems + ([] if self.skip_corrupt else index.corrupt_problems())
+
+    def _samples_of(self, index: DomainIndex) -> FileSamples:
+        """The usable images of an index (corrupt ones left out with ``skip_corrupt``)."""
+        keep = np.ones(len(index.paths), dtype=bool)
+        if self.skip_corrupt and index.corrupt:
+            keep = np.array([p not in index.corrupt for p in index.paths], dtype=bool)
+            self.skipped[index.domain] = sorted(index.corrupt)
+            log.warning("%s/%s: skipping %d corrupt image files: %s", self.NAME, index.domain,
+                        len(index.corrupt), some(sorted(index.corrupt), 3))
+        flags = (None if index.official_test is None
+                 else np.asarray(index.official_test, dtype=bool)[keep])
+        return FileSamples(index.domain, [p for p, k in zip(index.paths, keep) if k],
+                           np.asarray(index.labels, dtype=np.int64)[keep], flags)
+
     def load_domain(self, domain: str) -> FileSamples:
         if domain not in self._samples:
             index = self._usable_index(domain)
-            problems = index.problems + ([] if self.skip_corrupt else index.corrupt_problems())
-            if problems:
+            if self._problems(index):
                 raise DatasetError(self.report([index]))
-            keep = np.ones(len(index.paths), dtype=bool)
-            if self.skip_corrupt and index.corrupt:
-                keep = np.array([p not in index.corrupt for p in index.paths], dtype=bool)
-                self.skipped[domain] = sorted(index.corrupt)
-                log.warning("%s/%s: skipping %d corrupt image files: %s", self.NAME, domain,
-                            len(index.corrupt), some(sorted(index.corrupt), 3))
-            flags = (None if index.official_test is None
-                     else np.asarray(index.official_test, dtype=bool)[keep])
-            self._samples[domain] = FileSamples(
-                domain, [p for p, k in zip(index.paths, keep) if k],
-                np.asarray(index.labels, dtype=np.int64)[keep], flags)
+            self._samples[domain] = self._samples_of(index)
         return self._samples[domain]
 
     def validate(self) -> None:
         """Index every domain the experiment uses and raise one :class:`DatasetError` naming
         everything that is missing (the same report as ``python -m sdgdml.datasets check``)."""
-        indexes = [self._usable_index(d) for d in [self.source, *self.targets]]
-        bad = [i for i in indexes if i.problems or (i.corrupt and not self.skip_corrupt)]
-        if bad:
+        domains = [d for d in [self.source, *self.targets] if d not in self._samples]
+        indexes = [self._usable_index(d) for d in domains]
+        if any(self._problems(i) for i in indexes):
             raise DatasetError(self.report(indexes))
-        for d in [self.source, *self.targets]:
-            self.load_domain(d)
+        for index in indexes:
+            self._samples[index.domain] = self._samples_of(index)
 
     # ------------------------------------------------------------------ report
     def layout(self) -> str:
