@@ -177,6 +177,7 @@ def test_cars196_real_domain_from_either_distribution(tmp_path, distribution):
     assert len(real) == 392
     assert all(truth[p].label == y for p, y in zip(real.paths, real.labels))
     assert real.official_test.tolist() == [truth[p].test for p in real.paths]
+    assert Cars196Ext.CLASSES[:2] == ("001", "002") and len(Cars196Ext.CLASSES) == 196
     assert ds.seen_classes.tolist() == list(range(98))
     assert set(ds.test_split("watercolor").labels.tolist()) == set(range(98, 196))
     assert len(ds.train_split()) + len(ds.val_split()) == 196
