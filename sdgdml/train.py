@@ -30,7 +30,9 @@ from tqdm import tqdm
 from . import __version__, evaluation, hparams_registry
 from .algorithms import (Schedule, UnknownAlgorithmError, algorithm_class, create_algorithm,
                          parse_algorithm)
-from .datasets import DATASETS, DatasetError, ImageDataset, get_dataset_class
+from .datasets import (DATASETS, DatasetError, ImageDataset, create_dataset, format_split,
+                       load_dataset_config, parse_split)
+from .datasets import transforms as T
 from .datasets.samplers import StepBatchSampler
 from .hparams_registry import UnknownHparamError
 from .networks import PretrainedWeightsError, create_model
@@ -41,7 +43,8 @@ USER_ERRORS = (DatasetError, UnknownAlgorithmError, UnknownHparamError, Pretrain
 
 # args that locate things on a machine or tune speed, not part of the experiment's identity
 MACHINE_ARGS = ("data_dir", "output_dir", "device", "num_workers", "eval_batch_size",
-                "eval_chunk_size", "pretrained_file", "keep_checkpoint", "save_model", "quiet")
+                "eval_chunk_size", "pretrained_file", "keep_checkpoint", "save_model", "quiet",
+                "dataset_config", "skip_corrupt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,11 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sdgdml.train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--dataset", default="DigitsDG", help=f"registered dataset: {', '.join(sorted(DATASETS))}")
+    a("--dataset", default="DigitsDG", help=f"registered dataset: {', '.join(sorted(DATASETS))} "
+      f"(or one registered in --dataset_config)")
+    a("--split", default=None,
+      help="dataset, source and targets in one: 'PACS:photo->art_painting,cartoon,sketch' "
+           "(replaces --dataset/--source/--targets; list them: python -m sdgdml.datasets splits "
+           "NAME)")
     a("--source", default=None, help="source (training) domain; default: the dataset's")
     a("--targets", nargs="*", default=None,
       help="target domains to evaluate on; default: every domain except the source")
-    a("--data_dir", default=None, help="root folder of the dataset (not needed for DigitsDG)")
+    a("--data_dir", default=None, help="folder holding the datasets (not needed for DigitsDG); "
+      "check it with: python -m sdgdml.datasets check --data_dir DIR")
+    a("--dataset_config", default=None,
+      help="YAML file registering image-folder datasets and/or their locations (default: "
+           "<data_dir>/sdgdml_datasets.yaml if present)")
     a("--output_dir", required=True, help="run folder for records, log and checkpoint")
     a("--algorithm", default="ProxyAnchor",
       help="base loss or standalone algorithm, optionally with '+Plugin's (ProxyAnchor+SEE)")
@@ -70,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--protocol", choices=("within", "cross", "both"), default=None,
       help="within: leave-one-out retrieval inside each target domain; cross: target queries "
            "against the source's unseen-class gallery; default: the dataset's")
+    a("--val_protocol", choices=("images", "classes", "official"), default=None,
+      help="source validation split for model selection: held-out images of the seen classes, "
+           "held-out seen classes, or the official test list; default: the dataset's")
     a("--label_noise", type=float, default=0.0,
       help="fraction of training labels replaced by another seen class (seeded by trial_seed)")
     a("--metrics", nargs="+", default=list(evaluation.DEFAULT_METRICS),
@@ -77,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no_eval_at_start", action="store_true", help="skip the step-0 (untrained) evaluation")
     a("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     a("--num_workers", type=int, default=0, help="data-loading worker processes")
+    a("--skip_corrupt", action="store_true",
+      help="leave out image files that do not decode (decodes every image once, then cached; "
+           "the count is logged); default: stop with an error naming the file")
     a("--eval_batch_size", type=int, default=256, help="batch size when embedding eval splits")
     a("--eval_chunk_size", type=int, default=1024, help="query rows per k-NN chunk")
     a("--pretrained_file", default=None,
@@ -201,8 +219,22 @@ def _summary_table(records: list[dict], dataset, metric: str = "recall@1") -> st
     return tabulate(rows, headers=head, floatfmt=".2f")
 
 
+def resolve_split(args: argparse.Namespace) -> None:
+    """Expand ``--split`` into ``dataset``/``source``/``targets`` (in place; ``split`` becomes
+    None, so an experiment has one identity however it was spelled)."""
+    if not args.split:
+        return
+    load_dataset_config(args.data_dir, args.dataset_config)    # a split may name a user dataset
+    name, source, targets = parse_split(args.split)
+    if args.source or args.targets or args.dataset not in ("DigitsDG", name):
+        raise DatasetError(f"--split {args.split!r} already names the dataset, source and "
+                           f"targets: drop --dataset/--source/--targets")
+    args.dataset, args.source, args.targets, args.split = name, source, targets, None
+
+
 def train(args: argparse.Namespace) -> list[dict]:
     """Run (or resume) one experiment; returns its records."""
+    resolve_split(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out, args.quiet)
@@ -220,22 +252,29 @@ def train(args: argparse.Namespace) -> list[dict]:
         raise UnknownHparamError(f"--hparams is not valid JSON ({e}): {args.hparams}") from e
     hparams = hparams_registry.get_hparams(args.algorithm, args.dataset, args.hparams_seed,
                                            overrides)
-    dataset = get_dataset_class(args.dataset)(
-        args.data_dir, args.source, args.targets, trial_seed=args.trial_seed,
-        protocol=args.protocol, label_noise=args.label_noise)
+    dataset = create_dataset(
+        args.dataset, args.data_dir, args.source, args.targets,
+        config_file=args.dataset_config, skip_corrupt=args.skip_corrupt,
+        trial_seed=args.trial_seed, protocol=args.protocol,
+        label_noise=args.label_noise, val_protocol=args.val_protocol)
+    dataset.validate()      # missing or incomplete data: the check's report, before any model
     seed = args.trial_seed if args.seed is None else args.seed
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if args.device == "auto" else args.device)
     (out / "args.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True))
     (out / "hparams.json").write_text(json.dumps(hparams, indent=2, sort_keys=True))
-    log.info("sdgdml %s | %s | %s: %s -> %s | device %s", __version__, args.algorithm,
-             args.dataset, dataset.source, ",".join(dataset.targets), device)
+    log.info("sdgdml %s | %s | %s | device %s", __version__, args.algorithm,
+             format_split(args.dataset, dataset.source, dataset.targets), device)
+    for domain, files in getattr(dataset, "skipped", {}).items():
+        log.info("skipped %d corrupt image files of %s (--skip_corrupt)", len(files), domain)
     log.info("hparams: %s", json.dumps(hparams, sort_keys=True))
 
     train_split = dataset.train_split()
     eval_splits = dataset.eval_splits()
     image_size = hparams["image_size"]
-    train_tf, eval_tf = dataset.train_transform(image_size), dataset.eval_transform(image_size)
+    data_config = T.data_config(hparams)
+    train_tf = dataset.train_transform(image_size, data_config)
+    eval_tf = dataset.eval_transform(image_size, data_config)
     batch_size = hparams["batch_size"]
     steps_per_epoch = StepBatchSampler(
         len(train_split), batch_size, seed, 1, mode=hparams["sampler"],
@@ -269,7 +308,8 @@ def train(args: argparse.Namespace) -> list[dict]:
         truncate_records(out / "results.jsonl", -1)
 
     labels = train_split.labels if cls.USES_LABELS else None
-    source_view = train_split if cls.USES_LABELS else dataset.unlabeled_split(dataset.source)
+    # label-free methods get the same source images (seen classes, minus validation) unlabeled
+    source_view = train_split if cls.USES_LABELS else dataset.unlabeled(train_split)
     loaders = {"x": _train_loader(source_view, train_tf, batch_size, seed, schedule, start,
                                   hparams, args.num_workers, device, labels)}
     if cls.TRANSDUCTIVE:
