@@ -150,12 +150,46 @@ def _check_relaunch(output_dir: Path, prev: dict | None, jobs: list[Job], defini
 
 
 # ----------------------------------------------------------------------------- commands
+def _check_data(jobs: list[Job], args) -> None:
+    """Every domain of every split loads (the dataset check) before anything is submitted."""
+    from .datasets import DatasetError, create_dataset
+
+    problems = {}
+    for key in sorted({(j.info["dataset"], j.info["source"], tuple(j.info["targets"]))
+                       for j in jobs}):
+        try:
+            create_dataset(key[0], args.data_dir, key[1], list(key[2]),
+                           config_file=args.dataset_config).validate()
+        except DatasetError as e:
+            problems.setdefault(str(e), key)
+    if problems:
+        raise SweepError("the data of this sweep is not usable (nothing was launched; "
+                         "--skip_data_check to launch anyway):\n" + "\n".join(problems))
+
+
 def launch(args) -> None:
+    from .datasets import DatasetError, get_dataset_class, load_dataset_config
+
     definition = sweep_config.from_cli(args)
     output_dir = Path(args.output_dir).resolve()
-    machine = ["--data_dir", str(Path(args.data_dir).resolve())] if args.data_dir else []
+    machine = []
+    for flag in ("data_dir", "dataset_config"):
+        if getattr(args, flag):
+            machine += [f"--{flag}", str(Path(getattr(args, flag)).resolve())]
+    try:
+        load_dataset_config(args.data_dir, args.dataset_config)   # user-registered datasets
+    except DatasetError as e:
+        raise SweepError(str(e)) from None
     jobs = sweep_config.make_jobs(definition, output_dir, machine)
+    if not args.data_dir:
+        need = sorted({j.info["dataset"] for j in jobs
+                       if get_dataset_class(j.info["dataset"]).NEEDS_DATA_DIR})
+        if need:
+            raise SweepError(f"{', '.join(need)} need --data_dir, the folder holding the "
+                             f"datasets (check it: python -m sdgdml.datasets check --data_dir D)")
     launcher = LAUNCHERS[args.launcher](args, output_dir)
+    if launcher.records_jobs and not args.skip_data_check:
+        _check_data(jobs, args)
     prev = _load_sweep(output_dir)
     _check_relaunch(output_dir, prev, jobs, definition.to_dict(), args.extend)
     states = {s.run_id: s for s in run_states({j.run_id: (j.run_dir, j.info) for j in jobs})}
@@ -251,8 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--train_args", default=None,
       help="other sdgdml.train flags for every run, one string: '--steps 1000 --protocol both'")
     a("--data_dir", default=None, help="datasets root (a machine path: not in the run hash)")
+    a("--dataset_config", default=None,
+      help="YAML registering image-folder datasets (default: <data_dir>/sdgdml_datasets.yaml)")
     a("--output_dir", required=True, help="sweep folder: one sub-folder per run")
     a("--launcher", choices=list(LAUNCHERS), default="local", help="how runs are executed")
+    a("--skip_data_check", action="store_true",
+      help="do not check that every dataset domain loads before launching")
     a("--extend", action="store_true",
       help="allow adding runs to a sweep folder that holds another definition")
     for cls in LAUNCHERS.values():

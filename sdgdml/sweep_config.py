@@ -32,7 +32,7 @@ import numpy as np
 FILE_KEYS = ("name", "description", "splits", "datasets", "algorithms", "n_hparams",
              "n_trials", "hparams", "hparam_ranges", "train_args")
 # train flags the sweep itself sets for each run
-SWEEP_OWNED = ("dataset", "source", "targets", "algorithm", "hparams", "hparams_seed",
+SWEEP_OWNED = ("dataset", "split", "source", "targets", "algorithm", "hparams", "hparams_seed",
                "trial_seed", "output_dir")
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice", "int_uniform")
 
@@ -158,27 +158,26 @@ def from_cli(args) -> SweepDefinition:
 
 # ----------------------------------------------------------------------------- validation
 def parse_split(spec: str) -> list[tuple[str, str, list[str]]]:
-    """``Dataset[:source[->t1,t2]]`` or ``Dataset:*`` -> [(dataset, source, targets)]."""
-    from .datasets import DatasetError, get_dataset_class
+    """``Dataset[:source[->t1,t2]]`` or ``Dataset:*`` -> [(dataset, source, targets)], with
+    the dataset registry's split syntax and defaults made explicit (so that spelling a split
+    differently never changes a run's identity)."""
+    from .datasets import DatasetError, get_dataset_class, parse_split as registry_split
+    from .datasets import single_source_splits
 
     name, _, rest = spec.partition(":")
     try:
-        cls = get_dataset_class(name.strip())
+        specs = single_source_splits(name.strip()) if rest.strip() == "*" else [spec]
+        out = []
+        for one in specs:
+            dataset, source, targets = registry_split(one)
+            cls = get_dataset_class(dataset)
+            source = source or cls.DEFAULT_SOURCE
+            targets = targets or [d for d in cls.DOMAINS if d != source]
+            if source in targets:
+                raise DatasetError(f"the source {source!r} is also a target")
+            out.append((dataset, source, targets))
     except DatasetError as e:
         raise SweepError(f"split {spec!r}: {e}") from None
-    source, arrow, targets = rest.partition("->")
-    sources = list(cls.DOMAINS) if source.strip() == "*" else [source.strip() or cls.DEFAULT_SOURCE]
-    out = []
-    for s in sources:
-        tlist = ([t.strip() for t in targets.split(",") if t.strip()] if arrow
-                 else [d for d in cls.DOMAINS if d != s])
-        for d in [s, *tlist]:
-            if d not in cls.DOMAINS:
-                raise SweepError(f"split {spec!r}: unknown domain {d!r} of {cls.NAME}; "
-                                 f"known: {', '.join(cls.DOMAINS)}")
-        if s in tlist or not tlist:
-            raise SweepError(f"split {spec!r}: targets must be other domains than the source")
-        out.append((cls.NAME, s, tlist))
     return out
 
 

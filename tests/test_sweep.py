@@ -92,8 +92,9 @@ def test_bad_sweep_file_lists_every_problem_with_known_names(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         sweep.main(["launch", "--config", str(f), "--output_dir", str(out)])
     msg = str(e.value)
-    assert "unknown dataset 'NoSuchData'; known: DigitsDG" in msg
-    assert "unknown domain 'nowhere' of DigitsDG; known: mnist, uci" in msg
+    assert "unknown dataset 'NoSuchData'; known: " in msg and "DigitsDG" in msg
+    assert "unknown domain 'nowhere' in 'DigitsDG:mnist->nowhere'; DigitsDG has: mnist, uci" \
+        in msg
     assert "unknown algorithm 'NoSuchLoss'" in msg and "known base losses: ProxyAnchor" in msg
     assert "unknown plug-in 'Nope'" in msg
     assert "unknown hparam 'not_an_hparam' for ProxyAnchor on DigitsDG; known:" in msg
@@ -254,3 +255,18 @@ def test_submitit_local_launcher(tmp_path, capsys):
     time.sleep(2)                                    # let submitit write its result
     (state,) = sweep.run_states({run.name: (run, {})})
     assert state.state == "DONE"
+
+
+def test_missing_data_is_reported_before_anything_is_launched(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="PACS need --data_dir"):
+        sweep.main(["launch", "--datasets", "PACS", "--algorithms", "ProxyAnchor",
+                    "--output_dir", str(out)])
+    (tmp_path / "data").mkdir()
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["launch", "--datasets", "PACS:photo", "--algorithms", "ProxyAnchor",
+                    "--output_dir", str(out), "--data_dir", str(tmp_path / "data")])
+    msg = str(e.value)
+    assert "the data of this sweep is not usable (nothing was launched" in msg
+    assert "dataset folder not found" in msg and "expected layout:" in msg
+    assert not out.exists()
