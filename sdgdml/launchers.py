@@ -76,7 +76,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         _write_json(self.run_dir / ATTEMPT_FILE, attempt)
         try:
             train.main(self.argv)
-        except Exception:  # SystemExit (submitit's requeue, bad args) is not a crash here
+        except SystemExit as e:   # train's clear user errors carry a message; submitit's
+            if isinstance(e.code, str):        # requeue exit (-1) is not a failure
+                _write_json(self.run_dir / ATTEMPT_FILE, {**attempt, "error": e.code})
+            raise
+        except Exception:
             _write_json(self.run_dir / ATTEMPT_FILE,
                         {**attempt, "error": traceback.format_exc(limit=-3)})
             raise

@@ -14,10 +14,11 @@ runs that are done, queued or running. ``<output_dir>/sweep.json`` keeps the def
 every run; relaunching with another definition is refused (nothing launched, nothing lost)
 unless ``--extend`` adds the new runs next to the old ones.
 
-States: NOT_LAUNCHED, QUEUED, RUNNING, FAILED, DONE. DONE = the run's ``done`` file; otherwise
-the scheduler says (Slurm: ``sacct``, else ``squeue``; local launchers: the process), and when
-it cannot, the run folder does (``attempt.json``: never started = QUEUED, started = RUNNING
-unless its process on this host is gone). ``delete_incomplete`` deletes FAILED runs only.
+States: NOT_LAUNCHED, QUEUED, RUNNING, FAILED, DONE. DONE = the run's ``done`` file; FAILED
+= an error recorded by the job in ``attempt.json``; otherwise the scheduler says (Slurm:
+``sacct``, else ``squeue``; local launchers: the process), and when it cannot, the run folder
+does (never started = QUEUED, started = RUNNING unless its process on this host is gone).
+``delete_incomplete`` deletes FAILED runs only.
 """
 from __future__ import annotations
 
@@ -90,13 +91,14 @@ def run_states(run_dirs: dict[str, tuple[Path, dict]]) -> list[RunState]:
         job, attempt = v
         job_id = job.get("job_id") if job else None
         s = sched.get((job["launcher"], job_id)) if job else None
-        if s in ("QUEUED", "RUNNING"):
+        err = (attempt or {}).get("error")
+        if err:                                  # the job recorded its own crash
+            state, detail = "FAILED", err.strip().splitlines()[-1]
+        elif s in ("QUEUED", "RUNNING"):
             state, detail = s, f"{job['launcher']} job {job_id}"
         elif s in ("FINISHED", "FAILED"):
-            err = (attempt or {}).get("error")
             state = "FAILED"
-            detail = (err.strip().splitlines()[-1] if err else
-                      f"{job['launcher']} job {job_id} ended ({s.lower()}) without `done`")
+            detail = f"{job['launcher']} job {job_id} ended ({s.lower()}) without `done`"
         else:
             state, detail = _fallback(job, attempt)
         if state == "FAILED" and job and job.get("log"):

@@ -270,3 +270,12 @@ def test_missing_data_is_reported_before_anything_is_launched(tmp_path):
     assert "the data of this sweep is not usable (nothing was launched" in msg
     assert "dataset folder not found" in msg and "expected layout:" in msg
     assert not out.exists()
+
+
+def test_a_run_that_crashes_is_failed_with_its_error(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    launch(out, "--launcher", "local", "--hparams", '{"lr": "fast"}', trials=1)
+    assert "ran 1 runs (in-process, serially); 1 failed" in capsys.readouterr().out
+    (state,) = sweep.status(sweep.build_parser().parse_args(["status", "--output_dir", str(out)]))
+    assert state.state == "FAILED" and "TypeError" in state.detail
+    assert "log:" in state.detail
