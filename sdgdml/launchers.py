@@ -40,6 +40,10 @@ SLURM_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "SUSPENDED", "STOPPED"}
 
 
+class SubmissionError(RuntimeError):
+    """The scheduler refused a submission."""
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
@@ -212,7 +216,9 @@ class LocalLauncher(Launcher):
             self._record(job, f"{socket.gethostname()}:{proc.pid}", pid=proc.pid, log=str(log))
             return proc.wait() == 0
 
-    scheduler_states = classmethod(lambda cls, recs: _local_states(recs))
+    @classmethod
+    def scheduler_states(cls, job_records):
+        return _local_states(job_records)
 
 
 class SubmititLauncher(Launcher):
@@ -229,9 +235,15 @@ class SubmititLauncher(Launcher):
     def launch(self, jobs):
         if not jobs:
             return []
-        executor = self._executor()
-        with executor.batch():
-            futures = [executor.submit(TrainJob(job.argv)) for job in jobs]
+        try:
+            executor = self._executor()
+            with executor.batch():
+                futures = [executor.submit(TrainJob(job.argv)) for job in jobs]
+        except SubmissionError:
+            raise
+        except Exception as e:     # sbatch refused (bad partition, account, ...): say why
+            raise SubmissionError(f"{self.name}: the submission failed, nothing was "
+                                  f"submitted: {str(e).strip()[-1500:]}") from e
         for job, f in zip(jobs, futures):
             self._record(job, str(f.job_id), pid=f.job_id if self.cluster == "local" else None,
                          log=str(f.paths.stdout), submitit_folder=str(f.paths.folder))
@@ -256,7 +268,9 @@ class SubmititLocalLauncher(SubmititLauncher):
                              gpus_per_node=self.opts.gpus_per_node or 0)
         return ex
 
-    scheduler_states = classmethod(lambda cls, recs: _local_states(recs))
+    @classmethod
+    def scheduler_states(cls, job_records):
+        return _local_states(job_records)
 
 
 class SlurmLauncher(SubmititLauncher):
@@ -301,7 +315,12 @@ class SlurmLauncher(SubmititLauncher):
                     "slurm_setup": o.slurm_setup}
         params.update({k: v for k, v in optional.items() if v is not None})
         if o.slurm_additional_parameters:
-            params["slurm_additional_parameters"] = json.loads(o.slurm_additional_parameters)
+            try:
+                params["slurm_additional_parameters"] = json.loads(
+                    o.slurm_additional_parameters)
+            except json.JSONDecodeError as e:
+                raise SubmissionError(f"--slurm_additional_parameters is not JSON ({e}): "
+                                      f"{o.slurm_additional_parameters}") from None
         ex.update_parameters(**params)
         return ex
 

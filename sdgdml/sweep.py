@@ -34,11 +34,20 @@ from pathlib import Path
 from tabulate import tabulate
 
 from . import sweep_config
-from .launchers import ATTEMPT_FILE, JOB_FILE, LAUNCHERS, pid_alive, read_json
+from .launchers import ATTEMPT_FILE, JOB_FILE, LAUNCHERS, SubmissionError, pid_alive, read_json
 from .sweep_config import Job, SweepError
 
 STATES = ("DONE", "RUNNING", "QUEUED", "FAILED", "NOT_LAUNCHED")
 SWEEP_FILE = "sweep.json"
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only when it has one."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
 
 
 @dataclass
@@ -213,7 +222,11 @@ def launch(args) -> None:
     if not todo:
         print("nothing to launch")
         return
-    for line in launcher.launch(todo):
+    try:
+        lines = launcher.launch(todo)
+    except SubmissionError as e:
+        raise SweepError(str(e)) from None
+    for line in lines:
         print(line)
     if launcher.records_jobs:
         print(f"status: python -m sdgdml.sweep status --output_dir {output_dir}")
@@ -272,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     la = sub.add_parser("launch", help="submit every missing run of a sweep",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=_Help)
     a = la.add_argument
     a("--config", default=None, help="sweep file (YAML, see sweeps/); flags below override it")
     a("--datasets", nargs="*", default=None,
@@ -281,11 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
       help="explicit splits: 'Dataset:source->target1,target2'")
     a("--algorithms", nargs="*", default=None, help="names or compositions (ProxyAnchor+SEE)")
     a("--n_hparams", type=int, default=None,
-      help="hparams seeds 0..N-1 per algorithm (0 = defaults); file or 1")
-    a("--n_trials", type=int, default=None, help="trial seeds 0..N-1 (file or 1)")
+      help="hparams seeds 0..N-1 per algorithm (0 = defaults); default: the file's, else 1")
+    a("--n_trials", type=int, default=None,
+      help="trial seeds 0..N-1; default: the file's, else 1")
     a("--hparams", default=None, help="JSON hparams fixed for every run")
     a("--train_args", default=None,
-      help="other sdgdml.train flags for every run, one string: '--steps 1000 --protocol both'")
+      help="other sdgdml.train flags for every run, one string: "
+           "--train_args='--steps 1000 --protocol both'")
     a("--data_dir", default=None, help="datasets root (a machine path: not in the run hash)")
     a("--dataset_config", default=None,
       help="YAML registering image-folder datasets (default: <data_dir>/sdgdml_datasets.yaml)")

@@ -126,3 +126,17 @@ def test_slurm_preempted_job_resumes_to_identical_records(slurm, tmp_path, capsy
     assert plain.name == run.name                      # same experiment, same run id
     assert [r["step"] for r in run_records(run)] == [0, 10, 20, 30, 40]
     assert run_records(run) == run_records(plain)
+
+
+def test_slurm_refused_submission_is_a_clear_error(slurm, tmp_path):
+    argv = ["launch", "--splits", "DigitsDG:mnist->sketch", "--algorithms", "ProxyAnchor",
+            "--output_dir", str(tmp_path / "sweep"), *SLURM]
+    with pytest.raises(SystemExit) as e:
+        sweep.main(argv + ["--slurm_partition", "no_such_partition"])
+    assert "slurm: the submission failed, nothing was submitted" in str(e.value)
+    assert "invalid partition" in str(e.value).lower()
+    with pytest.raises(SystemExit, match="--slurm_additional_parameters is not JSON"):
+        sweep.main(argv + ["--slurm_additional_parameters", "{hold: yes}"])
+    states = sweep.status(sweep.build_parser().parse_args(
+        ["status", "--output_dir", str(tmp_path / "sweep")]))
+    assert [s.state for s in states] == ["NOT_LAUNCHED"]
