@@ -192,7 +192,8 @@ class LocalLauncher(Launcher):
             for job in jobs:
                 run(job)
         bar.close()
-        lines = [f"local: ran {len(jobs)} runs ({'%d at a time in subprocesses' % workers if subproc else 'in-process, serially'}); {len(failed)} failed"]
+        how = f"{workers} at a time in subprocesses" if subproc else "in-process, serially"
+        lines = [f"local: ran {len(jobs)} runs ({how}); {len(failed)} failed"]
         lines += [f"  failed: {d} (see {d}/{'launcher.log' if subproc else 'attempt.json'})"
                   for d in failed]
         return lines

@@ -10,7 +10,8 @@ on (algorithm, dataset, hparams_seed) only, never on the trial.
 
 Hparams: ``hparams`` fixes values (a JSON override passed to every run) and ``hparam_ranges``
 replaces the registry's random distribution of a hparam for seeds > 0, e.g.
-``{lr: {log_uniform: [1e-5, 1e-3]}, batch_size: {choice: [32, 64]}, pa_margin: {uniform: [0, 0.3]}}``.
+``{lr: {log_uniform: [1e-5, 1e-3]}, batch_size: {choice: [32, 64]},
+pa_margin: {uniform: [0, 0.3]}}``.
 ``train_args`` holds any other ``python -m sdgdml.train`` flag (``steps``, ``protocol``, ...).
 
 A run's folder is ``<output_dir>/<md5 of its experiment identity>``: the train args that
@@ -185,8 +186,9 @@ def _check_ranges(ranges: dict, where: str) -> None:
     for name, spec in ranges.items():
         if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in DISTRIBUTIONS
                 and isinstance(next(iter(spec.values())), list)):
-            raise SweepError(f"{where}: range of {name!r} must be one of "
-                             f"{{{' | '.join(d + ': [...]' for d in DISTRIBUTIONS)}}}, got {spec!r}")
+            known = " | ".join(d + ": [...]" for d in DISTRIBUTIONS)
+            raise SweepError(f"{where}: range of {name!r} must be one of {{{known}}}, "
+                             f"got {spec!r}")
 
 
 def _check_train_args(argv: list[str]) -> None:
