@@ -11,6 +11,7 @@ a restarted run resumes from it) and ``done`` at the end.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -110,10 +111,26 @@ def experiment_args(args: argparse.Namespace) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if k not in MACHINE_ARGS}
 
 
+def experiment_identity(args: argparse.Namespace | dict) -> dict:
+    """The experiment args that differ from their defaults: what names a run (a sweep hashes
+    it). A flag added later with a default leaves every existing run's identity unchanged."""
+    defaults = _default_args()
+    items = args.items() if isinstance(args, dict) else vars(args).items()
+    return {k: v for k, v in sorted(items)
+            if k not in MACHINE_ARGS and defaults.get(k) != v}
+
+
+@functools.lru_cache(maxsize=1)
+def _default_args() -> dict:
+    return vars(build_parser().parse_args(["--output_dir", "."]))
+
+
 def _setup_logging(out: Path, quiet: bool) -> None:
     log.setLevel(logging.INFO)
     for h in list(log.handlers):
         log.removeHandler(h)
+        if isinstance(h, logging.FileHandler):
+            h.close()
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     file_handler = logging.FileHandler(out / "out.txt")
     file_handler.setFormatter(fmt)
@@ -163,7 +180,8 @@ def _check_same_experiment(out: Path, exp: dict) -> None:
     path = out / "args.json"
     if not path.exists():
         return
-    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in MACHINE_ARGS}
+    old = experiment_identity(json.loads(path.read_text()))
+    exp = experiment_identity(exp)
     if old != exp:
         diff = {k: (old.get(k), exp.get(k)) for k in set(old) | set(exp) if old.get(k) != exp.get(k)}
         raise SystemExit(f"{out} holds a run with other args (old, new): {diff}. "
@@ -277,7 +295,8 @@ def train(args: argparse.Namespace) -> list[dict]:
 
     start = 0
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
+    resumed = ckpt_path.exists()
+    if resumed:
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         algorithm.load_state_dict(state["algorithm"])
         _set_rng_state(state["rng"])
@@ -315,7 +334,7 @@ def train(args: argparse.Namespace) -> list[dict]:
         shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith("recall@1")}
         log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
 
-    if start == 0 and not args.no_eval_at_start:
+    if not resumed and not args.no_eval_at_start:   # a checkpoint's record is already kept
         checkpoint(0, {})
     logged: dict[str, list[float]] = defaultdict(list)
     iterators = {k: iter(v) for k, v in loaders.items()}
