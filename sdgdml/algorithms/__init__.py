@@ -10,15 +10,11 @@ from __future__ import annotations
 from typing import Callable
 
 from .base import (Algorithm, LossWrapper, MetricLearning, MetricLoss, Schedule,
-                   nearest_class_proxy)
+                   UnknownAlgorithmError, nearest_class_proxy)
 from .proxy import BASE_LOSSES
 
 LOSS_WRAPPERS: dict[str, Callable[..., LossWrapper]] = {}
 ALGORITHMS: dict[str, type[Algorithm]] = {}
-
-
-class UnknownAlgorithmError(ValueError):
-    pass
 
 
 def _known() -> str:
