@@ -119,7 +119,8 @@ class PFML(MetricLoss):
         self.m = int(hparams["pfml_m"])
         if self.m < 0:
             raise ValueError(f"pfml_m must be >= 0, got {self.m}")
-        self.proxy_vectors = nn.Parameter(torch.randn(num_classes * self.m, embed_dim))
+        self.proxy_vectors = (nn.Parameter(torch.randn(num_classes * self.m, embed_dim))
+                              if self.m > 0 else None)
         self.register_buffer("proxy_classes",
                              torch.arange(num_classes).repeat_interleave(self.m))
 
