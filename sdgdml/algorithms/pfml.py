@@ -65,13 +65,17 @@ def potential_energy(x: torch.Tensor, labels: torch.Tensor, delta_att: float, de
                      alpha: float, unit: float = 1.0,
                      min_distance: float = MIN_DISTANCE) -> torch.Tensor:
     """Eq. 6: U = sum_a Psi_{y_a}(x_a) over all charges x (embeddings and proxies) with
-    ``labels``, each point's own field excluded, distances measured in units of ``unit``."""
-    d2 = squared_distances(x) / (unit * unit)
+    ``labels``, each point's own field excluded, distances measured in units of ``unit``.
+
+    One pass over the N x N pairs: the clamped squared distance of each pair (Eq. 1 for the
+    same class, Eq. 2 otherwise), one power, and a sign (-1 attract, +1 repel, 0 self)."""
+    d2 = squared_distances(x)
     same = labels.unsqueeze(1) == labels.unsqueeze(0)
-    pot = torch.where(same, attraction(d2, delta_att / unit, alpha),
-                      repulsion(d2, delta_rep / unit, alpha, min_distance / unit))
-    own = torch.eye(len(x), dtype=torch.bool, device=x.device)
-    return pot.masked_fill(own, 0.0).sum()
+    clamped = torch.where(same, d2.clamp_min(delta_att * delta_att),
+                          d2.clamp(min_distance * min_distance, delta_rep * delta_rep))
+    sign = 1.0 - 2.0 * same.to(x.dtype)
+    sign.fill_diagonal_(0.0)
+    return (clamped.pow(-alpha / 2) * sign).sum() * unit ** alpha
 
 
 @dataclass(frozen=True)
