@@ -199,3 +199,29 @@ def test_lambda_zero_is_the_bare_base_loss():
     z, y = _unit(8, 16, dtype=torch.float32), torch.arange(8) % 4
     assert torch.equal(loss(z, y), loss.base(z, y))
     assert isinstance(loss, SEE) and math.isfinite(loss.terms["loss_ml"])
+
+
+@pytest.mark.parametrize("name", ["ProxyAnchor+SEE", "PFML", "SoftTriple+SEE+PFML"])
+def test_a_resumed_algorithm_continues_identically(name):
+    """state_dict covers the plug-ins' state (PFML proxies); SEE's random frame comes from the
+    global RNG, which train.py checkpoints, so equal RNG states give equal steps."""
+    hp = default_hparams(name, "DigitsDG")
+
+    def build():
+        torch.manual_seed(0)
+        return create_algorithm(name, create_model(hp), 5, hp, Schedule(10, 5))
+
+    def batch(s):
+        g = torch.Generator().manual_seed(s)
+        return {"x": torch.randn(16, 3, 32, 32, generator=g), "y": torch.arange(16) % 5}
+
+    a = build()
+    for s in range(2):
+        a.update(batch(s))
+    b = build()
+    b.load_state_dict(a.state_dict())
+    for algo in (a, b):
+        torch.manual_seed(42)
+        algo.update(batch(7))
+    for k, v in a.state_dict()["modules"].items():
+        assert torch.equal(v, b.state_dict()["modules"][k]), k
