@@ -65,7 +65,8 @@ def mean_se(df: pd.DataFrame) -> pd.DataFrame:
     cols = [c for c in df.columns if c not in ("algorithm", "seed")]
     grouped = df.groupby("algorithm", sort=False)[cols]
     mean, se = grouped.mean(), grouped.std(ddof=1) / np.sqrt(grouped.count())
-    return mean.combine(se, lambda m, s: [f"{a:.1f} ± {b:.1f}" for a, b in zip(m, s)])
+    return pd.DataFrame({c: [f"{m:.1f} ± {s:.1f}" for m, s in zip(mean[c], se[c])]
+                         for c in cols}, index=mean.index)
 
 
 def main() -> None:
@@ -89,6 +90,9 @@ def main() -> None:
             raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-2000:]}")
     df = results_table(out, args.algorithms, args.seeds, args.selection)
     table = mean_se(df)
+    print("command:", " ".join(["python"] + sys.argv))
+    print("each run:", " ".join(run_command("ALGORITHM", 0, out, args.steps)[1:])
+          .replace("--trial_seed 0", "--trial_seed SEED").replace("seed_0", "seed_SEED"))
     print(f"DigitsDG, source mnist, R@1 (%) on each target's unseen classes, mean ± standard "
           f"error over trial seeds {args.seeds}, {args.selection} checkpoint")
     print(tabulate(table, headers="keys", tablefmt="github"))
