@@ -2,6 +2,7 @@
 and next to a ResNet-50 forward+backward step, on the same machine.
 
     python benchmarks/bench_plugins.py                       # CPU, batch 256, d 512, 100 classes
+    python benchmarks/bench_plugins.py --threads 1           # steadier on a shared CPU
     python benchmarks/bench_plugins.py --device cuda
 
 Each loss gets a batch of ``--batch`` L2-normalised embeddings (a leaf tensor standing in for
@@ -113,7 +114,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed loss steps first")
     p.add_argument("--resnet_batch", type=int, default=32, help="ResNet-50 batch (224x224)")
     p.add_argument("--resnet_repeats", type=int, default=3, help="timed ResNet-50 steps")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's); 1 gives steadier timings on a "
+                        "shared machine, where small ops suffer most from oversubscription")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device={device} torch threads={torch.get_num_threads()} batch={args.batch} "
           f"d={args.dim} classes={args.classes} M={args.m}")
