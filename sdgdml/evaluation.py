@@ -235,3 +235,30 @@ def evaluate(embed_fn, eval_splits, transform, metrics=DEFAULT_METRICS, batch_si
             metrics=metrics, chunk_size=chunk_size, device=device)
         results.update({f"{ev.name}_{k}": v for k, v in values.items()})
     return results
+
+
+def proxy_alignment(proxies: torch.Tensor, proxy_labels, embeddings: torch.Tensor, labels,
+                    chunk_size: int = 1024) -> float:
+    """Proxy-data alignment of PFML Sec. 4.4 / Table 3: the mean over classes of the
+    Wasserstein-2 distance between a class's proxies (uniform weights) and the embeddings
+    closest to them, W2_c = sqrt(mean_{p in class c} min_{x in class c} ||p - x||^2).
+
+    Matching every proxy to its nearest same-class embedding is an optimal coupling (each
+    term is minimal on its own), so this is exactly W2; with one proxy per class it is the
+    distance from the proxy to the closest embedding of its class (the paper's footnote).
+    Rows are L2-normalised first; classes without embeddings are skipped."""
+    p = normalize(_as_tensor(proxies, "cpu").detach())
+    x = normalize(_as_tensor(embeddings, "cpu").detach())
+    p_labels = _as_tensor(proxy_labels, "cpu").long()
+    x_labels = _as_tensor(labels, "cpu").long()
+    nearest = torch.full((len(p),), math.inf)
+    for start in range(0, len(p), chunk_size):
+        pc = p[start:start + chunk_size]
+        d2 = ((pc * pc).sum(1, keepdim=True) + (x * x).sum(1) - 2.0 * pc @ x.T).clamp_min(0)
+        same = p_labels[start:start + chunk_size].unsqueeze(1) == x_labels.unsqueeze(0)
+        nearest[start:start + chunk_size] = d2.masked_fill(~same, math.inf).min(1).values
+    per_class = [nearest[p_labels == c].mean().sqrt() for c in torch.unique(p_labels)
+                 if torch.isfinite(nearest[p_labels == c]).all()]
+    if not per_class:
+        raise ValueError("no class has both proxies and embeddings")
+    return float(torch.stack(per_class).mean())

@@ -105,6 +105,28 @@ def _multi_similarity(hp: HparamFn, small: bool) -> None:
     hp("ms_epsilon", 0.1, _uniform(0.05, 0.2))
 
 
+def _see(hp: HparamFn, small: bool) -> None:
+    """SEE (Le & Woo): n_aug, lambda and the curriculum are not given in the extended
+    abstract; n_aug = 3 is its Fig. 1. The curriculum expands the top fraction of the batch
+    (smallest distance to the proxy), growing linearly over epochs from start to end."""
+    hp("see_n_aug", 3, lambda r: int(r.choice([1, 2, 3, 4, 6, 8])))
+    hp("see_lambda", 0.5, _log_uniform(-1.5, 0.5))
+    hp("see_topk_start", 0.25, _uniform(0.0, 0.5))
+    hp("see_topk_end", 1.0, _uniform(0.5, 1.0))
+
+
+def _pfml(hp: HparamFn, small: bool) -> None:
+    """PFML (Bhatnagar & Ahuja, Sec. 4.1/4.5): delta in [0.1, 0.35], alpha in [0, 6] with
+    3-6 best (alpha = 0 gives no force, so the search starts at 1), M = 15 (CUB, Cars).
+    ``pfml_m`` is used by standalone PFML, ``pfml_weight`` by the Base+PFML plug-in;
+    ``pfml_delta_rep`` None means equal to ``pfml_delta`` (Fig. 3(d) ablation otherwise)."""
+    hp("pfml_m", 15, lambda r: int(r.choice([2, 5, 10, 15, 30])))
+    hp("pfml_delta", 0.2, _uniform(0.1, 0.35))
+    hp("pfml_delta_rep", None, _fixed(None))
+    hp("pfml_alpha", 4.0, _uniform(1, 6))
+    hp("pfml_weight", 1.0, _log_uniform(-1.5, 0.5))
+
+
 # Every algorithm component (base loss, plug-in, standalone algorithm): name -> fn(hp, small).
 # A component used both as a base and as a plug-in (PFML) declares all its hparams once.
 COMPONENT_HPARAMS: dict[str, Callable[[HparamFn, bool], None]] = {
@@ -115,6 +137,8 @@ COMPONENT_HPARAMS: dict[str, Callable[[HparamFn, bool], None]] = {
     "ArcFace": _arcface,
     "CosFace": _cosface,
     "MultiSimilarity": _multi_similarity,
+    "SEE": _see,
+    "PFML": _pfml,
 }
 
 

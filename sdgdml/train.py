@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="fraction of training labels replaced by another seen class (seeded by trial_seed)")
     a("--metrics", nargs="+", default=list(evaluation.DEFAULT_METRICS),
       help="recall@K, precision@K, map@r, map@all")
+    a("--proxy_alignment", action="store_true",
+      help="also record, at every checkpoint, the proxy-data alignment of PFML Sec. 4.4 / "
+           "Table 3 (mean over classes of the W2 distance between a class's proxies and the "
+           "training embeddings closest to them) as <source>_train_proxy_w2; needs proxies")
     a("--no_eval_at_start", action="store_true", help="skip the step-0 (untrained) evaluation")
     a("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     a("--num_workers", type=int, default=0, help="data-loading worker processes")
@@ -200,6 +204,23 @@ def _train_loader(split, transform, batch_size, seed, schedule, start, hparams, 
         persistent_workers=num_workers > 0)
 
 
+def _check_has_proxies(algorithm, name: str) -> None:
+    loss = getattr(algorithm, "loss", None)
+    if loss is None or loss.proxies() is None:
+        raise UnknownAlgorithmError(f"--proxy_alignment needs an algorithm with proxies; "
+                                    f"{name} has none")
+
+
+def _proxy_w2(algorithm, train_split, transform, args, device) -> float:
+    """PFML Sec. 4.4: proxies vs the training split's embeddings (eval transform)."""
+    emb = evaluation.embed_split(algorithm.embed, train_split, transform, args.eval_batch_size,
+                                 args.num_workers, device)
+    with torch.no_grad():
+        proxies, proxy_labels = algorithm.loss.proxies()
+    return evaluation.proxy_alignment(proxies.cpu(), proxy_labels.cpu(), emb,
+                                      train_split.labels)
+
+
 def _summary_table(records: list[dict], dataset, metric: str = "recall@1") -> str:
     first, last = records[0], records[-1]
     rows = []
@@ -293,6 +314,9 @@ def train(args: argparse.Namespace) -> list[dict]:
     algorithm = create_algorithm(args.algorithm, network, dataset.num_train_classes, hparams,
                                  schedule).to(device)
 
+    if args.proxy_alignment:
+        _check_has_proxies(algorithm, args.algorithm)
+
     start = 0
     ckpt_path = out / "checkpoint.pt"
     resumed = ckpt_path.exists()
@@ -323,6 +347,9 @@ def train(args: argparse.Namespace) -> list[dict]:
         metrics = evaluation.evaluate(algorithm.embed, eval_splits, eval_tf, args.metrics,
                                       args.eval_batch_size, args.num_workers, device,
                                       args.eval_chunk_size)
+        if args.proxy_alignment:
+            metrics[f"{train_split.name}_proxy_w2"] = _proxy_w2(
+                algorithm, train_split, eval_tf, args, device)
         record = {"step": step, "epoch": step / steps_per_epoch,
                   **{k: float(np.mean(v)) for k, v in logged.items()},
                   "eval_time": time.time() - t0, "mem_gb": _peak_memory_gb(device),

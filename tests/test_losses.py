@@ -137,7 +137,7 @@ def test_uniform_proxy_access(name, batch):
     z, y = batch
     loss, hp = _loss(name)
     proxies, labels = loss.proxies()
-    per_class = hp.get("st_centers", 1) if name == "SoftTriple" else 1
+    per_class = {"SoftTriple": hp.get("st_centers"), "PFML": hp.get("pfml_m")}.get(name, 1)
     assert proxies.shape == (C * per_class, D)
     assert torch.allclose(proxies.norm(dim=1), torch.ones(len(proxies)))
     assert torch.equal(labels, torch.arange(C).repeat_interleave(per_class))

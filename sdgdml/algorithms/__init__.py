@@ -10,15 +10,18 @@ from __future__ import annotations
 from typing import Callable
 
 from .base import (Algorithm, LossWrapper, MetricLearning, MetricLoss, Schedule,
-                   nearest_class_proxy)
+                   UnknownAlgorithmError, nearest_class_proxy)
+from .pfml import PFML, PFMLPlugin
 from .proxy import BASE_LOSSES
+from .see import SEE
 
-LOSS_WRAPPERS: dict[str, Callable[..., LossWrapper]] = {}
+BASE_LOSSES["PFML"] = PFML      # the paper's own loss, M learnable proxies per class
+
+LOSS_WRAPPERS: dict[str, Callable[..., LossWrapper]] = {
+    "SEE": SEE,
+    "PFML": PFMLPlugin,
+}
 ALGORITHMS: dict[str, type[Algorithm]] = {}
-
-
-class UnknownAlgorithmError(ValueError):
-    pass
 
 
 def _known() -> str:
@@ -43,8 +46,8 @@ def parse_algorithm(name: str) -> list[str]:
         if w not in LOSS_WRAPPERS:
             raise UnknownAlgorithmError(
                 f"unknown plug-in {w!r} in {name!r}; known {_known()}")
-    if len(set(wrappers)) != len(wrappers):
-        raise UnknownAlgorithmError(f"a plug-in appears twice in {name!r}")
+    if len(set(parts)) != len(parts):
+        raise UnknownAlgorithmError(f"a component appears twice in {name!r}")
     return parts
 
 

@@ -22,6 +22,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class UnknownAlgorithmError(ValueError):
+    """An algorithm name, or a composition of components, that cannot be built."""
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Length of the run: ``total_steps`` optimisation steps, ``steps_per_epoch`` per epoch."""

@@ -1,0 +1,158 @@
+"""PFML: Potential Field based Deep Metric Learning (Bhatnagar & Ahuja).
+
+Every embedding and proxy is a unit charge. A point z_i creates, at a location r,
+
+    psi_att(r, z_i) = -1/delta^alpha        if ||r - z_i|| < delta,  -1/||r - z_i||^alpha  otherwise (Eq. 1)
+    psi_rep(r, z_i) =  1/||r - z_i||^alpha  if ||r - z_i|| < delta,   1/delta^alpha         otherwise (Eq. 2)
+
+i.e. psi_att = -1/max(d, delta_att)^alpha and psi_rep = 1/min(d, delta_rep)^alpha: attraction has
+no force inside delta and a force decaying as alpha/d^(alpha+1) outside; repulsion acts only
+inside delta. The field of class j, Psi_j, superposes the attraction of the class-j batch
+embeddings and M proxies of class j and the repulsion of every other embedding and proxy
+(Eq. 3-5); the total energy U = sum_i Psi_{y_i}(z_i) + sum_{j,k} Psi_j(p_{j,k}) (Eq. 6), a
+point's own field excluded, is minimised. Proxies train at ``lr * proxy_lr_mult``.
+
+Choices the paper leaves open (documented):
+
+- Normalisation: the loss is U measured in units of delta_att (distances divided by delta_att,
+  which multiplies U by delta_att^alpha and so keeps its minimisers) and averaged over the
+  N (N - 1) ordered pairs of the N charges: an attracting pair contributes in [-1, 0), a
+  repelling pair (delta_att / min(d, delta_rep))^alpha >= (delta_att/delta_rep)^alpha.
+  The value is O(1) whatever the batch size, M, delta and alpha.
+- Numerical safety: distances come from squared distances, and the clamps are applied to the
+  squares (no square root, so no infinite gradient at d = 0); repulsion distances are floored
+  at ``MIN_DISTANCE`` (1e-3), so coinciding points of different classes give a large but
+  finite energy.
+- Proxies are L2-normalised before use, like the embeddings.
+- alpha = 0 makes both potentials constant (-1 and +1): literally Eq. 1-2 then exert no force.
+
+Standalone ``PFML`` has its own M proxies per class (``pfml_m``; 0 = no proxies, the Sec. 4.5
+ablation). The ``Base+PFML`` plug-in adds ``pfml_weight`` times the energy of the batch
+embeddings and the base loss's proxies to the base loss.
+The cost is O(N^2 d) for N = batch + proxies charges (every pair interacts).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import LossWrapper, MetricLoss
+
+MIN_DISTANCE = 1e-3
+
+
+def attraction(dist2: torch.Tensor, delta: float, alpha: float) -> torch.Tensor:
+    """Eq. 1 from squared distances: -1 / max(d, delta)^alpha."""
+    return -dist2.clamp_min(delta * delta).pow(-alpha / 2)
+
+
+def repulsion(dist2: torch.Tensor, delta: float, alpha: float,
+              min_distance: float = MIN_DISTANCE) -> torch.Tensor:
+    """Eq. 2 from squared distances: 1 / min(d, delta)^alpha (d floored at min_distance)."""
+    return dist2.clamp(min_distance * min_distance, delta * delta).pow(-alpha / 2)
+
+
+def squared_distances(x: torch.Tensor) -> torch.Tensor:
+    """(N, N) squared Euclidean distances between the rows of x."""
+    sq = (x * x).sum(1)
+    return (sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * x @ x.T).clamp_min(0.0)
+
+
+def potential_energy(x: torch.Tensor, labels: torch.Tensor, delta_att: float, delta_rep: float,
+                     alpha: float, unit: float = 1.0,
+                     min_distance: float = MIN_DISTANCE) -> torch.Tensor:
+    """Eq. 6: U = sum_a Psi_{y_a}(x_a) over all charges x (embeddings and proxies) with
+    ``labels``, each point's own field excluded, distances measured in units of ``unit``.
+
+    One pass over the N x N pairs: the clamped squared distance of each pair (Eq. 1 for the
+    same class, Eq. 2 otherwise), one power, and a sign (-1 attract, +1 repel, 0 self)."""
+    d2 = squared_distances(x)
+    same = labels.unsqueeze(1) == labels.unsqueeze(0)
+    clamped = torch.where(same, d2.clamp_min(delta_att * delta_att),
+                          d2.clamp(min_distance * min_distance, delta_rep * delta_rep))
+    sign = 1.0 - 2.0 * same.to(x.dtype)
+    sign.fill_diagonal_(0.0)
+    return (clamped.pow(-alpha / 2) * sign).sum() * unit ** alpha
+
+
+@dataclass(frozen=True)
+class PotentialField:
+    """The PFML field's parameters and the normalised energy used as a loss."""
+
+    delta_att: float
+    delta_rep: float
+    alpha: float
+
+    @classmethod
+    def from_hparams(cls, hparams: dict) -> "PotentialField":
+        delta = float(hparams["pfml_delta"])
+        delta_rep = hparams.get("pfml_delta_rep")
+        field = cls(delta, delta if delta_rep is None else float(delta_rep),
+                    float(hparams["pfml_alpha"]))
+        if min(field.delta_att, field.delta_rep) <= MIN_DISTANCE or field.alpha < 0:
+            raise ValueError(f"PFML needs pfml_delta, pfml_delta_rep > {MIN_DISTANCE} and "
+                             f"pfml_alpha >= 0, got {field}")
+        return field
+
+    def energy(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """U in units of delta_att, averaged over the N (N - 1) ordered pairs (module doc)."""
+        n = len(x)
+        if n < 2:
+            return x.sum() * 0.0
+        u = potential_energy(x.float(), labels, self.delta_att, self.delta_rep, self.alpha,
+                             unit=self.delta_att)
+        return u / (n * (n - 1))
+
+
+def _charges(z, y, proxies):
+    if proxies is None:
+        return z, y
+    p, p_labels = proxies
+    return torch.cat([z, p.to(z.dtype)]), torch.cat([y, p_labels.to(y.device)])
+
+
+class PFML(MetricLoss):
+    """Standalone PFML: batch embeddings and M learnable proxies per class (Eq. 3-6)."""
+
+    def __init__(self, num_classes: int, embed_dim: int, hparams: dict):
+        super().__init__()
+        self.field = PotentialField.from_hparams(hparams)
+        self.m = int(hparams["pfml_m"])
+        if self.m < 0:
+            raise ValueError(f"pfml_m must be >= 0, got {self.m}")
+        self.proxy_vectors = (nn.Parameter(torch.randn(num_classes * self.m, embed_dim))
+                              if self.m > 0 else None)
+        self.register_buffer("proxy_classes",
+                             torch.arange(num_classes).repeat_interleave(self.m))
+
+    def proxies(self):
+        if self.m == 0:
+            return None
+        return F.normalize(self.proxy_vectors, dim=1), self.proxy_classes
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, labels = _charges(F.normalize(z, dim=1), y, self.proxies())
+        loss = self.field.energy(x, labels)
+        self.terms = {"pfml_energy": loss.item()}
+        return loss
+
+
+class PFMLPlugin(LossWrapper):
+    """``Base+PFML``: base loss + pfml_weight * energy of the batch embeddings and the base
+    loss's proxies (batch embeddings only when the base has no proxies)."""
+
+    def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):
+        super().__init__(base)
+        self.field = PotentialField.from_hparams(hparams)
+        self.weight = float(hparams["pfml_weight"])
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss_base = self.base(z, y)
+        x, labels = _charges(F.normalize(z, dim=1), y, self.base.proxies())
+        energy = self.field.energy(x, labels)
+        self.terms = {**self.base.terms, "loss_base": loss_base.item(),
+                      "pfml_energy": energy.item()}
+        return loss_base + self.weight * energy

@@ -1,0 +1,179 @@
+"""SEE: Spherical Embedding Expansion (Le & Woo, PAKDD 2024; IJCAI 2025 extended abstract).
+
+For an embedding z of class y and its proxy w_y (both unit vectors), SEE synthesises ``n_aug``
+embeddings on the (d-2)-sphere of radius ||r|| in the null space of w_y, where
+r = z - <w_y, z> w_y (Sec. 2.2):
+
+    z*_k = <w_y, z> w_y + ||r|| mu*_k,    k = 2 .. n_aug + 1            (Alg. 1, line 6)
+
+with mu*_1 = r / ||r|| and {mu*_k} the Max-Mahalanobis (MMD) centres built from an orthonormal
+basis {v_1 = r/||r||, v_2, ..., v_{n_aug+1}} of (part of) the null space of w_y:
+mu*_k = sum_i alpha_ki v_i, so that <mu*_i, mu*_j> = -1/n_aug for i != j (Eq. 2). Every z*_k has
+the same distance to w_y as z, and the n_aug + 1 points are maximally dispersed.
+
+Only the top-k samples of the batch with the smallest d_y = -<w_y, z> are expanded; the
+fraction k / batch grows linearly, epoch by epoch, from ``see_topk_start`` to ``see_topk_end``
+(curriculum, Sec. 2.2). The objective is
+
+    L = L_ML + lambda * L_SEE,   L_SEE = E_{z in M_k} [ sum_{i=1..n_aug} l(z*_i | y, w) ]  (Eq. 3-4)
+
+where l is the *same* base loss. We compute L_SEE as ``n_aug * base(Z*, Y*)`` over the
+k * n_aug synthetic embeddings: exactly Eq. 3 for losses that average a per-sample term
+(NormSoftmax, ProxyNCA, ArcFace, CosFace, SoftTriple); for ProxyAnchor, whose loss is pooled
+over the batch, it is the base loss of the synthetic batch, scaled the same way.
+
+Implementation choices (the paper leaves them open):
+
+- The extra basis vectors v_2.. are obtained without a sequential Gram-Schmidt loop: a random
+  orthonormal frame (a, b, e_1..e_n) of R^d is drawn once per step (QR of a Gaussian matrix,
+  from the global torch RNG, so seeded runs and resumed runs reproduce it), and two Householder
+  reflections per sample map a to +-w_y and b to +-r/||r||; the images of e_1..e_n are then an
+  orthonormal basis orthogonal to w_y and r, distributed as Gram-Schmidt of random vectors
+  would be, but exactly orthonormal whatever the conditioning (each reflection vector has
+  norm >= sqrt(2)). Everything is batched; gradients flow through z and the proxy.
+- A sample sitting on its proxy (||r|| < 1e-6) has no null-space direction: any unit vector
+  orthogonal to w_y stands in for r/||r||, and its synthetic embeddings coincide with z.
+- Multi-centre losses (SoftTriple, PFML) use each sample's closest proxy of its own class.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .base import LossWrapper, MetricLoss, UnknownAlgorithmError, nearest_class_proxy
+
+DEGENERATE_NORM = 1e-6
+
+
+@functools.lru_cache(maxsize=None)
+def mmd_coefficients(n_aug: int) -> torch.Tensor:
+    """Alg. 1, lines 2-5: the (n_aug+1, n_aug+1) lower-triangular alpha with
+    mu*_k = sum_i alpha_ki v_i (row k-1 is mu*_k; row 0 is mu*_1 = v_1). float64."""
+    if n_aug < 1:
+        raise ValueError(f"see_n_aug must be >= 1, got {n_aug}")
+    n = n_aug
+    a = torch.zeros(n + 1, n + 1, dtype=torch.float64)
+    a[0, 0] = 1.0
+    for k in range(1, n + 1):
+        a[k, 0] = -1.0 / n
+        for j in range(1, k):
+            a[k, j] = -(1.0 + n * (a[k, :j] @ a[j, :j])) / (n * a[j, j])
+        a[k, k] = math.sqrt(max(0.0, 1.0 - float(a[k, :k] @ a[k, :k])))
+    return a
+
+
+def random_frame(dim: int, size: int, device=None, dtype=torch.float32,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """(dim, size) orthonormal columns: QR of a Gaussian matrix (Haar-distributed)."""
+    g = torch.randn(dim, size, device=device, dtype=torch.float64, generator=generator)
+    q, r = torch.linalg.qr(g)
+    q = q * torch.where(torch.diagonal(r) < 0, -1.0, 1.0)     # the Gram-Schmidt signs
+    return q.to(dtype)
+
+
+def _reflect(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Householder reflection I - 2 u u^T / ||u||^2 of x (B, d, m) by u (B, d)."""
+    coef = 2.0 * torch.einsum("bd,bdm->bm", u, x) / (u * u).sum(1, keepdim=True)
+    return x - u.unsqueeze(2) * coef.unsqueeze(1)
+
+
+def _reflector(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """u such that the reflection by u maps the unit vector ``source`` to +-``target``
+    (the sign that keeps ||u|| >= sqrt(2))."""
+    s = torch.where((source * target).sum(1, keepdim=True) >= 0, -1.0, 1.0)
+    return source - s * target
+
+
+def null_space_basis(w: torch.Tensor, r: torch.Tensor, n_extra: int, frame: torch.Tensor
+                     ) -> torch.Tensor:
+    """(B, n_extra + 1, d) orthonormal vectors orthogonal to w: v_1 = r/||r|| (or any unit
+    vector orthogonal to w when ||r|| < 1e-6), then n_extra more (Alg. 1, line 1).
+
+    ``frame`` (d, n_extra + 2): orthonormal columns (a, b, e_1..e_n); per sample, reflection H1
+    maps a to +-w and H2 maps H1 b to +-v_1 while fixing w; v_{i+1} = H2 H1 e_i."""
+    b = w.shape[0]
+    fr = frame.to(w.dtype).unsqueeze(0).expand(b, -1, -1)              # (B, d, n+2)
+    u1 = _reflector(fr[:, :, 0], w)
+    rest = _reflect(fr[:, :, 1:], u1)                                  # H1 b, H1 e_i
+    r_norm = r.norm(dim=1, keepdim=True)
+    v1 = torch.where(r_norm > DEGENERATE_NORM, r / r_norm.clamp_min(DEGENERATE_NORM),
+                     rest[:, :, 0])
+    u2 = _reflector(rest[:, :, 0], v1)
+    extra = _reflect(rest[:, :, 1:], u2)                               # H2 H1 e_i
+    return torch.cat([v1.unsqueeze(1), extra.transpose(1, 2)], dim=1)
+
+
+def expand(z: torch.Tensor, w: torch.Tensor, n_aug: int, frame: torch.Tensor) -> torch.Tensor:
+    """Synthetic embeddings (B, n_aug, d) of unit z (B, d) around unit proxies w (B, d):
+    z*_k = <w, z> w + ||r|| mu*_k, k = 2..n_aug+1 (Alg. 1)."""
+    if not 1 <= n_aug <= z.shape[1] - 2:
+        raise ValueError(f"see_n_aug must be in [1, embed_dim - 2 = {z.shape[1] - 2}], "
+                         f"got {n_aug}")
+    along = (z * w).sum(1, keepdim=True)
+    r = z - along * w
+    basis = null_space_basis(w, r, n_aug, frame)                       # (B, n+1, d)
+    alpha = mmd_coefficients(n_aug).to(device=z.device, dtype=z.dtype)
+    mu = torch.einsum("ki,bid->bkd", alpha[1:], basis)                 # mu*_2 .. mu*_{n+1}
+    return (along * w).unsqueeze(1) + r.norm(dim=1, keepdim=True).unsqueeze(1) * mu
+
+
+class SEE(LossWrapper):
+    """``Base+SEE``: L = L_ML + lambda * L_SEE (Eq. 3-4) on any proxy-based base loss."""
+
+    def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):
+        super().__init__(base)
+        if base.proxies() is None:
+            raise UnknownAlgorithmError(
+                f"SEE expands embeddings around their class proxy, and {type(base).__name__} "
+                f"has no proxies: put SEE after a proxy-based loss (ProxyAnchor, ProxyNCA, "
+                f"NormSoftmax, SoftTriple, ArcFace, CosFace, PFML)")
+        self.n_aug = int(hparams["see_n_aug"])
+        if not 1 <= self.n_aug <= embed_dim - 2:
+            raise ValueError(f"see_n_aug must be in [1, embed_dim - 2 = {embed_dim - 2}], "
+                             f"got {self.n_aug}")
+        self.lam = float(hparams["see_lambda"])
+        self.topk_start = float(hparams["see_topk_start"])
+        self.topk_end = float(hparams["see_topk_end"])
+        if not 0.0 <= self.topk_start <= self.topk_end <= 1.0:
+            raise ValueError("need 0 <= see_topk_start <= see_topk_end <= 1")
+        self.epoch, self.total_epochs = 0.0, 1.0
+
+    def set_progress(self, epoch: float, total_epochs: float) -> None:
+        self.epoch, self.total_epochs = epoch, total_epochs
+        super().set_progress(epoch, total_epochs)
+
+    def expanded_fraction(self) -> float:
+        """Fraction of the batch expanded at the current epoch: grows linearly with the
+        epoch index from ``topk_start`` (epoch 0) to ``topk_end`` (the last epoch)."""
+        last = max(1, math.ceil(self.total_epochs) - 1)
+        t = min(1.0, math.floor(self.epoch) / last)
+        return self.topk_start + (self.topk_end - self.topk_start) * t
+
+    def num_expanded(self, batch_size: int) -> int:
+        return min(batch_size, round(self.expanded_fraction() * batch_size))
+
+    def synthesize(self, z: torch.Tensor, y: torch.Tensor, k: int):
+        """The k samples closest to their proxy, expanded: (k * n_aug, d) embeddings and
+        their labels."""
+        proxies, proxy_labels = self.base.proxies()
+        w = nearest_class_proxy(z, y, proxies, proxy_labels)
+        d_y = -(z * w).sum(1)
+        idx = torch.topk(d_y.detach(), k, largest=False).indices
+        frame = random_frame(z.shape[1], self.n_aug + 2, z.device, z.dtype)
+        zs = expand(z[idx], w[idx], self.n_aug, frame)
+        return zs.reshape(-1, z.shape[1]), y[idx].repeat_interleave(self.n_aug)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss_ml = self.base(z, y)
+        terms = dict(self.base.terms)
+        k = self.num_expanded(len(z))
+        loss_see = z.new_zeros(())
+        if k > 0 and self.lam != 0.0:
+            zs, ys = self.synthesize(F.normalize(z, dim=1), y, k)
+            loss_see = self.n_aug * self.base(zs, ys)
+        self.terms = {**terms, "loss_ml": loss_ml.item(), "loss_see": loss_see.item(),
+                      "see_expanded": float(k)}
+        return loss_ml + self.lam * loss_see
