@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from sdgdml import train as train_module
-from sdgdml.datasets import DigitsDG
+from sdgdml.datasets import DATASETS, DigitsDG
 from sdgdml.datasets.base import noisy_labels
 
 
@@ -55,7 +55,7 @@ def test_the_cli_flag_reaches_the_training_split(tmp_path, monkeypatch):
             seen["labels"] = split.labels
             return split
 
-    monkeypatch.setattr(train_module, "get_dataset_class", lambda name: Spy)
+    monkeypatch.setitem(DATASETS, "DigitsDG", Spy)
     train_module.main(["--output_dir", str(tmp_path), "--quiet", "--steps", "1",
                        "--no_eval_at_start", "--targets", "uci", "--label_noise", "0.2",
                        "--trial_seed", "1"])
