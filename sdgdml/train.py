@@ -214,25 +214,30 @@ def train(args: argparse.Namespace) -> list[dict]:
              args.dataset, dataset.source, ",".join(dataset.targets), device)
     log.info("hparams: %s", json.dumps(hparams, sort_keys=True))
 
+    cls = algorithm_class(args.algorithm)
     train_split = dataset.train_split()
     eval_splits = dataset.eval_splits()
+    # what the algorithm trains on: labelled seen-class images, or the source without labels
+    labels = train_split.labels if cls.USES_LABELS else None
+    source_view = train_split if cls.USES_LABELS else dataset.unlabeled_split(dataset.source)
     image_size = hparams["image_size"]
     train_tf, eval_tf = dataset.train_transform(image_size), dataset.eval_transform(image_size)
     batch_size = hparams["batch_size"]
     steps_per_epoch = StepBatchSampler(
-        len(train_split), batch_size, seed, 1, mode=hparams["sampler"],
-        labels=train_split.labels, m=hparams["samples_per_class"]).steps_per_epoch
+        len(source_view), batch_size, seed, 1,
+        mode=hparams["sampler"] if labels is not None else "random",
+        labels=labels, m=hparams["samples_per_class"]).steps_per_epoch
     epochs = args.epochs if args.epochs is not None else dataset.DEFAULT_EPOCHS
     total = args.steps if args.steps is not None else max(1, round(epochs * steps_per_epoch))
     schedule = Schedule(total, steps_per_epoch)
     freq = args.checkpoint_freq or max(1, total // 10)
-    log.info("%d training images (%d seen classes), %d steps of batch %d (%.1f epochs), "
-             "checkpoint every %d steps", len(train_split), dataset.num_train_classes, total,
-             batch_size, schedule.total_epochs, freq)
+    log.info("%d training images (%s), %d steps of batch %d (%.1f epochs), "
+             "checkpoint every %d steps", len(source_view),
+             f"{dataset.num_train_classes} seen classes" if labels is not None else "no labels",
+             total, batch_size, schedule.total_epochs, freq)
 
     seed_everything(seed)
     network = create_model(hparams, args.pretrained_file)
-    cls = algorithm_class(args.algorithm)
     algorithm = create_algorithm(args.algorithm, network, dataset.num_train_classes, hparams,
                                  schedule).to(device)
 
@@ -249,8 +254,6 @@ def train(args: argparse.Namespace) -> list[dict]:
     else:
         truncate_records(out / "results.jsonl", -1)
 
-    labels = train_split.labels if cls.USES_LABELS else None
-    source_view = train_split if cls.USES_LABELS else dataset.unlabeled_split(dataset.source)
     loaders = {"x": _train_loader(source_view, train_tf, batch_size, seed, schedule, start,
                                   hparams, args.num_workers, device, labels)}
     if cls.TRANSDUCTIVE:
