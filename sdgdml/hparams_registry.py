@@ -104,6 +104,28 @@ def _multi_similarity(hp: HparamFn, small: bool) -> None:
     hp("ms_epsilon", 0.1, _uniform(0.05, 0.2))
 
 
+def _choice(*options):
+    return lambda r: options[int(r.randint(len(options)))]
+
+
+def _centerpolar(hp: HparamFn, small: bool) -> None:
+    """CenterPolar's open design choices (see algorithms/centerpolar.py for what each means)."""
+    hp("cp_expand", 1.0, _uniform(0.25, 2.0))                 # C3E max strength s_max
+    hp("cp_expand_schedule", "linear", _choice("constant", "linear", "cosine"))
+    hp("cp_adaptive", True, _choice(True, False))             # delta in class radii (else radians)
+    hp("cp_expand_jitter", 0.5, _uniform(0.0, 1.0))
+    hp("cp_max_angle_deg", 90.0, _uniform(45.0, 120.0))
+    hp("cp_expand_weight", 1.0, _log_uniform(-1, 0.3))
+    hp("cp_detach_expanded", False, _choice(False, True))
+    hp("cp_momentum", 0.9, _uniform(0.0, 0.99))               # centroid EMA (0: batch centroids)
+    hp("cp_c4_weight", 1.0, _log_uniform(-1, 0.5))
+    hp("cp_c4_on_expanded", True, _choice(True, False))
+    hp("cp_separation", "margin", _choice("margin", "softmax"))
+    hp("cp_sep_weight", 1.0, _log_uniform(-1, 0.5))
+    hp("cp_margin", 1.2, _uniform(0.8, 1.5))                  # distance between unit centroids
+    hp("cp_scale", 16.0, _uniform(8.0, 32.0))                 # centroid softmax scale
+
+
 # Every algorithm component (base loss, plug-in, standalone algorithm): name -> fn(hp, small).
 # A component used both as a base and as a plug-in (PFML) declares all its hparams once.
 COMPONENT_HPARAMS: dict[str, Callable[[HparamFn, bool], None]] = {
@@ -114,6 +136,7 @@ COMPONENT_HPARAMS: dict[str, Callable[[HparamFn, bool], None]] = {
     "ArcFace": _arcface,
     "CosFace": _cosface,
     "MultiSimilarity": _multi_similarity,
+    "CenterPolar": _centerpolar,
 }
 
 

@@ -12,12 +12,16 @@ from typing import Callable
 
 from .base import (Algorithm, LossWrapper, MetricLearning, MetricLoss, Schedule,
                    nearest_class_proxy)
+from .centerpolar import CenterPolar
 from .proxy import BASE_LOSSES
 
 LOSS_WRAPPERS: dict[str, Callable[..., LossWrapper]] = {}
 ALGORITHMS: dict[str, type[Algorithm]] = {}
 # a bare name that stands for "Base+Plugin" (the plug-in with its documented default base)
 DEFAULT_COMPOSITIONS: dict[str, str] = {}
+
+LOSS_WRAPPERS["CenterPolar"] = CenterPolar
+DEFAULT_COMPOSITIONS["CenterPolar"] = "ProxyAnchor+CenterPolar"   # README: CenterPolar section
 
 
 class UnknownAlgorithmError(ValueError):
