@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .base import (CorruptImageError, DatasetError, DomainSamples, EvalSplit, ImageDataset,
                    SDGDataset, Split)
+from . import ucdr
 from .digits import DigitsDG
 
 DATASETS: dict[str, type[SDGDataset]] = {}
@@ -26,4 +27,4 @@ register_dataset(DigitsDG)
 
 __all__ = ["DATASETS", "CorruptImageError", "DatasetError", "DigitsDG", "DomainSamples",
            "EvalSplit", "ImageDataset", "SDGDataset", "Split", "get_dataset_class",
-           "register_dataset"]
+           "register_dataset", "ucdr"]
