@@ -126,6 +126,33 @@ def _centerpolar(hp: HparamFn, small: bool) -> None:
     hp("cp_scale", 16.0, _uniform(8.0, 32.0))                 # centroid softmax scale
 
 
+def _uem(hp: HparamFn, small: bool) -> None:
+    """UEM's choices where the slides are silent (see algorithms/uem.py); the four switches
+    uem_proto_mix / uem_sel / uem_spda / uem_sn2m are the slides' ablations."""
+    hp("uem_temperature", 0.1, _log_uniform(-1.5, -0.5))
+    hp("uem_proto_temperature", 0.1, _log_uniform(-1.5, -0.5))
+    hp("uem_num_prototypes", 0, _fixed(None))            # 0: the dataset's number of classes
+    hp("uem_queue_size", 0, _fixed(None))                # 0: one source epoch of samples
+    hp("uem_cluster_every", 1.0, _choice(0.5, 1.0, 2.0))  # epochs between k-means runs
+    hp("uem_kmeans_iters", 20, _fixed(None))
+    hp("uem_kmeans_backend", "torch", _fixed(None))      # torch | sklearn
+    hp("uem_proto_mix", True, _fixed(None))              # False: "w/o P.M." (no L_PNCE)
+    hp("uem_sel", True, _fixed(None))                    # False: "w/o SEL"
+    hp("uem_sel_weight", 1.0, _log_uniform(-1, 0.5))
+    hp("uem_spda", True, _fixed(None))                   # False: "w/o SPDA"
+    hp("uem_spda_weight", 0.1, _log_uniform(-2, 0))
+    hp("uem_disc_hidden", 256, _fixed(None))
+    hp("uem_disc_lr_mult", 1.0, _log_uniform(-0.5, 1))
+    hp("uem_sn2m", True, _fixed(None))                   # False: "w/o SN2M"
+    hp("uem_sn2m_mode", "switch", _fixed(None))          # switch | instance | prototype
+    hp("uem_sn2m_weight", 1.0, _log_uniform(-1, 0.5))
+    hp("uem_sn2m_threshold", 0.5, _uniform(0.0, 0.8))
+    hp("uem_stage2_start", 0.5, _uniform(0.2, 0.7))      # fraction of training
+    hp("uem_crop_scale", 0.6 if small else 0.2, _uniform(0.2, 0.8))
+    hp("uem_color_jitter", 0.4, _uniform(0.0, 0.6))
+    hp("uem_flip", not small, _fixed(None))              # a flipped digit is another glyph
+
+
 # Every algorithm component (base loss, plug-in, standalone algorithm): name -> fn(hp, small).
 # A component used both as a base and as a plug-in (PFML) declares all its hparams once.
 COMPONENT_HPARAMS: dict[str, Callable[[HparamFn, bool], None]] = {
@@ -137,6 +164,7 @@ COMPONENT_HPARAMS: dict[str, Callable[[HparamFn, bool], None]] = {
     "CosFace": _cosface,
     "MultiSimilarity": _multi_similarity,
     "CenterPolar": _centerpolar,
+    "UEM": _uem,
 }
 
 

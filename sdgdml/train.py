@@ -29,7 +29,7 @@ from tqdm import tqdm
 from . import __version__, evaluation, hparams_registry
 from .algorithms import (Schedule, UnknownAlgorithmError, algorithm_class, create_algorithm,
                          parse_algorithm)
-from .datasets import DATASETS, DatasetError, ImageDataset, get_dataset_class
+from .datasets import DATASETS, DatasetError, ImageDataset, get_dataset_class, ucdr
 from .datasets.samplers import StepBatchSampler
 from .hparams_registry import UnknownHparamError
 from .networks import PretrainedWeightsError, create_model
@@ -69,6 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     a("--protocol", choices=("within", "cross", "both"), default=None,
       help="within: leave-one-out retrieval inside each target domain; cross: target queries "
            "against the source's unseen-class gallery; default: the dataset's")
+    a("--ucdr", choices=ucdr.KINDS, default=None,
+      help="universal unsupervised cross-domain retrieval protocol (UEM's): closed, partial "
+           "(query classes a random subset of the gallery's) or open (each side also holds "
+           "private classes). The source is the query domain, the targets the galleries; an "
+           "unsupervised algorithm trains on both without labels. Replaces --protocol")
+    a("--ucdr_partial_fraction", type=float, default=0.5,
+      help="partial: fraction of the classes the query domain holds (drawn with trial_seed)")
+    a("--ucdr_shared_fraction", type=float, default=0.5,
+      help="open: fraction of classes both sides hold; the rest is split into query-private "
+           "and gallery-private halves (drawn with trial_seed)")
+    a("--ucdr_metrics", nargs="+", default=list(evaluation.UCDR_METRICS),
+      help="retrieval metrics of UCDR splits (over shared-class queries)")
+    a("--open_rule", choices=evaluation.OPEN_RULES, default="threshold",
+      help="open set: reject a query (return null) when its best cosine to the gallery "
+           "(threshold) or to the gallery's k-means prototypes (prototype) is below "
+           "--open_threshold")
+    a("--open_threshold", type=float, default=0.5, help="cosine similarity of the open rule")
+    a("--open_clusters", type=int, default=0,
+      help="prototype rule: number of gallery clusters (0: the gallery's number of classes)")
     a("--label_noise", type=float, default=0.0,
       help="fraction of training labels replaced by another seen class (seeded by trial_seed)")
     a("--metrics", nargs="+", default=list(evaluation.DEFAULT_METRICS),
@@ -183,6 +202,35 @@ def _summary_table(records: list[dict], dataset, metric: str = "recall@1") -> st
     return tabulate(rows, headers=head, floatfmt=".2f")
 
 
+def _ucdr_table(records: list[dict]) -> str:
+    first, last = records[0], records[-1]
+    keys = [k for k in last if k.endswith(("_map@all", "_open_acc", "_shared_accept"))]
+    rows = [[k, first.get(k, float("nan")) * 100, last[k] * 100] for k in sorted(keys)]
+    return tabulate(rows, headers=["UCDR metric (%)", f"step {first['step']}",
+                                   f"step {last['step']}"], floatfmt=".2f")
+
+
+def _check_ucdr_args(args) -> None:
+    if not args.ucdr:
+        return
+    if algorithm_class(args.algorithm).USES_LABELS:
+        raise ucdr.ProtocolError(
+            f"--ucdr protocols are unsupervised: {args.algorithm} trains on labels; use an "
+            f"algorithm without labels (UEM)")
+    if args.protocol is not None:
+        raise ucdr.ProtocolError("--protocol (SDG-DML splits) and --ucdr exclude each other")
+
+
+def _ucdr_setup(args, dataset):
+    """(source view, {target: view}, eval splits) of a UCDR protocol run."""
+    protocol = ucdr.make_protocol(dataset, args.ucdr, args.trial_seed,
+                                  args.ucdr_partial_fraction, args.ucdr_shared_fraction)
+    log.info("%s", protocol.describe())
+    views = ucdr.train_views(dataset, protocol)
+    targets = {t: views[t] for t in dataset.targets}
+    return views[dataset.source], targets, ucdr.eval_splits(dataset, protocol)
+
+
 def train(args: argparse.Namespace) -> list[dict]:
     """Run (or resume) one experiment; returns its records."""
     out = Path(args.output_dir)
@@ -196,6 +244,7 @@ def train(args: argparse.Namespace) -> list[dict]:
 
     # validate everything cheap before building anything expensive
     parse_algorithm(args.algorithm)
+    _check_ucdr_args(args)
     try:
         overrides = json.loads(args.hparams) if args.hparams else {}
     except json.JSONDecodeError as e:
@@ -216,10 +265,14 @@ def train(args: argparse.Namespace) -> list[dict]:
 
     cls = algorithm_class(args.algorithm)
     train_split = dataset.train_split()
-    eval_splits = dataset.eval_splits()
     # what the algorithm trains on: labelled seen-class images, or the source without labels
     labels = train_split.labels if cls.USES_LABELS else None
-    source_view = train_split if cls.USES_LABELS else dataset.unlabeled_split(dataset.source)
+    if args.ucdr:
+        source_view, target_views, eval_splits = _ucdr_setup(args, dataset)
+    else:
+        source_view = train_split if cls.USES_LABELS else dataset.unlabeled_split(dataset.source)
+        target_views = {t: dataset.unlabeled_split(t) for t in dataset.targets}
+        eval_splits = dataset.eval_splits()
     image_size = hparams["image_size"]
     train_tf, eval_tf = dataset.train_transform(image_size), dataset.eval_transform(image_size)
     batch_size = hparams["batch_size"]
@@ -238,7 +291,10 @@ def train(args: argparse.Namespace) -> list[dict]:
 
     seed_everything(seed)
     network = create_model(hparams, args.pretrained_file)
-    algorithm = create_algorithm(args.algorithm, network, dataset.num_train_classes, hparams,
+    # supervised: the seen classes it is trained on; unsupervised: the dataset's class count
+    # (UEM's default number of prototypes)
+    num_classes = dataset.num_train_classes if cls.USES_LABELS else len(dataset.CLASSES)
+    algorithm = create_algorithm(args.algorithm, network, num_classes, hparams,
                                  schedule).to(device)
 
     start = 0
@@ -258,15 +314,18 @@ def train(args: argparse.Namespace) -> list[dict]:
                                   hparams, args.num_workers, device, labels)}
     if cls.TRANSDUCTIVE:
         for i, t in enumerate(dataset.targets, 1):
-            loaders[t] = _train_loader(dataset.unlabeled_split(t), train_tf, batch_size,
+            loaders[t] = _train_loader(target_views[t], train_tf, batch_size,
                                        seed + 7919 * i, schedule, start, hparams,
                                        args.num_workers, device, None)
+
+    open_set = evaluation.OpenSetRule(args.open_rule, args.open_threshold, args.open_clusters,
+                                      seed)
 
     def checkpoint(step: int, logged: dict) -> None:
         t0 = time.time()
         metrics = evaluation.evaluate(algorithm.embed, eval_splits, eval_tf, args.metrics,
                                       args.eval_batch_size, args.num_workers, device,
-                                      args.eval_chunk_size)
+                                      args.eval_chunk_size, args.ucdr_metrics, open_set)
         record = {"step": step, "epoch": step / steps_per_epoch,
                   **{k: float(np.mean(v)) for k, v in logged.items()},
                   "eval_time": time.time() - t0, "mem_gb": _peak_memory_gb(device),
@@ -275,7 +334,8 @@ def train(args: argparse.Namespace) -> list[dict]:
         append_record(out / "results.jsonl", record)
         atomic_save({"algorithm": algorithm.state_dict(), "rng": _rng_state(), "step": step},
                     ckpt_path)
-        shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith("recall@1")}
+        shown = {k: round(v, 4) for k, v in metrics.items()
+                 if k.endswith(("recall@1", "map@all", "open_acc"))}
         log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
 
     if start == 0 and not args.no_eval_at_start:
@@ -312,7 +372,8 @@ def train(args: argparse.Namespace) -> list[dict]:
     (out / "done").write_text("done\n")
     if not args.keep_checkpoint:
         ckpt_path.unlink(missing_ok=True)
-    log.info("done: %s\n%s", out, _summary_table(records, dataset))
+    table = _ucdr_table(records) if args.ucdr else _summary_table(records, dataset)
+    log.info("done: %s\n%s", out, table)
     return records
 
 

@@ -14,6 +14,7 @@ from .base import (Algorithm, LossWrapper, MetricLearning, MetricLoss, Schedule,
                    nearest_class_proxy)
 from .centerpolar import CenterPolar
 from .proxy import BASE_LOSSES
+from .uem import UEM
 
 LOSS_WRAPPERS: dict[str, Callable[..., LossWrapper]] = {}
 ALGORITHMS: dict[str, type[Algorithm]] = {}
@@ -22,6 +23,7 @@ DEFAULT_COMPOSITIONS: dict[str, str] = {}
 
 LOSS_WRAPPERS["CenterPolar"] = CenterPolar
 DEFAULT_COMPOSITIONS["CenterPolar"] = "ProxyAnchor+CenterPolar"   # README: CenterPolar section
+ALGORITHMS["UEM"] = UEM
 
 
 class UnknownAlgorithmError(ValueError):

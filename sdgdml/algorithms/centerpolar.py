@@ -76,7 +76,7 @@ def centrifugal_expand(z: torch.Tensor, c: torch.Tensor, delta: torch.Tensor,
     cos = (z * c).sum(1).clamp(-1.0, 1.0)
     theta = torch.acos(cos.detach())
     step = torch.minimum(delta, max_angle - theta).clamp(min=0.0)
-    away = cos.unsqueeze(1) * z - c            # in the plane (c, z), orthogonal to z, norm sin(theta)
+    away = cos.unsqueeze(1) * z - c        # in the plane (c, z), orthogonal to z, norm sin(theta)
     degenerate = away.norm(dim=1) < 1e-6
     if degenerate.any():
         r = torch.randn_like(z[degenerate])
