@@ -18,7 +18,9 @@ queries of classes absent from the gallery must be rejected (retrieval returns n
 
 - ``open_acc``: fraction of private-class queries rejected (the slides' "open-set acc");
 - ``shared_accept``: fraction of shared-class queries not rejected;
-- ``open_hmean``: their harmonic mean (a rule that rejects everything scores 0 here).
+- ``open_hmean``: their harmonic mean (a rule that rejects everything scores 0 here);
+- ``open_auroc``: threshold-free, the area under the ROC curve of the rule's acceptance score
+  separating shared-class (positive) from private-class queries (0.5: chance).
 
 The rejection rule (``OpenSetRule``) is an evaluation setting: ``threshold``: reject a query
 whose highest cosine similarity to any gallery item is below ``threshold``; ``prototype``:
@@ -217,20 +219,27 @@ def retrieval_metrics(
     return {k: (math.nan if v != v else float(v)) for k, v in out.items()}
 
 
+def acceptance_scores(query: torch.Tensor, gallery: torch.Tensor, rule: OpenSetRule,
+                      gallery_labels=None, chunk_size: int = 1024,
+                      device: str | torch.device | None = None) -> torch.Tensor:
+    """(n_query,) the rule's score of each query: its best cosine to a gallery item
+    (``threshold``) or to a gallery k-means prototype (``prototype``)."""
+    if rule.rule == "prototype":
+        from .clustering import spherical_kmeans
+
+        k = rule.clusters or len(torch.unique(_as_tensor(gallery_labels, "cpu")))
+        gallery, _ = spherical_kmeans(_as_tensor(gallery, _device(device), torch.float32),
+                                      min(k, len(gallery)), seed=rule.seed)
+    best, _ = knn(query, gallery, 1, chunk_size=chunk_size, device=device)
+    return best[:, 0]
+
+
 def reject_queries(query: torch.Tensor, gallery: torch.Tensor, rule: OpenSetRule,
                    gallery_labels=None, chunk_size: int = 1024,
                    device: str | torch.device | None = None) -> torch.Tensor:
     """(n_query,) bool: True where the query is rejected (its retrieval is null)."""
-    if rule.rule == "threshold":
-        best, _ = knn(query, gallery, 1, chunk_size=chunk_size, device=device)
-        return best[:, 0] < rule.threshold
-    from .clustering import spherical_kmeans
-
-    k = rule.clusters or len(torch.unique(_as_tensor(gallery_labels, "cpu")))
-    centroids, _ = spherical_kmeans(_as_tensor(gallery, _device(device), torch.float32),
-                                    min(k, len(gallery)), seed=rule.seed)
-    best, _ = knn(query, centroids, 1, chunk_size=chunk_size, device=device)
-    return best[:, 0] < rule.threshold
+    return acceptance_scores(query, gallery, rule, gallery_labels, chunk_size,
+                             device) < rule.threshold
 
 
 def cross_domain_metrics(query: torch.Tensor, query_labels, gallery: torch.Tensor,
@@ -239,8 +248,8 @@ def cross_domain_metrics(query: torch.Tensor, query_labels, gallery: torch.Tenso
                          device: str | torch.device | None = None) -> dict[str, float]:
     """UCDR metrics of queries (domain A) against a gallery (domain B): retrieval ``metrics``
     over the shared-class queries, and, when some query classes are absent from the gallery,
-    ``open_acc``, ``shared_accept`` and ``open_hmean`` under ``open_set`` (default rule:
-    threshold 0.5)."""
+    ``open_acc``, ``shared_accept``, ``open_hmean`` and ``open_auroc`` under ``open_set``
+    (default rule: threshold 0.5)."""
     q_labels = _as_tensor(query_labels, "cpu").long()
     g_labels = _as_tensor(gallery_labels, "cpu").long()
     shared = torch.isin(q_labels, torch.unique(g_labels))
@@ -249,8 +258,12 @@ def cross_domain_metrics(query: torch.Tensor, query_labels, gallery: torch.Tenso
     out = retrieval_metrics(query[shared], q_labels[shared], gallery, g_labels, metrics,
                             chunk_size, device)
     if (~shared).any():
-        rejected = reject_queries(query, gallery, open_set or OpenSetRule(), g_labels,
-                                  chunk_size, device)
+        from sklearn.metrics import roc_auc_score
+
+        rule = open_set or OpenSetRule()
+        scores = acceptance_scores(query, gallery, rule, g_labels, chunk_size, device)
+        rejected = scores < rule.threshold
+        out["open_auroc"] = float(roc_auc_score(shared.numpy(), scores.numpy()))
         open_acc = rejected[~shared].double().mean().item()
         accept = (~rejected[shared]).double().mean().item()
         out["open_acc"], out["shared_accept"] = open_acc, accept

@@ -204,7 +204,8 @@ def _summary_table(records: list[dict], dataset, metric: str = "recall@1") -> st
 
 def _ucdr_table(records: list[dict]) -> str:
     first, last = records[0], records[-1]
-    keys = [k for k in last if k.endswith(("_map@all", "_open_acc", "_shared_accept"))]
+    ends = ("_map@all", "_open_acc", "_shared_accept", "_open_auroc")
+    keys = [k for k in last if k.endswith(ends)]
     rows = [[k, first.get(k, float("nan")) * 100, last[k] * 100] for k in sorted(keys)]
     return tabulate(rows, headers=["UCDR metric (%)", f"step {first['step']}",
                                    f"step {last['step']}"], floatfmt=".2f")
@@ -335,7 +336,7 @@ def train(args: argparse.Namespace) -> list[dict]:
         atomic_save({"algorithm": algorithm.state_dict(), "rng": _rng_state(), "step": step},
                     ckpt_path)
         shown = {k: round(v, 4) for k, v in metrics.items()
-                 if k.endswith(("recall@1", "map@all", "open_acc"))}
+                 if k.endswith(("recall@1", "map@all", "open_acc", "open_auroc"))}
         log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
 
     if start == 0 and not args.no_eval_at_start:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import average_precision_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from sdgdml.datasets import DigitsDG, SDGDataset
 from sdgdml.datasets.base import ArraySamples
@@ -96,6 +96,7 @@ def test_open_set_decision_on_a_hand_made_case():
     assert out["open_acc"] == 0.5 and out["shared_accept"] == 1.0
     assert out["open_hmean"] == pytest.approx(2 * 0.5 / 1.5)
     assert out["map@all"] == 1.0 and out["precision@1"] == 1.0
+    assert out["open_auroc"] == 1.0           # both shared queries outscore both private ones
     best = (query @ gallery.T).max(1).values
     assert best[3] < 0.95 < best[:2].min()
     tighter = cross_domain_metrics(query, q_labels, gallery, g_labels,
@@ -126,6 +127,8 @@ def test_retrieval_metrics_use_only_shared_queries_and_match_sklearn():
     top5 = sims[shared].topk(5, dim=1).indices
     p5 = (g_labels[top5] == q_labels[shared].unsqueeze(1)).double().mean().item()
     assert out["precision@5"] == pytest.approx(p5)
+    auroc = roc_auc_score(shared.numpy(), sims.max(1).values.numpy())
+    assert out["open_auroc"] == pytest.approx(auroc)
     closed = cross_domain_metrics(query[shared], q_labels[shared], gallery, g_labels)
     assert "open_acc" not in closed
 
@@ -142,7 +145,8 @@ def test_evaluate_routes_cross_domain_splits(digits):
     out = evaluate(embed, eval_splits(dataset, proto), dataset.eval_transform(32),
                    open_set=OpenSetRule("threshold", 0.9))
     assert {"mnist->uci_open_map@all", "mnist->uci_open_precision@1", "mnist->uci_open_open_acc",
-            "mnist->uci_open_shared_accept", "mnist->uci_open_open_hmean"} <= set(out)
+            "mnist->uci_open_shared_accept", "mnist->uci_open_open_hmean",
+            "mnist->uci_open_open_auroc"} <= set(out)
 
 
 def test_train_rejects_ucdr_with_a_supervised_algorithm(tmp_path):
