@@ -2,7 +2,8 @@
 
     python benchmarks/cost_centerpolar_uem.py --device cpu      # or cuda
 
-Prints (median wall-clock over --repeats, after a warm-up):
+Prints the fastest wall-clock time of --repeats runs after a warm-up (a base and its method are
+timed in alternation, so that both see the same load on a shared machine):
 1. a ResNet-50 forward+backward step on a batch of 32 224x224 images (the reference step);
 2. CenterPolar: fwd+bwd of ProxyAnchor and of ProxyAnchor+CenterPolar on a (32, 512) embedding
    batch with --num_classes classes; the added time relative to the base loss and to (1);
@@ -17,7 +18,6 @@ Prints (median wall-clock over --repeats, after a warm-up):
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -32,20 +32,28 @@ from sdgdml.clustering import spherical_kmeans
 from sdgdml.networks import EmbeddingNet
 
 
+def _once(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
 def timed(fn, repeats: int, device: torch.device, warmup: int = 1) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls."""
+    """Fastest of ``repeats`` timed calls of ``fn()`` (the least disturbed by other load)."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(_once(fn, device) for _ in range(repeats))
+
+
+def timed_pair(fn_a, fn_b, repeats: int, device: torch.device) -> tuple[float, float]:
+    """Fastest times of two steps measured in alternation, so that both see the same load."""
+    fn_a(), fn_b()
+    times = [(_once(fn_a, device), _once(fn_b, device)) for _ in range(repeats)]
+    return min(t[0] for t in times), min(t[1] for t in times)
 
 
 def resnet50_step(device, repeats: int) -> float:
@@ -61,7 +69,8 @@ def resnet50_step(device, repeats: int) -> float:
     return timed(step, repeats, device)
 
 
-def loss_step(name: str, hparams: dict, num_classes: int, device, repeats: int) -> float:
+def loss_step(name: str, hparams: dict, num_classes: int, device):
+    """A function doing one fwd+bwd of the loss ``name`` on a (32, d) embedding batch."""
     torch.manual_seed(0)
     loss = create_loss(name, num_classes, hparams["embed_dim"], hparams).to(device)
     loss.set_progress(0.5, 1.0)                           # expansion at half strength
@@ -74,7 +83,7 @@ def loss_step(name: str, hparams: dict, num_classes: int, device, repeats: int) 
         z.grad = None
         loss(z, y).backward()
 
-    return timed(step, repeats, device)
+    return step
 
 
 class TinyBackbone(nn.Module):
@@ -88,7 +97,8 @@ class TinyBackbone(nn.Module):
         return self.fc(x.flatten(1))
 
 
-def uem_step(switches: dict, k: int, queue: int, dim: int, device, repeats: int) -> float:
+def uem_step(switches: dict, k: int, queue: int, dim: int, device):
+    """A function doing one UEM update (2 domains, batch 32) on a tiny stand-in network."""
     hp = hparams_registry.get_hparams("UEM", "DomainNet", overrides={
         "embed_dim": dim, "batch_size": 32, "uem_queue_size": queue, "uem_stage2_start": 0.0,
         **switches})
@@ -100,7 +110,7 @@ def uem_step(switches: dict, k: int, queue: int, dim: int, device, repeats: int)
     alg.recluster()
     alg.step = 1
     x = torch.randn(32, 3, 8, 8, device=device)
-    return timed(lambda: alg.update({"x": x, "unlabeled": {"target": x}}), repeats, device)
+    return lambda: alg.update({"x": x, "unlabeled": {"target": x}})
 
 
 def main(argv=None) -> None:
@@ -126,12 +136,13 @@ def main(argv=None) -> None:
 
     hp = hparams_registry.get_hparams("ProxyAnchor+CenterPolar", "CUB200",
                                       overrides={"embed_dim": args.embed_dim})
-    pa = loss_step("ProxyAnchor", hp, args.num_classes, device, args.repeats)
-    cp = loss_step("ProxyAnchor+CenterPolar", hp, args.num_classes, device, args.repeats)
-    ince = uem_step({"uem_proto_mix": False, "uem_sel": False, "uem_spda": False,
-                     "uem_sn2m": False}, args.prototypes, args.queue, args.embed_dim, device,
-                    args.repeats)
-    full = uem_step({}, args.prototypes, args.queue, args.embed_dim, device, args.repeats)
+    pa, cp = timed_pair(loss_step("ProxyAnchor", hp, args.num_classes, device),
+                        loss_step("ProxyAnchor+CenterPolar", hp, args.num_classes, device),
+                        args.repeats, device)
+    off = {"uem_proto_mix": False, "uem_sel": False, "uem_spda": False, "uem_sn2m": False}
+    ince, full = timed_pair(uem_step(off, args.prototypes, args.queue, args.embed_dim, device),
+                            uem_step({}, args.prototypes, args.queue, args.embed_dim, device),
+                            args.repeats, device)
     rows = [
         ["CenterPolar (ProxyAnchor+CenterPolar vs ProxyAnchor)", pa * 1e3, cp * 1e3,
          (cp - pa) * 1e3, 100 * (cp - pa) / pa, 100 * (cp - pa) / ref, None],

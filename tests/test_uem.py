@@ -93,16 +93,16 @@ def test_sn2m_switches_from_the_neighbour_to_the_prototype_on_a_hand_made_case()
     # query 0: neighbour in B's prototype 0 = its own -> instance match
     # query 1: prototype 2, but its nearest B image is in prototype 1 -> switch to B's prototype 2
     loss, frac = alg._sn2m_one_way(q, a, b)
-    assert frac == 0.5
+    assert frac.item() == 0.5
     bank = b.bank()
     nn0 = int((q[0] @ bank.T).argmax())
     expected = (F.cross_entropy((q[0] @ bank.T / 0.1).unsqueeze(0), torch.tensor([nn0]))
                 + F.cross_entropy((q[1] @ b.centroids.T / 0.1).unsqueeze(0), torch.tensor([2])))
     assert loss.item() == pytest.approx(expected.item() / 2, rel=1e-5)
     alg.hparams["uem_sn2m_mode"] = "instance"
-    assert alg._sn2m_one_way(q, a, b)[1] == 1.0
+    assert alg._sn2m_one_way(q, a, b)[1].item() == 1.0
     alg.hparams["uem_sn2m_mode"] = "prototype"
-    assert alg._sn2m_one_way(q, a, b)[1] == 0.0
+    assert alg._sn2m_one_way(q, a, b)[1].item() == 0.0
     alg.hparams["uem_sn2m_mode"] = "switch"
     alg.hparams["uem_sn2m_threshold"] = 1.5                            # every match dropped
     assert alg._sn2m_one_way(q, a, b)[0].item() == 0.0
@@ -124,7 +124,7 @@ def _ready_uem(**overrides):
     for name in ("source", "t"):
         alg._memory(name).push(F.normalize(torch.randn(40, 64), dim=1))
     alg.recluster()
-    assert bool(alg.ready)
+    assert bool(alg.ready) and alg.is_ready
     alg.step = 1
     return alg
 

@@ -177,6 +177,16 @@ class CenterPolar(LossWrapper):
         self.memory = CentroidMemory(num_classes, embed_dim, h["cp_momentum"])
         self.progress = 0.0
 
+    @property
+    def terms(self) -> dict[str, float]:
+        """Logged components, converted to floats only when read (after the optimiser step), so
+        the forward never waits for the device."""
+        return {k: float(v) for k, v in self._terms.items()}
+
+    @terms.setter
+    def terms(self, value: dict) -> None:
+        self._terms = dict(value)
+
     def set_progress(self, epoch: float, total_epochs: float) -> None:
         super().set_progress(epoch, total_epochs)
         self.progress = epoch / total_epochs if total_epochs > 0 else 1.0
@@ -192,7 +202,7 @@ class CenterPolar(LossWrapper):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         base = self.base(z, y)
-        self.terms = {**self.base.terms, "cp_base": base.item()}
+        self.terms = {**self.base.terms, "cp_base": base.detach()}
         if self.expand_weight == 0 and self.c4_weight == 0:
             return base
         cents, valid = self.memory.current(z, y)
@@ -203,8 +213,8 @@ class CenterPolar(LossWrapper):
             exp_loss = self.base(z_exp, y)
             loss = loss + self.expand_weight * exp_loss
             with torch.no_grad():
-                shift = (angle(z_exp, cents[y]) - angle(z, cents[y])).mean().item()
-            self.terms.update(cp_expand=exp_loss.item(), cp_shift_deg=math.degrees(shift))
+                shift = (angle(z_exp, cents[y]) - angle(z, cents[y])).mean() * (180 / math.pi)
+            self._terms.update(cp_expand=exp_loss.detach(), cp_shift_deg=shift)
         if self.c4_weight != 0:
             zs, ys = z, y
             if z_exp is not None and self.c4_on_expanded:
@@ -212,6 +222,6 @@ class CenterPolar(LossWrapper):
             pull, sep = c4_loss(zs, ys, cents, valid, self.separation, self.margin, self.scale,
                                 self.sep_weight)
             loss = loss + self.c4_weight * (pull + sep)
-            self.terms.update(cp_pull=pull.item(), cp_sep=sep.item())
+            self._terms.update(cp_pull=pull.detach(), cp_sep=sep.detach())
         self.memory.update(cents, z, y)
         return loss

@@ -115,6 +115,7 @@ class DomainMemory(nn.Module):
         self.register_buffer("centroids", torch.zeros(k, dim))
         self.register_buffer("anchor_of", torch.zeros(k, dtype=torch.long))
         self.register_buffer("mass", torch.zeros(k))          # fraction of memory per anchor cell
+        self.n = 0                # host copy of ``filled`` (no device sync on every step)
 
     @torch.no_grad()
     def push(self, z: torch.Tensor) -> None:
@@ -123,10 +124,11 @@ class DomainMemory(nn.Module):
         idx = (self.ptr + torch.arange(len(z), device=z.device)) % size
         self.queue[idx] = z.to(self.queue.dtype)
         self.ptr.copy_((self.ptr + len(z)) % size)
-        self.filled.copy_(torch.clamp(self.filled + len(z), max=size))
+        self.n = min(self.n + len(z), size)
+        self.filled.fill_(self.n)
 
     def bank(self) -> torch.Tensor:
-        return self.queue[: int(self.filled)]
+        return self.queue[: self.n]
 
 
 class UEM(Algorithm):
@@ -148,6 +150,7 @@ class UEM(Algorithm):
         self.cluster_steps = max(1, round(h["uem_cluster_every"] * schedule.steps_per_epoch))
         self.register_buffer("anchors", equiangular_anchors(self.k, dim, ANCHOR_SEED))
         self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
+        self.is_ready = False     # host copy of ``ready``
         self.memories = nn.ModuleDict()
         self.discriminator = nn.Sequential(nn.Linear(dim, h["uem_disc_hidden"]), nn.ReLU(),
                                            nn.Linear(h["uem_disc_hidden"], self.k))
@@ -174,13 +177,17 @@ class UEM(Algorithm):
         for key in state["modules"]:                      # memories are created lazily
             if key.startswith("memories.") and key.endswith(".queue"):
                 self._memory(key.split(".")[1])
-        return super().load_state_dict(state, strict)
+        result = super().load_state_dict(state, strict)
+        self.is_ready = bool(self.ready)
+        for m in self.memories.values():
+            m.n = int(m.filled)
+        return result
 
     @torch.no_grad()
     def recluster(self) -> None:
         """k-means of every domain's memory; prototypes matched to the shared anchors."""
         h = self.hparams
-        if any(int(m.filled) < self.k for m in self.memories.values()):
+        if any(m.n < self.k for m in self.memories.values()):
             return
         for i, m in enumerate(self.memories.values()):
             bank = m.bank()
@@ -191,12 +198,13 @@ class UEM(Algorithm):
             cells = (bank @ self.anchors.T).argmax(1)
             m.mass.copy_(torch.bincount(cells, minlength=self.k).float() / len(bank))
         self.ready.fill_(True)
+        self.is_ready = True
 
     # ------------------------------------------------------------------ losses
     def _intra(self, z1, z2, mem: DomainMemory, alpha: float) -> dict[str, torch.Tensor]:
         h = self.hparams
         out = {"ince": nt_xent(z1, z2, h["uem_temperature"])}
-        if not bool(self.ready):
+        if not self.is_ready:
             return out
         z = torch.cat([z1, z2])
         nearest = (z.detach() @ mem.centroids.T).argmax(1)
@@ -234,7 +242,8 @@ class UEM(Algorithm):
             return inverse[a.anchor_of]
         return (a.centroids @ b.centroids.T).argmax(1)
 
-    def _sn2m_one_way(self, z, a: DomainMemory, b: DomainMemory) -> tuple[torch.Tensor, float]:
+    def _sn2m_one_way(self, z, a: DomainMemory, b: DomainMemory):
+        """(loss, fraction of instance-level matches) for the samples ``z`` of domain A."""
         h = self.hparams
         bank = b.bank()
         zd = z.detach()
@@ -251,9 +260,9 @@ class UEM(Algorithm):
         keep = (zd * positive).sum(1) >= h["uem_sn2m_threshold"]
         loss = torch.where(instance, inst_loss, proto_loss)
         loss = (loss * keep).sum() / keep.sum().clamp(min=1)
-        return loss, instance.float().mean().item()
+        return loss, instance.float().mean()
 
-    def _sn2m(self, zs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+    def _sn2m(self, zs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         src = self._memory(SOURCE)
         out, fractions = [], []
         for name, z in zs.items():
@@ -264,7 +273,7 @@ class UEM(Algorithm):
                 loss, frac = self._sn2m_one_way(zz, a, b)
                 out.append(loss)
                 fractions.append(frac)
-        return torch.stack(out).mean(), sum(fractions) / len(fractions)
+        return torch.stack(out).mean(), torch.stack(fractions).mean()
 
     # ------------------------------------------------------------------ training step
     def update(self, batch: dict) -> dict[str, float]:
@@ -285,7 +294,7 @@ class UEM(Algorithm):
             for key, value in self._intra(z1, z2, self._memory(name), alpha).items():
                 terms[key] = terms.get(key, 0) + value
         logs = {"uem_alpha": alpha}
-        stage2 = (bool(self.ready) and len(images) > 1
+        stage2 = (self.is_ready and len(images) > 1
                   and self.step >= h["uem_stage2_start"] * self.schedule.total_steps)
         if stage2 and h["uem_spda"]:
             terms["spda"] = h["uem_spda_weight"] * self._spda(first_views)
@@ -301,4 +310,5 @@ class UEM(Algorithm):
         for name, z1 in first_views.items():
             self._memory(name).push(z1)
         self.step += 1
-        return {"loss": loss.item(), **logs, **{f"uem_{k}": v.item() for k, v in terms.items()}}
+        return {"loss": loss.item(), **{k: float(v) for k, v in logs.items()},
+                **{f"uem_{k}": v.item() for k, v in terms.items()}}
