@@ -16,7 +16,12 @@ demo: setup
 	$(PY) -m sdgdml.train --dataset DigitsDG --source mnist --algorithm ProxyAnchor \
 		--output_dir runs/demo
 
+# as root, first bring up the single-node Slurm that tests/test_slurm.py uses (best effort:
+# where it cannot start, those tests skip and say why)
 test: setup
+	@if [ "$$(id -u)" = 0 ]; then bash tests/slurm/setup_slurm.sh start \
+		|| echo "warning: Slurm could not be started; the Slurm tests will skip"; \
+	else echo "not root: Slurm not started; the Slurm tests skip unless it is running"; fi
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 clean:

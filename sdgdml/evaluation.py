@@ -72,14 +72,18 @@ def _as_tensor(x, device, dtype=None) -> torch.Tensor:
 
 def _stable_topk(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k of each row, descending, ties broken by ascending column index."""
-    vals, idx = sims.topk(k, dim=1)
-    # rows where ties straddle the k-th value: topk's choice among them is arbitrary
-    straddle = (sims >= vals[:, -1:]).sum(dim=1) > k
-    if straddle.any():
-        rows = straddle.nonzero().squeeze(1)
-        order = torch.sort(sims[rows], dim=1, descending=True, stable=True).indices[:, :k]
-        idx[rows] = order
-        vals[rows] = sims[rows].gather(1, order)
+    extra = int(k < sims.shape[1])
+    vals, idx = sims.topk(k + extra, dim=1)
+    if extra:
+        # a tie straddles the k-th position iff the (k+1)-th value equals the k-th: topk's
+        # choice among tied columns is arbitrary there, so redo those rows with a stable sort
+        straddle = vals[:, k] == vals[:, k - 1]
+        vals, idx = vals[:, :k], idx[:, :k]
+        if straddle.any():
+            rows = straddle.nonzero().squeeze(1)
+            order = torch.sort(sims[rows], dim=1, descending=True, stable=True).indices[:, :k]
+            idx[rows] = order
+            vals[rows] = sims[rows].gather(1, order)
     # canonical order inside the top-k: by value descending, then index ascending
     by_index = idx.argsort(dim=1)
     idx, vals = idx.gather(1, by_index), vals.gather(1, by_index)
@@ -106,9 +110,10 @@ def knn(
     if k > n_gallery:
         raise ValueError(f"k={k} exceeds the {n_gallery} gallery items available per query")
     out_vals, out_idx = [], []
+    buffer = torch.empty(min(chunk_size, len(query)), gallery.shape[0], device=dev)
     for start in range(0, query.shape[0], chunk_size):
         q = _as_tensor(query[start:start + chunk_size], dev, torch.float32)
-        sims = q @ gallery.T
+        sims = torch.mm(q, gallery.T, out=buffer[:len(q)])    # reused: no page faults per chunk
         if exclude_self:
             rows = torch.arange(q.shape[0], device=dev)
             sims[rows, rows + start] = -math.inf

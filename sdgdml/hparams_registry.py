@@ -54,6 +54,7 @@ def _common(hp: HparamFn, small: bool, base: str) -> None:
     hp("embed_dim", 64 if small else 512, _fixed(None))
     hp("freeze_bn", not small, _fixed(None))
     hp("image_size", 32 if small else 224, _fixed(None))
+    hp("normalization", "imagenet", _fixed(None))    # or "timm": the backbone's data config
     hp("optimizer", "adamw", _fixed(None))
     hp("lr_schedule", "cosine", _fixed(None))
     hp("lr", 1e-3 if small else 1e-4, _log_uniform(-3.5, -2.5) if small else _log_uniform(-5, -3.5))

@@ -52,7 +52,8 @@ def truncate_records(path: str | Path, max_step: int) -> int:
         warnings.simplefilter("ignore")
         records = read_records(path)
     kept = [r for r in records if r.get("step", -1) <= max_step]
-    n_lines = sum(1 for line in open(path) if line.strip())
+    with open(path) as f:
+        n_lines = sum(1 for line in f if line.strip())
     tmp = path.with_suffix(".jsonl.tmp")
     with open(tmp, "w") as f:
         f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)

@@ -11,6 +11,7 @@ a restarted run resumes from it) and ``done`` at the end.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -29,7 +30,9 @@ from tqdm import tqdm
 from . import __version__, evaluation, hparams_registry
 from .algorithms import (Schedule, UnknownAlgorithmError, algorithm_class, create_algorithm,
                          parse_algorithm)
-from .datasets import DATASETS, DatasetError, ImageDataset, get_dataset_class, ucdr
+from .datasets import (DATASETS, DatasetError, ImageDataset, create_dataset, format_split,
+                       load_dataset_config, parse_split, ucdr)
+from .datasets import transforms as T
 from .datasets.samplers import StepBatchSampler
 from .hparams_registry import UnknownHparamError
 from .networks import PretrainedWeightsError, create_model
@@ -40,7 +43,8 @@ USER_ERRORS = (DatasetError, UnknownAlgorithmError, UnknownHparamError, Pretrain
 
 # args that locate things on a machine or tune speed, not part of the experiment's identity
 MACHINE_ARGS = ("data_dir", "output_dir", "device", "num_workers", "eval_batch_size",
-                "eval_chunk_size", "pretrained_file", "keep_checkpoint", "save_model", "quiet")
+                "eval_chunk_size", "pretrained_file", "keep_checkpoint", "save_model", "quiet",
+                "dataset_config", "skip_corrupt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,11 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sdgdml.train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--dataset", default="DigitsDG", help=f"registered dataset: {', '.join(sorted(DATASETS))}")
+    a("--dataset", default="DigitsDG", help=f"registered dataset: {', '.join(sorted(DATASETS))} "
+      f"(or one registered in --dataset_config)")
+    a("--split", default=None,
+      help="dataset, source and targets in one: 'PACS:photo->art_painting,cartoon,sketch' "
+           "(replaces --dataset/--source/--targets; list them: python -m sdgdml.datasets splits "
+           "NAME)")
     a("--source", default=None, help="source (training) domain; default: the dataset's")
     a("--targets", nargs="*", default=None,
       help="target domains to evaluate on; default: every domain except the source")
-    a("--data_dir", default=None, help="root folder of the dataset (not needed for DigitsDG)")
+    a("--data_dir", default=None, help="folder holding the datasets (not needed for DigitsDG); "
+      "check it with: python -m sdgdml.datasets check --data_dir DIR")
+    a("--dataset_config", default=None,
+      help="YAML file registering image-folder datasets and/or their locations (default: "
+           "<data_dir>/sdgdml_datasets.yaml if present)")
     a("--output_dir", required=True, help="run folder for records, log and checkpoint")
     a("--algorithm", default="ProxyAnchor",
       help="base loss or standalone algorithm, optionally with '+Plugin's (ProxyAnchor+SEE)")
@@ -69,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--protocol", choices=("within", "cross", "both"), default=None,
       help="within: leave-one-out retrieval inside each target domain; cross: target queries "
            "against the source's unseen-class gallery; default: the dataset's")
+    a("--val_protocol", choices=("images", "classes", "official"), default=None,
+      help="source validation split for model selection: held-out images of the seen classes, "
+           "held-out seen classes, or the official test list; default: the dataset's")
     a("--ucdr", choices=ucdr.KINDS, default=None,
       help="universal unsupervised cross-domain retrieval protocol (UEM's): closed, partial "
            "(query classes a random subset of the gallery's) or open (each side also holds "
@@ -95,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--no_eval_at_start", action="store_true", help="skip the step-0 (untrained) evaluation")
     a("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     a("--num_workers", type=int, default=0, help="data-loading worker processes")
+    a("--skip_corrupt", action="store_true",
+      help="leave out image files that do not decode (decodes every image once, then cached; "
+           "the count is logged); default: stop with an error naming the file")
     a("--eval_batch_size", type=int, default=256, help="batch size when embedding eval splits")
     a("--eval_chunk_size", type=int, default=1024, help="query rows per k-NN chunk")
     a("--pretrained_file", default=None,
@@ -111,10 +130,26 @@ def experiment_args(args: argparse.Namespace) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if k not in MACHINE_ARGS}
 
 
+def experiment_identity(args: argparse.Namespace | dict) -> dict:
+    """The experiment args that differ from their defaults: what names a run (a sweep hashes
+    it). A flag added later with a default leaves every existing run's identity unchanged."""
+    defaults = _default_args()
+    items = args.items() if isinstance(args, dict) else vars(args).items()
+    return {k: v for k, v in sorted(items)
+            if k not in MACHINE_ARGS and defaults.get(k) != v}
+
+
+@functools.lru_cache(maxsize=1)
+def _default_args() -> dict:
+    return vars(build_parser().parse_args(["--output_dir", "."]))
+
+
 def _setup_logging(out: Path, quiet: bool) -> None:
     log.setLevel(logging.INFO)
     for h in list(log.handlers):
         log.removeHandler(h)
+        if isinstance(h, logging.FileHandler):
+            h.close()
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
     file_handler = logging.FileHandler(out / "out.txt")
     file_handler.setFormatter(fmt)
@@ -164,7 +199,8 @@ def _check_same_experiment(out: Path, exp: dict) -> None:
     path = out / "args.json"
     if not path.exists():
         return
-    old = {k: v for k, v in json.loads(path.read_text()).items() if k not in MACHINE_ARGS}
+    old = experiment_identity(json.loads(path.read_text()))
+    exp = experiment_identity(exp)
     if old != exp:
         diff = {k: (old.get(k), exp.get(k)) for k in set(old) | set(exp) if old.get(k) != exp.get(k)}
         raise SystemExit(f"{out} holds a run with other args (old, new): {diff}. "
@@ -232,8 +268,22 @@ def _ucdr_setup(args, dataset):
     return views[dataset.source], targets, ucdr.eval_splits(dataset, protocol)
 
 
+def resolve_split(args: argparse.Namespace) -> None:
+    """Expand ``--split`` into ``dataset``/``source``/``targets`` (in place; ``split`` becomes
+    None, so an experiment has one identity however it was spelled)."""
+    if not args.split:
+        return
+    load_dataset_config(args.data_dir, args.dataset_config)    # a split may name a user dataset
+    name, source, targets = parse_split(args.split)
+    if args.source or args.targets or args.dataset not in ("DigitsDG", name):
+        raise DatasetError(f"--split {args.split!r} already names the dataset, source and "
+                           f"targets: drop --dataset/--source/--targets")
+    args.dataset, args.source, args.targets, args.split = name, source, targets, None
+
+
 def train(args: argparse.Namespace) -> list[dict]:
     """Run (or resume) one experiment; returns its records."""
+    resolve_split(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out, args.quiet)
@@ -252,16 +302,21 @@ def train(args: argparse.Namespace) -> list[dict]:
         raise UnknownHparamError(f"--hparams is not valid JSON ({e}): {args.hparams}") from e
     hparams = hparams_registry.get_hparams(args.algorithm, args.dataset, args.hparams_seed,
                                            overrides)
-    dataset = get_dataset_class(args.dataset)(
-        args.data_dir, args.source, args.targets, trial_seed=args.trial_seed,
-        protocol=args.protocol, label_noise=args.label_noise)
+    dataset = create_dataset(
+        args.dataset, args.data_dir, args.source, args.targets,
+        config_file=args.dataset_config, skip_corrupt=args.skip_corrupt,
+        trial_seed=args.trial_seed, protocol=args.protocol,
+        label_noise=args.label_noise, val_protocol=args.val_protocol)
+    dataset.validate()      # missing or incomplete data: the check's report, before any model
     seed = args.trial_seed if args.seed is None else args.seed
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if args.device == "auto" else args.device)
     (out / "args.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True))
     (out / "hparams.json").write_text(json.dumps(hparams, indent=2, sort_keys=True))
-    log.info("sdgdml %s | %s | %s: %s -> %s | device %s", __version__, args.algorithm,
-             args.dataset, dataset.source, ",".join(dataset.targets), device)
+    log.info("sdgdml %s | %s | %s | device %s", __version__, args.algorithm,
+             format_split(args.dataset, dataset.source, dataset.targets), device)
+    for domain, files in getattr(dataset, "skipped", {}).items():
+        log.info("skipped %d corrupt image files of %s (--skip_corrupt)", len(files), domain)
     log.info("hparams: %s", json.dumps(hparams, sort_keys=True))
 
     cls = algorithm_class(args.algorithm)
@@ -271,11 +326,14 @@ def train(args: argparse.Namespace) -> list[dict]:
     if args.ucdr:
         source_view, target_views, eval_splits = _ucdr_setup(args, dataset)
     else:
-        source_view = train_split if cls.USES_LABELS else dataset.unlabeled_split(dataset.source)
+        # label-free methods get the same source images (seen classes, minus validation)
+        source_view = train_split if cls.USES_LABELS else dataset.unlabeled(train_split)
         target_views = {t: dataset.unlabeled_split(t) for t in dataset.targets}
         eval_splits = dataset.eval_splits()
     image_size = hparams["image_size"]
-    train_tf, eval_tf = dataset.train_transform(image_size), dataset.eval_transform(image_size)
+    data_config = T.data_config(hparams)
+    train_tf = dataset.train_transform(image_size, data_config)
+    eval_tf = dataset.eval_transform(image_size, data_config)
     batch_size = hparams["batch_size"]
     steps_per_epoch = StepBatchSampler(
         len(source_view), batch_size, seed, 1,
@@ -300,7 +358,8 @@ def train(args: argparse.Namespace) -> list[dict]:
 
     start = 0
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
+    resumed = ckpt_path.exists()
+    if resumed:
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         algorithm.load_state_dict(state["algorithm"])
         _set_rng_state(state["rng"])
@@ -339,7 +398,7 @@ def train(args: argparse.Namespace) -> list[dict]:
                  if k.endswith(("recall@1", "map@all", "open_acc", "open_auroc"))}
         log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
 
-    if start == 0 and not args.no_eval_at_start:
+    if not resumed and not args.no_eval_at_start:   # a checkpoint's record is already kept
         checkpoint(0, {})
     logged: dict[str, list[float]] = defaultdict(list)
     iterators = {k: iter(v) for k, v in loaders.items()}

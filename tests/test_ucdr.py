@@ -63,6 +63,8 @@ def test_views_and_splits_hold_exactly_the_protocol_classes(dataset, kind):
     for domain, classes in ((q_dom, proto.query_classes), (g_dom, proto.gallery_classes)):
         view = views[domain]
         assert view.labels is None                                # no label reaches training
+        with pytest.raises(AttributeError, match="no labels"):
+            view.samples.labels
         all_labels = dataset.domain(domain).labels
         assert set(all_labels[view.indices]) == set(classes)
         assert len(view) == np.isin(all_labels, classes).sum()    # every image of those classes

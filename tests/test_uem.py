@@ -141,14 +141,20 @@ def test_each_ablation_switch_removes_exactly_its_term(switch, term):
     assert logs["loss"] == pytest.approx(sum(logs[k] for k in full - {term}), rel=1e-5)
 
 
-def test_ablation_sweep_file_lists_valid_variants():
+def test_ablation_sweep_file_switches_one_component_per_variant():
     from pathlib import Path
 
-    spec = json.loads((Path(__file__).parents[1] / "sweeps" / "uem_ablation.json").read_text())
-    names = [v["name"] for v in spec["variants"]]
-    assert names == ["Ours w/o P.M.", "Ours w/o SEL", "Ours w/o SPDA", "Ours w/o SN2M", "Ours"]
-    for v in spec["variants"]:
-        hparams_registry.get_hparams(spec["algorithm"], "DigitsDG", overrides=v["hparams"])
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "uem_ablation.yaml").read_text())
+    assert spec["train_args"]["ucdr"] == "open"
+    switches = []
+    for entry in spec["algorithms"]:
+        overrides = entry.get("hparams", {}) if isinstance(entry, dict) else {}
+        hparams_registry.get_hparams("UEM", "DigitsDG", overrides=overrides)     # valid names
+        switches.append(tuple(sorted(overrides.items())))
+    assert sorted(switches) == sorted([(), (("uem_proto_mix", False),), (("uem_sel", False),),
+                                       (("uem_spda", False),), (("uem_sn2m", False),)])
 
 
 class PoisonedDigits(DigitsDG):

@@ -6,11 +6,18 @@ domain and target domains it produces:
 
 - ``train_split()``: source-domain images of the seen classes, minus the validation images;
   labels remapped to ``0 .. n_seen-1`` (optionally with seeded label noise);
-- ``val_split()``: source-domain images held out for model selection (seen classes);
+- ``val_split()``: source-domain images held out for model selection, by ``val_protocol``:
+  ``images`` (a stratified, ``trial_seed``-seeded fraction of each seen class's images),
+  ``classes`` (the last seen classes held out whole: class-disjoint, like the test) or
+  ``official`` (the seen-class images of the dataset's official test list);
 - ``eval_splits()``: the retrieval evaluations, named ``<domain>_<split>`` (within-domain,
   leave-one-out) or ``<query>-><gallery>_<split>`` (cross-domain);
 - ``unlabeled_split(domain)``: a view of a domain's images that carries no labels at all (for
-  transductive methods); :class:`ImageDataset` over it yields images only.
+  transductive methods); :class:`ImageDataset` over it yields images only and its samples
+  refuse to give labels (:class:`UnlabeledSamples`).
+
+Datasets with official train/test lists (``OFFICIAL_LISTS = True``, e.g. DomainNet) train and
+validate only on images of the official train list and evaluate only on the test list.
 
 Transforms are attached to splits only when a torch dataset is made, after splitting, so the
 validation images never see training augmentation.
@@ -31,6 +38,8 @@ from . import transforms as T
 
 WITHIN, CROSS, BOTH = "within", "cross", "both"
 PROTOCOLS = (WITHIN, CROSS, BOTH)
+VAL_IMAGES, VAL_CLASSES, VAL_OFFICIAL = "images", "classes", "official"
+VAL_PROTOCOLS = (VAL_IMAGES, VAL_CLASSES, VAL_OFFICIAL)
 
 
 class DatasetError(ValueError):
@@ -42,11 +51,17 @@ class CorruptImageError(DatasetError):
 
 
 class DomainSamples(abc.ABC):
-    """Every labelled image of one domain, in a fixed order; ``labels`` are global class ids."""
+    """Every labelled image of one domain, in a fixed order; ``labels`` are global class ids.
+    ``official_test`` marks the images of the dataset's official test list (None: no list)."""
 
-    def __init__(self, domain: str, labels: Sequence[int]):
+    def __init__(self, domain: str, labels: Sequence[int],
+                 official_test: Sequence[bool] | None = None):
         self.domain = domain
         self.labels = np.asarray(labels, dtype=np.int64)
+        self.official_test = (None if official_test is None
+                              else np.asarray(official_test, dtype=bool))
+        if self.official_test is not None and len(self.official_test) != len(self.labels):
+            raise ValueError("one official_test flag per image is needed")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -77,8 +92,9 @@ class ArraySamples(DomainSamples):
 class FileSamples(DomainSamples):
     """Images stored as files on disk."""
 
-    def __init__(self, domain: str, paths: Sequence[str | Path], labels: Sequence[int]):
-        super().__init__(domain, labels)
+    def __init__(self, domain: str, paths: Sequence[str | Path], labels: Sequence[int],
+                 official_test: Sequence[bool] | None = None):
+        super().__init__(domain, labels, official_test)
         self.paths = [str(p) for p in paths]
         if len(self.paths) != len(self.labels):
             raise ValueError("one label per image is needed")
@@ -90,11 +106,37 @@ class FileSamples(DomainSamples):
                 return im.convert("RGB")
         except FileNotFoundError as e:
             raise DatasetError(f"image file is missing: {path}") from e
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise CorruptImageError(f"cannot decode image file {path}: {e}") from e
 
     def describe(self, i: int) -> str:
         return self.paths[i]
+
+
+class UnlabeledSamples(DomainSamples):
+    """A label-free view of a domain (transductive / unsupervised training): it loads images
+    but has no ``labels`` to give, so no label can reach training through it."""
+
+    def __init__(self, samples: DomainSamples):  # noqa: super().__init__ would store labels
+        self._samples = samples
+        self.domain = samples.domain
+
+    @property
+    def labels(self):
+        raise AttributeError(f"{self.domain}: an unlabeled view has no labels")
+
+    @property
+    def official_test(self):
+        raise AttributeError(f"{self.domain}: an unlabeled view has no split flags")
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def load(self, i: int) -> Image.Image:
+        return self._samples.load(i)
+
+    def describe(self, i: int) -> str:
+        return self._samples.describe(i)
 
 
 @dataclass(frozen=True)
@@ -158,13 +200,20 @@ def noisy_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: in
 
 
 class SDGDataset(abc.ABC):
-    """A single-source domain-generalisation retrieval benchmark (see the module docstring)."""
+    """A single-source domain-generalisation retrieval benchmark (see the module docstring).
+
+    Class attributes document the registry entry: ``DOMAINS``, ``CLASSES`` (fixed order: the
+    official class ids), ``DEFAULT_SOURCE``, ``DEFAULT_PROTOCOL`` (``within``/``cross``/``both``),
+    ``VAL_PROTOCOL`` and ``OFFICIAL_LISTS``. The seen classes are the first half of ``CLASSES``.
+    """
 
     NAME: str = ""
     DOMAINS: tuple[str, ...] = ()
     CLASSES: tuple[str, ...] = ()
     DEFAULT_SOURCE: str = ""
     DEFAULT_PROTOCOL: str = WITHIN
+    VAL_PROTOCOL: str = VAL_IMAGES
+    OFFICIAL_LISTS: bool = False     # official train list -> train pool, test list -> test sets
     IMAGE_SIZE: int = 224
     VAL_FRACTION: float = 0.2
     DEFAULT_EPOCHS: float = 40
@@ -180,6 +229,7 @@ class SDGDataset(abc.ABC):
         protocol: str | None = None,
         label_noise: float = 0.0,
         val_fraction: float | None = None,
+        val_protocol: str | None = None,
     ):
         self.data_dir = Path(data_dir) if data_dir is not None else None
         if self.NEEDS_DATA_DIR and self.data_dir is None:
@@ -194,9 +244,18 @@ class SDGDataset(abc.ABC):
         self.protocol = protocol or self.DEFAULT_PROTOCOL
         if self.protocol not in PROTOCOLS:
             raise DatasetError(f"unknown protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
+        self.val_protocol = val_protocol or self.VAL_PROTOCOL
+        if self.val_protocol not in VAL_PROTOCOLS:
+            raise DatasetError(f"unknown validation protocol {self.val_protocol!r}; "
+                               f"known: {', '.join(VAL_PROTOCOLS)}")
         self.trial_seed = trial_seed
         self.label_noise = label_noise
         self.val_fraction = self.VAL_FRACTION if val_fraction is None else val_fraction
+
+    @classmethod
+    def single_source_splits(cls) -> list[tuple[str, list[str]]]:
+        """Every (source, all other domains) split of this dataset, for sweeps."""
+        return [(s, [d for d in cls.DOMAINS if d != s]) for s in cls.DOMAINS]
 
     # ------------------------------------------------------------------ class split
     @property
@@ -209,8 +268,26 @@ class SDGDataset(abc.ABC):
         return np.setdiff1d(np.arange(len(self.CLASSES)), self.seen_classes)
 
     @property
+    def val_classes(self) -> np.ndarray:
+        """Seen classes held out whole for validation (``val_protocol == "classes"``): the last
+        ``round(val_fraction * n_seen)`` (at least one) of them; empty for other protocols."""
+        if self.val_protocol != VAL_CLASSES:
+            return np.array([], dtype=np.int64)
+        seen = self.seen_classes
+        n_val = max(1, int(round(self.val_fraction * len(seen))))
+        if len(seen) - n_val < 2:
+            raise DatasetError(f"{self.NAME} has {len(seen)} seen classes: too few to hold "
+                               f"{n_val} out for validation (use --val_protocol images)")
+        return seen[-n_val:]
+
+    @property
+    def train_classes(self) -> np.ndarray:
+        """The classes the model trains on (seen classes minus ``val_classes``)."""
+        return np.setdiff1d(self.seen_classes, self.val_classes)
+
+    @property
     def num_train_classes(self) -> int:
-        return len(self.seen_classes)
+        return len(self.train_classes)
 
     # ------------------------------------------------------------------ domains
     def _check_domain(self, domain: str) -> None:
@@ -226,16 +303,41 @@ class SDGDataset(abc.ABC):
         self._check_domain(domain)
         return self.load_domain(domain)
 
+    def validate(self) -> None:
+        """Raise :class:`DatasetError` (saying what is missing) unless every domain this
+        experiment uses can be loaded. Cheap; call it before building a model."""
+        for d in [self.source, *self.targets]:
+            self.domain(d)
+
     # ------------------------------------------------------------------ splits
+    def _pools(self, samples: DomainSamples) -> tuple[np.ndarray, np.ndarray]:
+        """(train pool, test pool) masks: everything, or with ``OFFICIAL_LISTS`` the official
+        train and test lists."""
+        everything = np.ones(len(samples), dtype=bool)
+        if self.OFFICIAL_LISTS and samples.official_test is not None:
+            return ~samples.official_test, samples.official_test.copy()
+        return everything, everything
+
     @functools.cached_property
     def _source_seen_split(self) -> tuple[np.ndarray, np.ndarray]:
-        """(train indices, val indices) of the source's seen-class images: a stratified,
-        ``trial_seed``-seeded hold-out of ``val_fraction`` of each class's images."""
+        """(train indices, val indices) of the source's seen-class images (see ``val_protocol``
+        in the module docstring)."""
         samples = self.domain(self.source)
+        pool = self._pools(samples)[0]
+        if self.val_protocol == VAL_OFFICIAL:
+            if samples.official_test is None:
+                raise DatasetError(f"{self.NAME} has no official train/test lists: use "
+                                   f"--val_protocol images or classes")
+            seen = np.isin(samples.labels, self.seen_classes)
+            return (np.flatnonzero(seen & ~samples.official_test),
+                    np.flatnonzero(seen & samples.official_test))
+        if self.val_protocol == VAL_CLASSES:
+            return (np.flatnonzero(pool & np.isin(samples.labels, self.train_classes)),
+                    np.flatnonzero(pool & np.isin(samples.labels, self.val_classes)))
         rng = np.random.default_rng([self.trial_seed, 1013])
         train, val = [], []
         for c in self.seen_classes:
-            idx = np.flatnonzero(samples.labels == c)
+            idx = np.flatnonzero(pool & (samples.labels == c))
             idx = idx[rng.permutation(len(idx))]
             n_val = int(round(self.val_fraction * len(idx)))
             val.append(idx[:n_val])
@@ -244,13 +346,14 @@ class SDGDataset(abc.ABC):
 
     def _class_split(self, domain: str, classes: np.ndarray, name: str) -> Split:
         samples = self.domain(domain)
-        idx = np.flatnonzero(np.isin(samples.labels, classes))
+        idx = np.flatnonzero(self._pools(samples)[1] & np.isin(samples.labels, classes))
         return Split(name, samples, idx, samples.labels[idx])
 
     def train_split(self) -> Split:
+        """Source images of the training classes, labels remapped to 0 .. n_train-1."""
         samples = self.domain(self.source)
         idx = self._source_seen_split[0]
-        remap = {int(c): i for i, c in enumerate(self.seen_classes)}
+        remap = {int(c): i for i, c in enumerate(self.train_classes)}
         labels = np.array([remap[int(c)] for c in samples.labels[idx]], dtype=np.int64)
         if self.label_noise > 0:
             labels = noisy_labels(labels, self.label_noise, self.num_train_classes, self.trial_seed)
@@ -265,10 +368,18 @@ class SDGDataset(abc.ABC):
         """A domain's unseen-class images (the retrieval test set)."""
         return self._class_split(domain, self.unseen_classes, f"{domain}_test")
 
+    @staticmethod
+    def unlabeled(split: Split) -> Split:
+        """The same images as ``split`` without any label (see :class:`UnlabeledSamples`)."""
+        return Split(f"{split.name}_unlabeled", UnlabeledSamples(split.samples), split.indices,
+                     None)
+
     def unlabeled_split(self, domain: str) -> Split:
-        """Every image of a domain, without labels (transductive methods)."""
+        """Every image of a domain, without labels (the transductive view of a target domain:
+        UEM-style methods train on it; the labels stay behind)."""
         samples = self.domain(domain)
-        return Split(f"{domain}_unlabeled", samples, np.arange(len(samples)), None)
+        return Split(f"{domain}_unlabeled", UnlabeledSamples(samples), np.arange(len(samples)),
+                     None)
 
     def eval_splits(self) -> list[EvalSplit]:
         """Source validation (model selection), source unseen classes, then the targets under
@@ -286,8 +397,10 @@ class SDGDataset(abc.ABC):
         return splits
 
     # ------------------------------------------------------------------ transforms
-    def train_transform(self, image_size: int) -> Callable:
-        return T.standard_train(image_size)
+    def train_transform(self, image_size: int, data_config: dict | None = None) -> Callable:
+        """``data_config``: normalisation / crop settings of the backbone (see
+        :func:`transforms.backbone_data_config`); None: ImageNet statistics."""
+        return T.standard_train(image_size, **(data_config or {}))
 
-    def eval_transform(self, image_size: int) -> Callable:
-        return T.standard_eval(image_size)
+    def eval_transform(self, image_size: int, data_config: dict | None = None) -> Callable:
+        return T.standard_eval(image_size, **(data_config or {}))

@@ -137,8 +137,8 @@ class DigitsDG(SDGDataset):
         images, labels = build_domains()[domain]
         return ArraySamples(domain, images, labels)
 
-    def train_transform(self, image_size: int):
-        return T.digits_train(image_size)
+    def train_transform(self, image_size: int, data_config: dict | None = None):
+        return T.digits_train(image_size)     # digits keep their own normalisation
 
-    def eval_transform(self, image_size: int):
+    def eval_transform(self, image_size: int, data_config: dict | None = None):
         return T.digits_eval(image_size)

@@ -1,26 +1,68 @@
-"""Image transforms: the DML standard for photos and a small-image variant for digits."""
+"""Image transforms: the DML standard for photos and a small-image variant for digits.
+
+Photos (every real benchmark): training = random resized crop + horizontal flip, evaluation =
+resize to ``image_size / crop_pct`` (256 for 224) + centre crop, ImageNet normalisation. With the
+hparam ``normalization = "timm"`` the mean/std, eval crop fraction and interpolation come from
+the backbone's own timm pretrained config instead (:func:`backbone_data_config`).
+"""
 from __future__ import annotations
 
 from torchvision import transforms as tv
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+STANDARD_CROP_PCT = 224 / 256
+NORMALIZATIONS = ("imagenet", "timm")
 
 
 def _to_tensor(mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return [tv.ToTensor(), tv.Normalize(mean, std)]
 
 
-def standard_train(image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """Random resized crop + horizontal flip (ProxyAnchor / PFML Sec. 4.1 recipe)."""
-    return tv.Compose([tv.RandomResizedCrop(image_size), tv.RandomHorizontalFlip(),
-                       *_to_tensor(mean, std)])
+def _interpolation(name: str) -> tv.InterpolationMode:
+    return tv.InterpolationMode(name)
 
 
-def standard_eval(image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """Resize to 256/224 of the crop size, then centre crop (256 -> 224 at full size)."""
-    return tv.Compose([tv.Resize(round(image_size * 256 / 224)), tv.CenterCrop(image_size),
-                       *_to_tensor(mean, std)])
+def standard_train(image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                   crop_pct: float = STANDARD_CROP_PCT, interpolation: str = "bilinear"):
+    """Random resized crop + horizontal flip (ProxyAnchor / PFML Sec. 4.1 recipe).
+    ``crop_pct`` is unused here (an eval setting, accepted so one config serves both)."""
+    return tv.Compose([tv.RandomResizedCrop(image_size, interpolation=_interpolation(interpolation)),
+                       tv.RandomHorizontalFlip(), *_to_tensor(mean, std)])
+
+
+def standard_eval(image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                  crop_pct: float = STANDARD_CROP_PCT, interpolation: str = "bilinear"):
+    """Resize the short side to ``image_size / crop_pct`` (256 for 224), then centre crop."""
+    return tv.Compose([tv.Resize(round(image_size / crop_pct),
+                                 interpolation=_interpolation(interpolation)),
+                       tv.CenterCrop(image_size), *_to_tensor(mean, std)])
+
+
+def backbone_data_config(backbone: str) -> dict:
+    """mean, std, crop_pct and interpolation of a timm backbone's pretrained config (no
+    download). ImageNet defaults for backbones timm does not know (``digits_cnn``)."""
+    import timm
+
+    from ..networks import ALIASES
+
+    name = ALIASES.get(backbone, backbone)
+    cfg = timm.get_pretrained_cfg(name) if timm.is_model(name) else None
+    if cfg is None:
+        return {}
+    interpolation = cfg.interpolation if cfg.interpolation in ("bilinear", "bicubic",
+                                                               "nearest") else "bilinear"
+    return {"mean": tuple(cfg.mean), "std": tuple(cfg.std), "crop_pct": float(cfg.crop_pct),
+            "interpolation": interpolation}
+
+
+def data_config(hparams: dict) -> dict | None:
+    """The transform settings an experiment uses: None (ImageNet standard) or the backbone's
+    timm config, by the hparam ``normalization``."""
+    kind = hparams.get("normalization", "imagenet")
+    if kind not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {kind!r}; known: {', '.join(NORMALIZATIONS)}")
+    return backbone_data_config(hparams["backbone"]) if kind == "timm" else None
 
 
 def digits_train(image_size: int = 32):

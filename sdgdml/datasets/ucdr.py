@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import DatasetError, EvalSplit, SDGDataset, Split
+from .base import DatasetError, EvalSplit, SDGDataset, Split, UnlabeledSamples
 
 KINDS = ("closed", "partial", "open")
 
@@ -102,13 +102,16 @@ def make_protocol(dataset: SDGDataset, kind: str, seed: int = 0, partial_fractio
 
 def domain_view(dataset: SDGDataset, domain: str, classes, name: str, labelled: bool) -> Split:
     """Every image of ``domain`` whose class is in ``classes``; ``labelled=False`` gives a view
-    without labels (``ImageDataset`` over it yields images only)."""
+    without labels (:class:`UnlabeledSamples`: ``ImageDataset`` over it yields images only and
+    its samples have no labels to give)."""
     samples = dataset.domain(domain)
     idx = np.flatnonzero(np.isin(samples.labels, np.asarray(classes)))
     if len(idx) == 0:
         raise ProtocolError(f"domain {domain!r} of {dataset.NAME} holds no image of classes "
                             f"{list(classes)}")
-    return Split(name, samples, idx, samples.labels[idx] if labelled else None)
+    if labelled:
+        return Split(name, samples, idx, samples.labels[idx])
+    return Split(name, UnlabeledSamples(samples), idx, None)
 
 
 def train_views(dataset: SDGDataset, protocol: UCDRProtocol) -> dict[str, Split]:

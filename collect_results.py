@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Results tables of sweeps: per dataset (rows = algorithms, columns = target domains +
+average) and averaged over datasets, after model selection.
+
+    python collect_results.py --input_dir sweeps_out/
+    python collect_results.py --input_dir sweeps_out/ --latex --output tables.tex
+    python collect_results.py --input_dir a/ b/ --selection source_val oracle last \\
+        --metrics recall@1 recall@4 map@r --show_hparams
+
+Cells: mean ± standard error over trials, in %; SE = sample std (ddof=1) / sqrt(n).
+See sdgdml/collect.py for the selection methods.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from sdgdml.collect import SELECTION_METHODS, collect
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--input_dir", nargs="+", required=True,
+      help="sweep folder(s); every run folder below them is read")
+    a("--selection", nargs="+", choices=SELECTION_METHODS, default=["source_val"],
+      help="model selection: source_val (source validation), oracle (targets), last "
+           "(last checkpoint); several print several sets of tables")
+    a("--metrics", nargs="+", default=["recall@1"],
+      help="metrics to tabulate (recall@K, map@r, map@all, precision@K, as recorded)")
+    a("--selection_metric", default="recall@1", help="metric the selection maximises")
+    a("--protocol", choices=("all", "within", "cross"), default="all",
+      help="target columns: within-domain splits, cross-domain (query->gallery) splits, or both")
+    a("--with_source", action="store_true",
+      help="add a column for the source domain's unseen classes (standard DML retrieval)")
+    a("--include_incomplete", action="store_true", help="also use runs without `done`")
+    a("--show_hparams", action="store_true", help="also print the selected hparams per cell")
+    a("--digits", type=int, default=1, help="decimals in the tables")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--format", choices=("markdown", "plain", "latex"), default="markdown",
+                     help="output format")
+    fmt.add_argument("--latex", dest="format", action="store_const", const="latex",
+                     help="a complete, compilable LaTeX document (booktabs)")
+    a("--output", default=None, help="write to this file instead of stdout")
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    text = collect(args.input_dir, args.selection, args.metrics, args.selection_metric,
+                   args.protocol, args.with_source, args.include_incomplete,
+                   args.show_hparams, args.digits, args.format)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,384 @@
+"""Collect a sweep's records, select models, and print the results tables.
+
+Loading tolerates what crashes leave behind: a corrupt or half-written line is skipped, a run
+folder without records is skipped, each with a warning. Runs without ``done`` are ignored unless
+``include_incomplete``.
+
+Model selection, per (dataset, source, algorithm, trial seed), over every hparams sample and
+checkpoint of that trial:
+
+- ``source_val``: the record (hparams *and* checkpoint) with the best source-domain validation
+  metric ``<source>_val_<selection_metric>`` (seen classes held out of the source's training
+  images: no target data is looked at);
+- ``oracle``: the record with the best mean target-domain metric (an upper bound, peeks at the
+  test domains; one choice per trial, shared by all target columns);
+- ``last``: each run's last checkpoint; among them, the hparams with the best source validation.
+Ties go to the lower hparams seed, then the earlier step.
+
+Cells are mean ± standard error over trials, in %: SE = sample std (ddof=1) / sqrt(n)
+(n = number of trials; a single trial shows no ±). The average column averages each trial's
+targets first, then takes mean ± SE over trials; the same for the averages table across datasets.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from .records import read_records
+
+SELECTION_METHODS = ("source_val", "oracle", "last")
+ID_COLUMNS = ("run", "dataset", "source", "targets", "algorithm", "hparams_seed", "trial_seed",
+              "step")
+SKIP_DIRS = {"submitit", "__pycache__"}
+SE_NOTE = "mean ± standard error over trials (SE = sample std with ddof=1 / sqrt(n))"
+
+
+# ----------------------------------------------------------------------------- loading
+def find_runs(root: str | Path) -> list[Path]:
+    """Folders under ``root`` holding a run (``args.json`` or ``results.jsonl``)."""
+    runs = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "results.jsonl" in filenames or "args.json" in filenames:
+            runs.append(Path(dirpath))
+            dirnames.clear()
+        else:
+            dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+    return sorted(runs)
+
+
+def _sweep_labels(sweep_dir: Path) -> dict[str, str]:
+    """{run id: table label} from a sweep's ``sweep.json`` (algorithm entries' ``label``)."""
+    try:
+        runs = json.loads((sweep_dir / "sweep.json").read_text())["runs"]
+        return {rid: info["label"] for rid, info in runs.items() if info.get("label")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def load_records(input_dirs, include_incomplete: bool = False
+                 ) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """(one row per record: ids + numeric metrics, {run: hparams}) from every run found.
+    The ``algorithm`` column is the sweep's label of the run when it has one."""
+    rows, hparams, incomplete, labels = [], {}, [], {}
+    dirs = [input_dirs] if isinstance(input_dirs, (str, Path)) else list(input_dirs)
+    for root in dirs:
+        if not Path(root).is_dir():
+            warnings.warn(f"{root}: no such folder (skipped)", stacklevel=2)
+            continue
+        for run_dir in find_runs(root):
+            if not (run_dir / "done").exists() and not include_incomplete:
+                incomplete.append(run_dir)
+                continue
+            records = read_records(run_dir / "results.jsonl")
+            if not records:
+                warnings.warn(f"{run_dir}: run folder with no records (skipped)", stacklevel=2)
+                continue
+            run = str(run_dir)
+            args = records[-1].get("args", {})
+            hparams[run] = records[-1].get("hparams", {})
+            if run_dir.parent not in labels:
+                labels[run_dir.parent] = _sweep_labels(run_dir.parent)
+            label = labels[run_dir.parent].get(run_dir.name, args.get("algorithm"))
+            ids = {"run": run, "dataset": args.get("dataset"), "source": args.get("source"),
+                   "targets": ",".join(args.get("targets") or []),
+                   "algorithm": label, "hparams_seed": args.get("hparams_seed"),
+                   "trial_seed": args.get("trial_seed")}
+            for r in records:
+                rows.append({**ids, **{k: v for k, v in r.items()
+                                       if isinstance(v, (int, float)) and not isinstance(v, bool)
+                                       and k not in ids}})
+    if incomplete:
+        warnings.warn(f"{len(incomplete)} runs without `done` ignored (e.g. {incomplete[0]}); "
+                      f"--include_incomplete uses them", stacklevel=2)
+    df = pd.DataFrame.from_records(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=list(ID_COLUMNS))
+    return df, hparams
+
+
+# ----------------------------------------------------------------------------- selection
+def target_keys(df: pd.DataFrame, source: str, metric: str, protocol: str = "all",
+                with_source: bool = False) -> dict[str, str]:
+    """{column label: record key} of the target splits of ``metric`` present in ``df``.
+
+    A record key is ``<split>_<metric>``. ``<source>_val`` is for selection only; other
+    ``<source>_...`` splits (the source's unseen classes, ``<source>_test``) are shown only
+    ``with_source``; every other split is a target: ``<t>_test`` (within-domain, label ``t``),
+    ``<q>-><g>_test`` (cross-domain, label ``q->g``) or another protocol's ``<q>-><g>_<kind>``.
+    """
+    suffix = f"_{metric}"
+    out = {}
+    for key in df.columns:
+        if not isinstance(key, str) or not key.endswith(suffix) or key in ID_COLUMNS:
+            continue
+        split = key[: -len(suffix)]
+        label = split[: -len("_test")] if split.endswith("_test") else split
+        if split == f"{source}_val" or df[key].isna().all():
+            continue
+        if split.startswith(f"{source}_"):
+            if with_source:
+                out[f"{label} (source)"] = key
+            continue
+        cross = "->" in split
+        if (protocol == "within" and cross) or (protocol == "cross" and not cross):
+            continue
+        out[label] = key
+    return out
+
+
+def select(df: pd.DataFrame, method: str, selection_metric: str = "recall@1",
+           protocol: str = "all") -> pd.DataFrame:
+    """One row per (dataset, source, algorithm, trial_seed): the selected record."""
+    if method not in SELECTION_METHODS:
+        raise ValueError(f"unknown selection {method!r}; known: {', '.join(SELECTION_METHODS)}")
+    if df.empty:
+        return df
+    df = df.copy()
+    if method == "last":
+        df = df[df["step"] == df.groupby("run")["step"].transform("max")]
+    df["score"] = np.nan
+    for (dataset, source), idx in df.groupby(["dataset", "source"]).groups.items():
+        part = df.loc[idx]
+        if method == "oracle":
+            keys = list(target_keys(part, source, selection_metric, protocol).values())
+            score = part[keys].mean(axis=1, skipna=False) if keys else np.nan
+        else:
+            key = f"{source}_val_{selection_metric}"
+            score = part[key] if key in part else np.nan
+        df.loc[idx, "score"] = score
+    missing = df.groupby(["dataset", "source", "algorithm", "trial_seed"])["score"].apply(
+        lambda s: s.isna().all())
+    for key in missing[missing].index:
+        warnings.warn(f"no {method} selection metric ({selection_metric}) for {key}: skipped",
+                      stacklevel=2)
+    df = df.dropna(subset=["score"])
+    df = df.sort_values(["dataset", "source", "algorithm", "trial_seed", "score",
+                         "hparams_seed", "step"],
+                        ascending=[True, True, True, True, False, True, True], kind="stable")
+    return df.groupby(["dataset", "source", "algorithm", "trial_seed"], sort=False).head(1)
+
+
+# ----------------------------------------------------------------------------- tables
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list] = field(default_factory=list)
+    labels: int = 1          # leading label columns (left-aligned); the rest right-aligned
+    text_last: bool = False  # the last column is text (left-aligned)
+
+    def colalign(self) -> tuple[str, ...]:
+        n_num = len(self.headers) - self.labels - self.text_last
+        return ("left",) * self.labels + ("right",) * n_num + ("left",) * self.text_last
+
+
+def mean_se(values) -> tuple[float, float, int]:
+    v = np.asarray([x for x in values if not (isinstance(x, float) and math.isnan(x))], float)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+    return float(v.mean()), se, len(v)
+
+
+def cell(values, digits: int, n_max: int) -> str:
+    m, se, n = mean_se(values)
+    if n == 0:
+        return "–"
+    text = f"{100 * m:.{digits}f}" + (f" ± {100 * se:.{digits}f}" if n > 1 else "")
+    return text + (f" (n={n})" if n < n_max else "")
+
+
+def _per_trial(sel: pd.DataFrame, dataset: str, metric: str, protocol: str,
+               with_source: bool) -> tuple[list[str], dict[str, pd.DataFrame]]:
+    """Column labels and {algorithm: DataFrame trial_seed x column (+ 'average')}."""
+    part = sel[sel["dataset"] == dataset]
+    sources = sorted(part["source"].unique())
+    columns, per_alg = [], {}
+    frames = []
+    for source in sources:
+        sp = part[part["source"] == source]
+        keys = target_keys(sp, source, metric, protocol, with_source)
+        order = sp["targets"].iloc[0].split(",") if "targets" in sp else []
+        keys = dict(sorted(keys.items(), key=lambda kv: _column_rank(kv[0], source, order)))
+        labels = {k: (lab if len(sources) == 1 or "->" in lab else f"{source}->{lab}")
+                  for lab, k in keys.items()}
+        columns += [labels[k] for k in keys.values()]
+        f = sp[["algorithm", "trial_seed", *keys.values()]].rename(columns=labels)
+        frames.append(f.set_index(["algorithm", "trial_seed"]))
+    if not frames:
+        return [], {}
+    wide = pd.concat(frames, axis=1) if len(frames) > 1 else frames[0]
+    targets = [c for c in columns if not c.endswith("(source)")] or columns
+    wide["average"] = wide[targets].mean(axis=1, skipna=False)    # of the target columns
+    for alg, f in wide.groupby(level="algorithm"):
+        per_alg[alg] = f.droplevel("algorithm")
+    return columns, per_alg
+
+
+def _column_rank(label: str, source: str, targets: list[str]) -> tuple:
+    """Columns follow the run's ``--targets`` order (the paper's), source first, within-domain
+    before cross-domain splits of the same target."""
+    if label.endswith("(source)"):
+        return (-1, label)
+    for i, t in enumerate(targets):
+        if label == t or label.startswith(f"{t}->") or label.endswith(f"->{t}") \
+                or f"->{t}_" in label:
+            return (i, "->" in label, label)
+    return (len(targets), True, label)
+
+
+def dataset_tables(sel: pd.DataFrame, metric: str, method: str, digits: int = 1,
+                   protocol: str = "all", with_source: bool = False
+                   ) -> tuple[list[Table], dict[str, dict[str, pd.Series]]]:
+    """Per dataset: rows = algorithms, columns = targets + average; and, for the averages
+    table, {dataset: {algorithm: per-trial averages}}."""
+    tables, averages = [], {}
+    for dataset in sorted(sel["dataset"].unique()):
+        columns, per_alg = _per_trial(sel, dataset, metric, protocol, with_source)
+        if not columns:
+            warnings.warn(f"{dataset}: no target column of {metric} ({protocol} protocol) in "
+                          f"the selected records (not recorded?): no table", stacklevel=2)
+            continue
+        n_max = max(len(f) for f in per_alg.values())
+        t = Table(f"{dataset}: {_metric_name(metric)} (%), selection: {method}",
+                  ["algorithm", *columns, "average"])
+        for alg in sorted(per_alg):
+            f = per_alg[alg]
+            t.rows.append([alg, *(cell(f[c], digits, n_max) for c in [*columns, "average"])])
+        tables.append(t)
+        averages[dataset] = {alg: f["average"] for alg, f in per_alg.items()}
+    return tables, averages
+
+
+def averages_table(averages: dict[str, dict[str, pd.Series]], metric: str, method: str,
+                   digits: int = 1) -> Table | None:
+    """Rows = algorithms, columns = each dataset's average + the mean over datasets
+    (per trial: the mean of that trial's dataset averages; only where every dataset ran)."""
+    if not averages:
+        return None
+    datasets = sorted(averages)
+    algs = sorted({a for per in averages.values() for a in per})
+    n_max = max(len(s) for per in averages.values() for s in per.values())
+    t = Table(f"Average over datasets: {_metric_name(metric)} (%), selection: {method}",
+              ["algorithm", *datasets, "average"])
+    for alg in algs:
+        series = [averages[d].get(alg) for d in datasets]
+        cells = [cell(s, digits, n_max) if s is not None else "–" for s in series]
+        if all(s is not None for s in series):
+            overall = pd.concat(series, axis=1).mean(axis=1, skipna=False)
+            cells.append(cell(overall, digits, n_max))
+        else:
+            cells.append("–")
+        t.rows.append([alg, *cells])
+    return t
+
+
+def hparams_table(sel: pd.DataFrame, hparams: dict[str, dict], df: pd.DataFrame,
+                  method: str) -> Table:
+    """The selected run of each (dataset, source, algorithm, trial): its hparams seed, step,
+    selection score and the hparams that vary among that cell's candidate runs."""
+    t = Table(f"Selected hparams ({method})",
+              ["dataset", "source", "algorithm", "trial", "hparams_seed", "step", "score",
+               "hparams (those that vary in the sweep)"], labels=3, text_last=True)
+    for _, r in sel.sort_values(["dataset", "source", "algorithm", "trial_seed"]).iterrows():
+        runs = df.loc[(df["dataset"] == r["dataset"]) & (df["source"] == r["source"])
+                      & (df["algorithm"] == r["algorithm"]), "run"].unique()
+        cand = [hparams.get(x, {}) for x in runs]
+        chosen = hparams.get(r["run"], {})
+        vary = sorted(k for k in chosen if len({repr(h.get(k)) for h in cand}) > 1)
+        t.rows.append([r["dataset"], r["source"], r["algorithm"], int(r["trial_seed"]),
+                       int(r["hparams_seed"]), int(r["step"]), f"{100 * r['score']:.2f}",
+                       ", ".join(f"{k}={_short(chosen[k])}" for k in vary) or "(none vary)"])
+    return t
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _metric_name(metric: str) -> str:
+    return {"map@r": "MAP@R", "map@all": "mAP@all"}.get(
+        metric, metric.replace("recall@", "R@").replace("precision@", "P@"))
+
+
+# ----------------------------------------------------------------------------- rendering
+LATEX_HEAD = r"""\documentclass{article}
+\usepackage[utf8]{inputenc}
+\usepackage{booktabs}
+\usepackage[margin=1.5cm,landscape]{geometry}
+\begin{document}
+"""
+
+
+def _latex_text(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
+                 ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\~{}"),
+                 ("^", r"\^{}"), ("±", r"$\pm$")):
+        s = s.replace(a, b)
+    return s.replace("->", r"$\to$")
+
+
+def render(tables: list[Table], fmt: str = "markdown", note: str = "") -> str:
+    """Markdown (GitHub pipes), plain text, or a complete LaTeX document (booktabs)."""
+    if fmt == "latex":
+        body = []
+        for t in tables:
+            tab = tabulate(t.rows, headers=t.headers, tablefmt="latex_booktabs",
+                           disable_numparse=True, colalign=t.colalign())
+            tab = tab.replace("±", r"$\pm$").replace(r"-\ensuremath{>}", r"$\to$")
+            body.append("\\begin{table}[ht]\n\\centering\n\\small\n"
+                        f"\\caption{{{_latex_text(t.title)}}}\n{tab}\n\\end{{table}}\n")
+        foot = f"\\noindent {_latex_text(note)}\n" if note else ""
+        return LATEX_HEAD + "\n".join(body) + foot + "\\end{document}\n"
+    tablefmt = "github" if fmt == "markdown" else "simple"
+    parts = []
+    for t in tables:
+        title = f"### {t.title}" if fmt == "markdown" else t.title
+        parts.append(f"{title}\n\n" + tabulate(t.rows, headers=t.headers, tablefmt=tablefmt,
+                                                disable_numparse=True, colalign=t.colalign()))
+    if note:
+        parts.append(note)
+    return "\n\n".join(parts) + "\n"
+
+
+def collect(input_dirs, selections=("source_val",), metrics=("recall@1",),
+            selection_metric: str = "recall@1", protocol: str = "all",
+            with_source: bool = False, include_incomplete: bool = False,
+            show_hparams: bool = False, digits: int = 1, fmt: str = "markdown") -> str:
+    """Everything ``collect_results.py`` prints, as one string."""
+    df, hparams = load_records(input_dirs, include_incomplete)
+    if df.empty:
+        return "no completed runs found" + ("" if include_incomplete else
+                                            " (--include_incomplete to use unfinished ones)") + "\n"
+    tables = []
+    for method in selections:
+        sel = select(df, method, selection_metric, protocol)
+        for metric in metrics:
+            per_dataset, averages = dataset_tables(sel, metric, method, digits, protocol,
+                                                   with_source)
+            tables += per_dataset
+            avg = averages_table(averages, metric, method, digits)
+            if avg is not None and len(averages) > 1:
+                tables.append(avg)
+        if show_hparams:
+            tables.append(hparams_table(sel, hparams, df, method))
+    n_runs = df["run"].nunique()
+    note = (f"Cells: {SE_NOTE}; in %. {n_runs} runs, {len(df)} records. Selection by "
+            f"{selection_metric}: " + "; ".join(f"{m} = {_SELECTION_DOC[m]}" for m in selections)
+            + ".")
+    return render(tables, fmt, note)
+
+
+_SELECTION_DOC = {
+    "source_val": "best source-validation checkpoint and hparams per trial",
+    "oracle": "best mean-target checkpoint and hparams per trial (peeks at the targets)",
+    "last": "last checkpoint, hparams by source validation",
+}

@@ -1,0 +1,390 @@
+"""Launchers: how a sweep's runs are executed, and how their state is asked back.
+
+Registry ``LAUNCHERS`` (``--launcher NAME``):
+
+- ``dummy``: prints each run's command; submits and writes nothing (a dry run).
+- ``local``: runs here and waits: serially in this process, or N at a time in subprocesses
+  (``--local_workers N``, ``--local_mode subprocess``).
+- ``submitit_local``: submitit's local executor (one detached process per run).
+- ``slurm``: submitit's ``AutoExecutor`` on Slurm; all runs of a launch go in *one* job-array
+  submission (``--slurm_array_parallelism`` at a time).
+
+A run is the callable :class:`TrainJob` (a ``submitit.helpers.Checkpointable``, not a shell
+string): on preemption or timeout submitit calls its ``checkpoint()``, which requeues a fresh
+``TrainJob`` that resumes from the run's ``checkpoint.pt``.
+
+Files in a run folder: ``job.json`` (written at submission: launcher, job id, host, log
+paths) and ``attempt.json`` (written by the job when it starts: host, pid, Slurm ids, restart
+count; ``error`` is added if it raises).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import submitit
+from tqdm import tqdm
+
+JOB_FILE, ATTEMPT_FILE = "job.json", "attempt.json"
+# scheduler states -> sweep states (anything else, with no `done` file: FAILED)
+SLURM_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
+                "CONFIGURING", "RESIZING"}
+SLURM_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "SUSPENDED", "STOPPED"}
+
+
+class SubmissionError(RuntimeError):
+    """The scheduler refused a submission."""
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """One training run as a picklable callable: ``TrainJob(argv)()`` trains (or resumes)."""
+
+    def __init__(self, argv):
+        self.argv = list(argv)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.argv[self.argv.index("--output_dir") + 1])
+
+    def __call__(self) -> str:
+        from . import train  # imported here: unpickling a job stays cheap
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        env = os.environ
+        attempt = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
+                   "slurm_job_id": env.get("SLURM_JOB_ID"),
+                   "slurm_array": (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+                                   if "SLURM_ARRAY_JOB_ID" in env else None),
+                   "restarts": int(env.get("SLURM_RESTART_COUNT", 0))}
+        _write_json(self.run_dir / ATTEMPT_FILE, attempt)
+        try:
+            train.main(self.argv)
+        except SystemExit as e:   # train's clear user errors carry a message; submitit's
+            if isinstance(e.code, str):        # requeue exit (-1) is not a failure
+                _write_json(self.run_dir / ATTEMPT_FILE, {**attempt, "error": e.code})
+            raise
+        except Exception:
+            _write_json(self.run_dir / ATTEMPT_FILE,
+                        {**attempt, "error": traceback.format_exc(limit=-3)})
+            raise
+        return str(self.run_dir)
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        """Preempted or timed out: requeue a fresh job; it resumes from ``checkpoint.pt``
+        (work since the last checkpoint is redone, bit for bit)."""
+        return submitit.helpers.DelayedSubmission(TrainJob(self.argv))
+
+
+def command_line(argv) -> str:
+    return shlex.join([sys.executable, "-m", "sdgdml.train", *argv])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:   # a zombie (exited, not reaped) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+# ----------------------------------------------------------------------------- launchers
+class Launcher:
+    """Base: ``launch(jobs)`` submits/runs; ``scheduler_states(job records)`` asks back."""
+
+    name = ""
+    records_jobs = True       # False: the launcher leaves no job.json (dummy)
+
+    def __init__(self, opts, output_dir: Path):
+        self.opts, self.output_dir = opts, Path(output_dir)
+
+    @staticmethod
+    def add_arguments(parser) -> None:
+        pass
+
+    def launch(self, jobs) -> list[str]:
+        """Submit or run ``jobs``; returns lines for the user (ids, where logs are)."""
+        raise NotImplementedError
+
+    def _record(self, job, job_id: str, **extra) -> None:
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(job.run_dir / JOB_FILE, {"launcher": self.name, "job_id": job_id,
+                                             "host": socket.gethostname(),
+                                             "submitted": time.time(), **extra})
+
+    @classmethod
+    def scheduler_states(cls, job_records: list[dict]) -> dict[str, str]:
+        """{job_id: QUEUED | RUNNING | FAILED | FINISHED} for the ids the scheduler knows."""
+        return {}
+
+
+class DummyLauncher(Launcher):
+    name, records_jobs = "dummy", False
+
+    def launch(self, jobs):
+        for job in jobs:
+            print(command_line(job.argv))
+        return [f"dummy: printed {len(jobs)} commands, submitted nothing"]
+
+
+def _local_states(job_records):
+    """Processes on this host: alive -> RUNNING, gone -> FINISHED."""
+    host, out = socket.gethostname(), {}
+    for rec in job_records:
+        if rec.get("host") == host and str(rec.get("pid", "")).isdigit():
+            out[rec["job_id"]] = "RUNNING" if pid_alive(int(rec["pid"])) else "FINISHED"
+    return out
+
+
+class LocalLauncher(Launcher):
+    name = "local"
+
+    @staticmethod
+    def add_arguments(parser):
+        g = parser.add_argument_group("local launcher")
+        g.add_argument("--local_workers", type=int, default=1,
+                       help="runs at a time (>1 implies --local_mode subprocess)")
+        g.add_argument("--local_mode", choices=("inprocess", "subprocess"), default="inprocess",
+                       help="inprocess: train in this process, one run after the other; "
+                            "subprocess: one child process per run (log: <run>/launcher.log)")
+
+    def launch(self, jobs):
+        workers = max(1, self.opts.local_workers)
+        subproc = workers > 1 or self.opts.local_mode == "subprocess"
+        failed = []
+        bar = tqdm(total=len(jobs), desc="runs", unit="run")
+
+        def run(job):
+            ok = self._run_subprocess(job) if subproc else self._run_inprocess(job)
+            if not ok:
+                failed.append(job.run_dir)
+            bar.update(1)
+
+        if subproc:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(run, jobs))
+        else:
+            for job in jobs:
+                run(job)
+        bar.close()
+        how = f"{workers} at a time in subprocesses" if subproc else "in-process, serially"
+        lines = [f"local: ran {len(jobs)} runs ({how}); {len(failed)} failed"]
+        lines += [f"  failed: {d} (see {d}/{'launcher.log' if subproc else 'attempt.json'})"
+                  for d in failed]
+        return lines
+
+    def _run_inprocess(self, job) -> bool:
+        self._record(job, f"{socket.gethostname()}:{os.getpid()}", pid=os.getpid(),
+                     log=str(job.run_dir / "out.txt"))
+        try:
+            TrainJob(job.argv)()
+            return True
+        except (Exception, SystemExit) as e:   # one broken run never stops the sweep
+            print(f"run {job.run_dir} failed: {e}", file=sys.stderr)
+            return False
+
+    def _run_subprocess(self, job) -> bool:
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        log = job.run_dir / "launcher.log"
+        with open(log, "ab") as f:
+            proc = subprocess.Popen([sys.executable, "-m", "sdgdml.launchers", *job.argv],
+                                    stdout=f, stderr=subprocess.STDOUT)
+            self._record(job, f"{socket.gethostname()}:{proc.pid}", pid=proc.pid, log=str(log))
+            return proc.wait() == 0
+
+    @classmethod
+    def scheduler_states(cls, job_records):
+        return _local_states(job_records)
+
+
+class SubmititLauncher(Launcher):
+    """Common part of the submitit launchers: one executor, one batched submission."""
+
+    cluster = ""
+
+    def _folder(self) -> Path:
+        return self.output_dir / "submitit"
+
+    def _executor(self) -> submitit.AutoExecutor:
+        raise NotImplementedError
+
+    def launch(self, jobs):
+        if not jobs:
+            return []
+        try:
+            executor = self._executor()
+            with executor.batch():
+                futures = [executor.submit(TrainJob(job.argv)) for job in jobs]
+        except SubmissionError:
+            raise
+        except Exception as e:     # sbatch refused (bad partition, account, ...): say why
+            raise SubmissionError(f"{self.name}: the submission failed, nothing was "
+                                  f"submitted: {str(e).strip()[-1500:]}") from e
+        for job, f in zip(jobs, futures):
+            self._record(job, str(f.job_id), pid=f.job_id if self.cluster == "local" else None,
+                         log=str(f.paths.stdout), submitit_folder=str(f.paths.folder))
+        ids = sorted({str(f.job_id).split("_")[0] for f in futures})
+        logs = futures[0].paths.stdout.parent.parent
+        return [f"{self.name}: submitted {len(jobs)} runs in {len(ids)} submission(s): "
+                f"{', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}",
+                f"submitit logs: {logs}/<job id>/<job id>_<task>_log.out|err; "
+                f"each run's own log: <run dir>/out.txt"]
+
+
+class SubmititLocalLauncher(SubmititLauncher):
+    name, cluster = "submitit_local", "local"
+
+    @staticmethod
+    def add_arguments(parser):
+        pass   # shares --timeout_min / --gpus_per_node with slurm (declared there)
+
+    def _executor(self):
+        ex = submitit.AutoExecutor(self._folder() / "%j", cluster="local")
+        ex.update_parameters(timeout_min=self.opts.timeout_min,
+                             gpus_per_node=self.opts.gpus_per_node or 0)
+        return ex
+
+    @classmethod
+    def scheduler_states(cls, job_records):
+        return _local_states(job_records)
+
+
+class SlurmLauncher(SubmititLauncher):
+    name, cluster = "slurm", "slurm"
+
+    @staticmethod
+    def add_arguments(parser):
+        g = parser.add_argument_group("slurm / submitit launchers (resources of each run)")
+        a = g.add_argument
+        a("--timeout_min", type=int, default=60, help="time limit of a run, minutes")
+        a("--gpus_per_node", type=int, default=None, help="GPUs per run")
+        a("--cpus_per_task", type=int, default=None, help="CPU cores per run")
+        a("--mem_gb", type=float, default=None, help="memory per run, GB")
+        a("--slurm_partition", default=None, help="partition (default: the cluster's)")
+        a("--slurm_account", default=None, help="account to charge")
+        a("--slurm_qos", default=None, help="quality of service")
+        a("--slurm_constraint", default=None, help="node features, e.g. 'a100|h100'")
+        a("--slurm_exclude", default=None, help="nodes to avoid")
+        a("--slurm_array_parallelism", type=int, default=256,
+          help="at most this many runs of the array at a time")
+        a("--slurm_signal_delay_s", type=int, default=120,
+          help="seconds before the time limit at which the job is signalled (and requeued)")
+        a("--slurm_max_num_timeout", type=int, default=20,
+          help="requeues after timeouts before a run is given up (preemptions are unlimited)")
+        a("--slurm_setup", nargs="*", default=None,
+          help="shell lines run before each job, e.g. 'module load cuda'")
+        a("--slurm_additional_parameters", default=None,
+          help="any other sbatch options, JSON: '{\"reservation\": \"x\", \"hold\": true}'")
+
+    def _executor(self):
+        o = self.opts
+        ex = submitit.AutoExecutor(self._folder() / "%j", cluster="slurm",
+                                   slurm_max_num_timeout=o.slurm_max_num_timeout)
+        params = {"name": f"sdgdml-{self.output_dir.name}", "timeout_min": o.timeout_min,
+                  "nodes": 1, "tasks_per_node": 1,
+                  "slurm_array_parallelism": o.slurm_array_parallelism,
+                  "slurm_signal_delay_s": o.slurm_signal_delay_s}
+        optional = {"gpus_per_node": o.gpus_per_node, "cpus_per_task": o.cpus_per_task,
+                    "mem_gb": o.mem_gb, "slurm_partition": o.slurm_partition,
+                    "slurm_account": o.slurm_account, "slurm_qos": o.slurm_qos,
+                    "slurm_constraint": o.slurm_constraint, "slurm_exclude": o.slurm_exclude,
+                    "slurm_setup": o.slurm_setup}
+        params.update({k: v for k, v in optional.items() if v is not None})
+        if o.slurm_additional_parameters:
+            try:
+                params["slurm_additional_parameters"] = json.loads(
+                    o.slurm_additional_parameters)
+            except json.JSONDecodeError as e:
+                raise SubmissionError(f"--slurm_additional_parameters is not JSON ({e}): "
+                                      f"{o.slurm_additional_parameters}") from None
+        ex.update_parameters(**params)
+        return ex
+
+    @classmethod
+    def scheduler_states(cls, job_records):
+        """One ``sacct`` call for every array (parsed by submitit); ``squeue`` if accounting
+        is off. Ids the scheduler does not answer for are left out (filesystem fallback)."""
+        mains = sorted({r["job_id"].split("_")[0] for r in job_records if r.get("job_id")})
+        if not mains:
+            return {}
+        raw = _sacct(mains)
+        if raw is None:
+            raw = _squeue()
+            if raw is None:
+                return {}
+            wanted = {r["job_id"] for r in job_records}
+            # gone from the queue = finished (the `done` file tells how)
+            raw.update({j: "FINISHED" for j in wanted if j not in raw})
+        out = {}
+        for job_id, state in raw.items():
+            state = state.split()[0] if state else "UNKNOWN"
+            out[job_id] = ("QUEUED" if state in SLURM_QUEUED else
+                           "RUNNING" if state in SLURM_RUNNING else
+                           "FINISHED" if state in ("COMPLETED", "FINISHED") else "FAILED")
+        return out
+
+
+def _sacct(mains: list[str]) -> dict[str, str] | None:
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    out = {}
+    for i in range(0, len(mains), 200):
+        cmd = ["sacct", "-X", "-o", "JobID,State", "--parsable2"]
+        for m in mains[i:i + 200]:
+            cmd += ["-j", m]
+        try:
+            text = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                                  check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        out.update({k: v["State"] for k, v in SlurmInfoWatcher().read_info(text).items()})
+    return out
+
+
+def _squeue() -> dict[str, str] | None:
+    try:
+        text = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True,
+                              text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return dict(line.split("|", 1) for line in text.splitlines() if "|" in line)
+
+
+LAUNCHERS: dict[str, type[Launcher]] = {
+    c.name: c for c in (DummyLauncher, LocalLauncher, SubmititLocalLauncher, SlurmLauncher)}
+
+
+def get_launcher(name: str) -> type[Launcher]:
+    try:
+        return LAUNCHERS[name]
+    except KeyError:
+        raise ValueError(f"unknown launcher {name!r}; known: {', '.join(LAUNCHERS)}") from None
+
+
+if __name__ == "__main__":   # the local launcher's child process: one run
+    TrainJob(sys.argv[1:])()

@@ -1,0 +1,335 @@
+"""Sweeps: launch every run of a definition, see their states, clean up failed ones.
+
+    python -m sdgdml.sweep launch --config sweeps/digits_tiny.yaml --output_dir sweeps_out/ \\
+        --launcher slurm --slurm_partition gpu --timeout_min 600 --gpus_per_node 1
+    python -m sdgdml.sweep launch --datasets DigitsDG --algorithms ProxyAnchor NormSoftmax \\
+        --n_hparams 4 --n_trials 3 --output_dir sweeps_out/ --launcher local
+    python -m sdgdml.sweep status --output_dir sweeps_out/
+    python -m sdgdml.sweep delete_incomplete --output_dir sweeps_out/
+    python collect_results.py --input_dir sweeps_out/
+
+Idempotent: a run's folder is the hash of its experiment args; ``launch`` again submits only
+what is missing (never launched, or failed: those resume from their checkpoint) and skips
+runs that are done, queued or running. ``<output_dir>/sweep.json`` keeps the definition(s) and
+every run; relaunching with another definition is refused (nothing launched, nothing lost)
+unless ``--extend`` adds the new runs next to the old ones.
+
+States: NOT_LAUNCHED, QUEUED, RUNNING, FAILED, DONE. DONE = the run's ``done`` file; FAILED
+= an error recorded by the job in ``attempt.json``; otherwise the scheduler says (Slurm:
+``sacct``, else ``squeue``; local launchers: the process), and when it cannot, the run folder
+does (never started = QUEUED, started = RUNNING unless its process on this host is gone).
+``delete_incomplete`` deletes FAILED runs only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from tabulate import tabulate
+
+from . import sweep_config
+from .launchers import ATTEMPT_FILE, JOB_FILE, LAUNCHERS, SubmissionError, pid_alive, read_json
+from .sweep_config import Job, SweepError
+
+STATES = ("DONE", "RUNNING", "QUEUED", "FAILED", "NOT_LAUNCHED")
+SWEEP_FILE = "sweep.json"
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only when it has one."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+@dataclass
+class RunState:
+    run_id: str
+    info: dict
+    state: str
+    job_id: str | None = None
+    detail: str = ""
+
+
+# ----------------------------------------------------------------------------- states
+def _fallback(job: dict | None, attempt: dict | None) -> tuple[str, str]:
+    """State from the run folder alone (no scheduler answer)."""
+    if attempt is None:
+        return ("QUEUED", "submitted, not started (no scheduler answer)") if job else \
+            ("NOT_LAUNCHED", "")
+    if attempt.get("error"):
+        return "FAILED", attempt["error"].strip().splitlines()[-1]
+    if attempt.get("host") == socket.gethostname() and not pid_alive(int(attempt["pid"])):
+        return "FAILED", "its process is gone"
+    return "RUNNING", "started (not verified: no scheduler answer)"
+
+
+def run_states(run_dirs: dict[str, tuple[Path, dict]]) -> list[RunState]:
+    """States of runs {run_id: (run_dir, info)}; one scheduler query per launcher kind."""
+    files = {}
+    for rid, (d, _) in run_dirs.items():
+        if (d / "done").exists():
+            files[rid] = "DONE"
+            continue
+        job, attempt = read_json(d / JOB_FILE), read_json(d / ATTEMPT_FILE)
+        if job and attempt and attempt.get("started", 0) < job.get("submitted", 0):
+            attempt = None          # left by an earlier submission of this run
+        files[rid] = (job, attempt)
+    by_launcher: dict[str, list[dict]] = {}
+    for v in files.values():
+        if v != "DONE" and v[0]:
+            by_launcher.setdefault(v[0]["launcher"], []).append(v[0])
+    sched = {}
+    for name, recs in by_launcher.items():
+        if name in LAUNCHERS:
+            sched.update({(name, k): s for k, s in LAUNCHERS[name].scheduler_states(recs).items()})
+    out = []
+    for rid, (d, info) in run_dirs.items():
+        v = files[rid]
+        if v == "DONE":
+            out.append(RunState(rid, info, "DONE"))
+            continue
+        job, attempt = v
+        job_id = job.get("job_id") if job else None
+        s = sched.get((job["launcher"], job_id)) if job else None
+        err = (attempt or {}).get("error")
+        if err:                                  # the job recorded its own crash
+            state, detail = "FAILED", err.strip().splitlines()[-1]
+        elif s in ("QUEUED", "RUNNING"):
+            state, detail = s, f"{job['launcher']} job {job_id}"
+        elif s in ("FINISHED", "FAILED"):
+            state = "FAILED"
+            detail = f"{job['launcher']} job {job_id} ended ({s.lower()}) without `done`"
+        else:
+            state, detail = _fallback(job, attempt)
+        if state == "FAILED" and job and job.get("log"):
+            detail += f"; log: {job['log']}"
+        out.append(RunState(rid, info, state, job_id, detail))
+    return out
+
+
+# ----------------------------------------------------------------------------- sweep file
+def _load_sweep(output_dir: Path) -> dict | None:
+    path = output_dir / SWEEP_FILE
+    if not path.exists():
+        return None
+    data = read_json(path)
+    if data is None:
+        raise SweepError(f"{path} is unreadable; move it away to start a new sweep here")
+    return data
+
+
+def _known_runs(output_dir: Path) -> dict[str, tuple[Path, dict]]:
+    """Runs of sweep.json plus any other run folder found in ``output_dir``."""
+    data = _load_sweep(output_dir) or {"runs": {}}
+    runs = {rid: (output_dir / rid, info) for rid, info in data["runs"].items()}
+    if output_dir.exists():
+        for d in sorted(output_dir.iterdir()):
+            if d.name not in runs and d.is_dir() and (d / "args.json").exists():
+                args = read_json(d / "args.json") or {}
+                runs[d.name] = (d, {k: args.get(k) for k in ("dataset", "source", "algorithm",
+                                                            "hparams_seed", "trial_seed")}
+                                | {"note": "not in sweep.json"})
+    return runs
+
+
+def _definition_diff(old: dict, new: dict) -> str:
+    keys = [k for k in new if old.get(k) != new.get(k)]
+    return "; ".join(f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}" for k in keys)
+
+
+def _check_relaunch(output_dir: Path, prev: dict | None, jobs: list[Job], definition: dict,
+                    extend: bool) -> None:
+    if prev is None or extend:
+        return
+    missing = set(prev["runs"]) - {j.run_id for j in jobs}
+    if missing:
+        raise SweepError(
+            f"{output_dir} holds a sweep with another definition "
+            f"({_definition_diff(prev['definitions'][-1], definition) or 'other runs'}); "
+            f"{len(missing)} of its {len(prev['runs'])} runs are not in the new one. Nothing "
+            f"was launched and nothing deleted. Use --extend to add the new runs next to the "
+            f"old ones (collect_results reads both), or another --output_dir.")
+
+
+# ----------------------------------------------------------------------------- commands
+def _check_data(jobs: list[Job], args) -> None:
+    """Every domain of every split loads (the dataset check) before anything is submitted."""
+    from .datasets import DatasetError, create_dataset
+
+    problems = {}
+    for key in sorted({(j.info["dataset"], j.info["source"], tuple(j.info["targets"]))
+                       for j in jobs}):
+        try:
+            create_dataset(key[0], args.data_dir, key[1], list(key[2]),
+                           config_file=args.dataset_config).validate()
+        except DatasetError as e:
+            problems.setdefault(str(e), key)
+    if problems:
+        raise SweepError("the data of this sweep is not usable (nothing was launched; "
+                         "--skip_data_check to launch anyway):\n" + "\n".join(problems))
+
+
+def launch(args) -> None:
+    from .datasets import DatasetError, get_dataset_class, load_dataset_config
+
+    definition = sweep_config.from_cli(args)
+    output_dir = Path(args.output_dir).resolve()
+    machine = []
+    for flag in ("data_dir", "dataset_config"):
+        if getattr(args, flag):
+            machine += [f"--{flag}", str(Path(getattr(args, flag)).resolve())]
+    try:
+        load_dataset_config(args.data_dir, args.dataset_config)   # user-registered datasets
+    except DatasetError as e:
+        raise SweepError(str(e)) from None
+    jobs = sweep_config.make_jobs(definition, output_dir, machine)
+    if not args.data_dir:
+        need = sorted({j.info["dataset"] for j in jobs
+                       if get_dataset_class(j.info["dataset"]).NEEDS_DATA_DIR})
+        if need:
+            raise SweepError(f"{', '.join(need)} need --data_dir, the folder holding the "
+                             f"datasets (check it: python -m sdgdml.datasets check --data_dir D)")
+    launcher = LAUNCHERS[args.launcher](args, output_dir)
+    if launcher.records_jobs and not args.skip_data_check:
+        _check_data(jobs, args)
+    prev = _load_sweep(output_dir)
+    _check_relaunch(output_dir, prev, jobs, definition.to_dict(), args.extend)
+    states = {s.run_id: s for s in run_states({j.run_id: (j.run_dir, j.info) for j in jobs})}
+    counts = Counter(s.state for s in states.values())
+    todo = [j for j in jobs if states[j.run_id].state in ("NOT_LAUNCHED", "FAILED")]
+    print(f"sweep {output_dir}: {len(jobs)} runs: {counts['NOT_LAUNCHED']} new, "
+          f"{counts['FAILED']} failed (resubmitted; they resume from their checkpoint), "
+          f"skipped: {counts['DONE']} done, {counts['RUNNING']} running, "
+          f"{counts['QUEUED']} queued")
+    if launcher.records_jobs:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        data = prev or {"version": 1, "definitions": [], "runs": {}}
+        if definition.to_dict() not in data["definitions"]:
+            data["definitions"].append(definition.to_dict())
+        data["runs"].update({j.run_id: {**j.info, "argv": list(j.argv)} for j in jobs})
+        tmp = output_dir / (SWEEP_FILE + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(output_dir / SWEEP_FILE)
+    if not todo:
+        print("nothing to launch")
+        return
+    try:
+        lines = launcher.launch(todo)
+    except SubmissionError as e:
+        raise SweepError(str(e)) from None
+    for line in lines:
+        print(line)
+    if launcher.records_jobs:
+        print(f"status: python -m sdgdml.sweep status --output_dir {output_dir}")
+
+
+def status(args) -> list[RunState]:
+    output_dir = Path(args.output_dir).resolve()
+    runs = _known_runs(output_dir)
+    if not runs:
+        raise SweepError(f"no sweep in {output_dir} (no {SWEEP_FILE}, no run folders)")
+    states = run_states(runs)
+    groups: dict[tuple, Counter] = {}
+    for s in states:
+        key = (s.info.get("dataset"), s.info.get("source"), s.info.get("algorithm"))
+        groups.setdefault(key, Counter())[s.state] += 1
+    rows = [[*k, *(c[st] for st in STATES), sum(c.values())] for k, c in sorted(
+        groups.items(), key=lambda kv: tuple(str(x) for x in kv[0]))]
+    total = Counter(s.state for s in states)
+    rows.append(["total", "", "", *(total[st] for st in STATES), len(states)])
+    print(tabulate(rows, headers=["dataset", "source", "algorithm", *(s.lower() for s in STATES),
+                                  "runs"]))
+    shown = states if args.runs else [s for s in states if s.state == "FAILED"]
+    if shown:
+        print()
+        print(tabulate([[s.run_id[:12], s.info.get("algorithm"), s.info.get("hparams_seed"),
+                         s.info.get("trial_seed"), s.state, s.job_id or "", s.detail]
+                        for s in shown],
+                       headers=["run", "algorithm", "hseed", "trial", "state", "job", "detail"]))
+    return states
+
+
+def delete_incomplete(args) -> None:
+    output_dir = Path(args.output_dir).resolve()
+    states = run_states(_known_runs(output_dir))
+    doomed = [s for s in states if s.state == "FAILED" or
+              (s.state == "NOT_LAUNCHED" and (output_dir / s.run_id).exists())]
+    kept = Counter(s.state for s in states if s not in doomed)
+    print(f"{len(doomed)} failed/incomplete run folders to delete; kept: "
+          + ", ".join(f"{n} {st.lower()}" for st, n in sorted(kept.items())))
+    if not doomed:
+        return
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise SweepError("refusing to delete without --yes (stdin is not a terminal)")
+        if input("delete them? [y/N] ").strip().lower() != "y":
+            print("nothing deleted")
+            return
+    for s in doomed:
+        shutil.rmtree(output_dir / s.run_id, ignore_errors=True)
+        print(f"deleted {output_dir / s.run_id} ({s.detail or s.state.lower()})")
+
+
+# ----------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sdgdml.sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    la = sub.add_parser("launch", help="submit every missing run of a sweep",
+                        formatter_class=_Help)
+    a = la.add_argument
+    a("--config", default=None, help="sweep file (YAML, see sweeps/); flags below override it")
+    a("--datasets", nargs="*", default=None,
+      help="datasets (default source, every other domain a target); Dataset:* = all sources")
+    a("--splits", nargs="*", default=None,
+      help="explicit splits: 'Dataset:source->target1,target2'")
+    a("--algorithms", nargs="*", default=None, help="names or compositions (ProxyAnchor+SEE)")
+    a("--n_hparams", type=int, default=None,
+      help="hparams seeds 0..N-1 per algorithm (0 = defaults); default: the file's, else 1")
+    a("--n_trials", type=int, default=None,
+      help="trial seeds 0..N-1; default: the file's, else 1")
+    a("--hparams", default=None, help="JSON hparams fixed for every run")
+    a("--train_args", default=None,
+      help="other sdgdml.train flags for every run, one string: "
+           "--train_args='--steps 1000 --protocol both'")
+    a("--data_dir", default=None, help="datasets root (a machine path: not in the run hash)")
+    a("--dataset_config", default=None,
+      help="YAML registering image-folder datasets (default: <data_dir>/sdgdml_datasets.yaml)")
+    a("--output_dir", required=True, help="sweep folder: one sub-folder per run")
+    a("--launcher", choices=list(LAUNCHERS), default="local", help="how runs are executed")
+    a("--skip_data_check", action="store_true",
+      help="do not check that every dataset domain loads before launching")
+    a("--extend", action="store_true",
+      help="allow adding runs to a sweep folder that holds another definition")
+    for cls in LAUNCHERS.values():
+        cls.add_arguments(la)
+    st = sub.add_parser("status", help="count runs per state (from the scheduler and files)")
+    st.add_argument("--output_dir", required=True, help="sweep folder")
+    st.add_argument("--runs", action="store_true", help="list every run, not only failed ones")
+    de = sub.add_parser("delete_incomplete",
+                        help="delete FAILED run folders (never running or queued ones)")
+    de.add_argument("--output_dir", required=True, help="sweep folder")
+    de.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        {"launch": launch, "status": status, "delete_incomplete": delete_incomplete}[
+            args.command](args)
+    except SweepError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

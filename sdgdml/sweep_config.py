@@ -1,0 +1,327 @@
+"""What a sweep is: its definition (from the command line or a YAML file under ``sweeps/``),
+validated against the registries, and expanded into one training job per run.
+
+A definition names **splits** (``Dataset``, ``Dataset:source``, ``Dataset:source->t1,t2`` or
+``Dataset:*`` for every single-source split), **algorithms** (any registered name or
+composition, optionally with per-algorithm hparams), ``n_hparams`` (hparams seeds
+``0 .. n_hparams-1``; seed 0 = the registry's defaults) and ``n_trials`` (trial seeds
+``0 .. n_trials-1``). Every trial of an hparams seed uses the *same* hparams: a sample depends
+on (algorithm, dataset, hparams_seed) only, never on the trial.
+
+Hparams: ``hparams`` fixes values (a JSON override passed to every run) and ``hparam_ranges``
+replaces the registry's random distribution of a hparam for seeds > 0, e.g.
+``{lr: {log_uniform: [1e-5, 1e-3]}, batch_size: {choice: [32, 64]},
+pa_margin: {uniform: [0, 0.3]}}``.
+``train_args`` holds any other ``python -m sdgdml.train`` flag (``steps``, ``protocol``, ...).
+
+A run's folder is ``<output_dir>/<md5 of its experiment identity>``: the train args that
+differ from their defaults, machine paths and speed knobs (``train.MACHINE_ARGS``) left out,
+so moving the data never renames a run, nor does a later release adding a train flag.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# every key a sweep file may hold (anything else is a typo and an error)
+FILE_KEYS = ("name", "description", "splits", "datasets", "algorithms", "n_hparams",
+             "n_trials", "hparams", "hparam_ranges", "train_args")
+# train flags the sweep itself sets for each run
+SWEEP_OWNED = ("dataset", "split", "source", "targets", "algorithm", "hparams", "hparams_seed",
+               "trial_seed", "output_dir")
+DISTRIBUTIONS = ("uniform", "log_uniform", "choice", "int_uniform")
+
+
+class SweepError(ValueError):
+    """A sweep definition that cannot be run (unknown name, bad value, ...)."""
+
+
+@dataclass
+class SweepDefinition:
+    splits: list[str]
+    algorithms: list[dict]          # {"name", "label", "hparams": {}, "hparam_ranges": {}}
+    n_hparams: int = 1
+    n_trials: int = 1
+    hparams: dict = field(default_factory=dict)
+    hparam_ranges: dict = field(default_factory=dict)
+    train_args: list[str] = field(default_factory=list)
+    name: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "splits": self.splits, "algorithms": self.algorithms,
+                "n_hparams": self.n_hparams, "n_trials": self.n_trials,
+                "hparams": self.hparams, "hparam_ranges": self.hparam_ranges,
+                "train_args": self.train_args}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of a sweep."""
+
+    run_id: str                  # md5 of the experiment identity = the run folder's name
+    argv: tuple[str, ...]        # `python -m sdgdml.train` arguments (incl. --output_dir)
+    info: dict                   # dataset, source, targets, algorithm, hparams_seed, trial_seed
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.argv[self.argv.index("--output_dir") + 1])
+
+
+# ----------------------------------------------------------------------------- reading
+def _algorithm_entry(entry: Any) -> dict:
+    """A name, or {name, label, hparams, hparam_ranges}; ``label`` (default: the name) is the
+    row of the results tables, e.g. for ablations of one algorithm."""
+    if isinstance(entry, str):
+        return {"name": entry, "label": entry, "hparams": {}, "hparam_ranges": {}}
+    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+        extra = set(entry) - {"name", "label", "hparams", "hparam_ranges"}
+        if extra:
+            raise SweepError(f"algorithm entry {entry['name']!r}: unknown keys {sorted(extra)}; "
+                             f"known: name, label, hparams, hparam_ranges")
+        return {"name": entry["name"], "label": str(entry.get("label") or entry["name"]),
+                "hparams": dict(entry.get("hparams") or {}),
+                "hparam_ranges": dict(entry.get("hparam_ranges") or {})}
+    raise SweepError(f"an algorithm is a name or {{name:, label:, hparams:, hparam_ranges:}}, "
+                     f"got {entry!r}")
+
+
+def _train_args_from_mapping(mapping: dict) -> list[str]:
+    argv = []
+    for key, value in mapping.items():
+        flag = f"--{key}"
+        if value is True:
+            argv.append(flag)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def from_file(path: str | Path) -> SweepDefinition:
+    """Read a sweep file (YAML); names are validated later by :func:`validate`."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise SweepError(f"sweep file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SweepError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise SweepError(f"{path}: a sweep file is a mapping with keys {', '.join(FILE_KEYS)}")
+    unknown = set(data) - set(FILE_KEYS)
+    if unknown:
+        raise SweepError(f"{path}: unknown keys {sorted(unknown)}; known: {', '.join(FILE_KEYS)}")
+    splits = list(data.get("splits") or []) + list(data.get("datasets") or [])
+    train_args = data.get("train_args") or {}
+    if not isinstance(train_args, dict):
+        raise SweepError(f"{path}: train_args is a mapping of train flags to values")
+    return SweepDefinition(
+        splits=[str(s) for s in splits],
+        algorithms=[_algorithm_entry(a) for a in data.get("algorithms") or []],
+        n_hparams=int(data.get("n_hparams", 1)), n_trials=int(data.get("n_trials", 1)),
+        hparams=dict(data.get("hparams") or {}),
+        hparam_ranges=dict(data.get("hparam_ranges") or {}),
+        train_args=_train_args_from_mapping(train_args),
+        name=data.get("name") or path.stem)
+
+
+def from_cli(args) -> SweepDefinition:
+    """The definition given by ``launch`` flags (``--config`` file values, then flags)."""
+    d = from_file(args.config) if args.config else SweepDefinition(splits=[], algorithms=[])
+    if args.datasets or args.splits:
+        d.splits = list(args.splits or []) + list(args.datasets or [])
+    if args.algorithms:
+        d.algorithms = [_algorithm_entry(a) for a in args.algorithms]
+    if args.n_hparams is not None:
+        d.n_hparams = args.n_hparams
+    if args.n_trials is not None:
+        d.n_trials = args.n_trials
+    if args.hparams:
+        try:
+            d.hparams = {**d.hparams, **json.loads(args.hparams)}
+        except json.JSONDecodeError as e:
+            raise SweepError(f"--hparams is not valid JSON ({e}): {args.hparams}") from e
+    if args.train_args:
+        d.train_args = d.train_args + shlex.split(args.train_args)
+    return d
+
+
+# ----------------------------------------------------------------------------- validation
+def parse_split(spec: str) -> list[tuple[str, str, list[str]]]:
+    """``Dataset[:source[->t1,t2]]`` or ``Dataset:*`` -> [(dataset, source, targets)], with
+    the dataset registry's split syntax and defaults made explicit (so that spelling a split
+    differently never changes a run's identity)."""
+    from .datasets import DatasetError, get_dataset_class, parse_split as registry_split
+    from .datasets import single_source_splits
+
+    name, _, rest = spec.partition(":")
+    try:
+        specs = single_source_splits(name.strip()) if rest.strip() == "*" else [spec]
+        out = []
+        for one in specs:
+            dataset, source, targets = registry_split(one)
+            cls = get_dataset_class(dataset)
+            source = source or cls.DEFAULT_SOURCE
+            targets = targets or [d for d in cls.DOMAINS if d != source]
+            if source in targets:
+                raise DatasetError(f"the source {source!r} is also a target")
+            out.append((dataset, source, targets))
+    except DatasetError as e:
+        raise SweepError(f"split {spec!r}: {e}") from None
+    return out
+
+
+def _check_ranges(ranges: dict, where: str) -> None:
+    for name, spec in ranges.items():
+        if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in DISTRIBUTIONS
+                and isinstance(next(iter(spec.values())), list)):
+            known = " | ".join(d + ": [...]" for d in DISTRIBUTIONS)
+            raise SweepError(f"{where}: range of {name!r} must be one of {{{known}}}, "
+                             f"got {spec!r}")
+
+
+def _check_train_args(argv: list[str]) -> None:
+    from .train import build_parser
+
+    parser = build_parser()
+    known = sorted(a.dest for a in parser._actions if a.dest != "help")
+    owned = [a for a in argv if a.startswith("--") and a[2:].split("=")[0] in SWEEP_OWNED]
+    if owned:
+        raise SweepError(f"train_args {owned} are set by the sweep for each run; use splits, "
+                         f"algorithms, hparams, n_hparams and n_trials instead")
+    try:
+        _, unknown = parser.parse_known_args(argv + ["--output_dir", "x"])
+    except SystemExit:
+        raise SweepError(f"invalid train_args {argv} (see python -m sdgdml.train --help)") from None
+    if unknown:
+        raise SweepError(f"unknown train_args {unknown}; known train flags: "
+                         f"{', '.join(k for k in known if k not in SWEEP_OWNED)}")
+
+
+def validate(d: SweepDefinition) -> list[tuple[str, str, list[str]]]:
+    """Check every name against the registries; all problems are reported at once, each with
+    the known names. Returns the expanded splits."""
+    from . import hparams_registry
+    from .algorithms import UnknownAlgorithmError, parse_algorithm
+
+    if not d.splits:
+        raise SweepError("the sweep has no datasets/splits (--datasets, --splits or `splits:`)")
+    if not d.algorithms:
+        raise SweepError("the sweep has no algorithms (--algorithms or `algorithms:`)")
+    if d.n_hparams < 1 or d.n_trials < 1:
+        raise SweepError("n_hparams and n_trials must be >= 1")
+    from .datasets import DATASETS
+
+    errors, splits, algorithms = [], [], []
+    for spec in d.splits:
+        try:
+            splits += parse_split(spec)
+        except SweepError as e:
+            errors.append(str(e))
+    datasets = sorted({spec.partition(":")[0].strip() for spec in d.splits} & set(DATASETS))
+    for a in d.algorithms:
+        try:
+            parse_algorithm(a["name"])
+            algorithms.append(a)
+        except UnknownAlgorithmError as e:
+            errors.append(str(e))
+    labels = [a["label"] for a in d.algorithms]
+    if len(set(labels)) != len(labels):
+        errors.append(f"two algorithm entries share a label ({labels}): give each a distinct "
+                      f"`label:` (the row name in the results tables)")
+    for check in (lambda: _check_ranges(d.hparam_ranges, "hparam_ranges"),
+                  *(lambda a=a: _check_ranges(a["hparam_ranges"], f"algorithm {a['name']}")
+                    for a in d.algorithms),
+                  lambda: _check_train_args(d.train_args)):
+        try:
+            check()
+        except SweepError as e:
+            errors.append(str(e))
+    for dataset in datasets:
+        for a in algorithms:
+            known = hparams_registry.default_hparams(a["name"], dataset)
+            for name in [*d.hparams, *d.hparam_ranges, *a["hparams"], *a["hparam_ranges"]]:
+                if name not in known:
+                    errors.append(f"unknown hparam {name!r} for {a['name']} on {dataset}; "
+                                  f"known: {', '.join(sorted(known))}")
+    if errors:
+        errors = list(dict.fromkeys(errors))
+        where = f"sweep {d.name!r}" if d.name else "the sweep"
+        raise SweepError(f"{where} cannot run ({len(errors)} problem(s)):\n  - "
+                         + "\n  - ".join(errors))
+    return splits
+
+
+# ----------------------------------------------------------------------------- expansion
+def sample_range(spec: dict, rng: np.random.RandomState) -> Any:
+    (dist, values), = spec.items()
+    if dist == "uniform":
+        return float(rng.uniform(*values))
+    if dist == "log_uniform":
+        lo, hi = np.log10(values[0]), np.log10(values[1])
+        return float(10 ** rng.uniform(lo, hi))
+    if dist == "int_uniform":
+        return int(rng.randint(values[0], values[1] + 1))
+    return values[int(rng.randint(len(values)))]        # choice
+
+
+def run_hparams(d: SweepDefinition, algorithm: dict, dataset: str, hparams_seed: int) -> dict:
+    """The hparam overrides a run gets: fixed values, then (seeds > 0) this sweep's ranges,
+    each drawn from its own RNG seeded like the registry's (algorithm, dataset, seed, name)."""
+    from .hparams_registry import seed_hash
+
+    out = {**d.hparams, **algorithm["hparams"]}
+    if hparams_seed > 0:
+        ranges = {**d.hparam_ranges, **algorithm["hparam_ranges"]}
+        for name, spec in sorted(ranges.items()):
+            rng = np.random.RandomState(seed_hash("sweep", algorithm["name"], dataset,
+                                                  hparams_seed, name))
+            out[name] = sample_range(spec, rng)
+    return out
+
+
+def run_id(identity: dict) -> str:
+    return hashlib.md5(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def make_jobs(d: SweepDefinition, output_dir: str | Path, machine_argv=()) -> list[Job]:
+    """Every run of the sweep (validated; duplicates removed), in a stable order."""
+    from .train import build_parser, experiment_identity
+
+    splits = validate(d)
+    parser = build_parser()
+    output_dir = Path(output_dir).resolve()
+    jobs, seen = [], set()
+    for dataset, source, targets in splits:
+        for algorithm in d.algorithms:
+            for hseed in range(d.n_hparams):
+                overrides = run_hparams(d, algorithm, dataset, hseed)
+                for trial in range(d.n_trials):
+                    argv = ["--dataset", dataset, "--source", source, "--targets", *targets,
+                            "--algorithm", algorithm["name"], "--hparams_seed", str(hseed),
+                            "--trial_seed", str(trial), *d.train_args]
+                    if overrides:
+                        argv += ["--hparams", json.dumps(overrides, sort_keys=True)]
+                    argv += list(machine_argv)
+                    args = parser.parse_args(argv + ["--output_dir", "."])
+                    rid = run_id(experiment_identity(args))
+                    if rid in seen:
+                        continue
+                    seen.add(rid)
+                    info = {"dataset": dataset, "source": source, "targets": targets,
+                            "algorithm": algorithm["name"], "label": algorithm["label"],
+                            "hparams_seed": hseed, "trial_seed": trial}
+                    jobs.append(Job(rid, tuple(argv + ["--output_dir", str(output_dir / rid)]),
+                                    info))
+    return jobs

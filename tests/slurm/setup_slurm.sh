@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Brings up a real single-node Slurm on this machine for sdgdml's Slurm tests (tests/test_slurm.py):
+#   munged + (MariaDB + slurmdbd, for sacct, which submitit and `sdgdml.sweep status` poll)
+#   + slurmctld + slurmd, without systemd and without cgroups.  Debian/Ubuntu, run as root.
+# `make test` (and so .ci/run) calls it before pytest; the tests skip, printing why, where Slurm
+# cannot be started.  Adapted from the team's recipe (slurm 22.05 on Debian 12).
+#
+# Usage:  bash tests/slurm/setup_slurm.sh [start|stop|status]          (default: start)
+#   ACCOUNTING=0 ... start  -> no MariaDB/slurmdbd (jobs run; sacct fails, squeue is used instead)
+#   FRESH=1 ... start       -> full reset: stop, drop slurmctld state and the accounting DB
+#                              (job ids restart at 1: never reuse a submitit folder across resets)
+# Re-running "start" when everything is up is a no-op (2-3 s); from nothing about 12 s plus the
+# package installation.  Partition: "debug" (the default), one node = this machine.
+set -euo pipefail
+
+ACTION="${1:-start}"
+ACCOUNTING="${ACCOUNTING:-1}"
+NODE="$(hostname -s)"
+CLUSTER=localcluster
+SPOOL=/var/spool/slurm-local
+LOGDIR=/var/log/slurm-local
+RUNDIR=/run/slurm-local
+PIDFILES=("$RUNDIR/slurmd.pid" "$RUNDIR/slurmctld.pid" "$RUNDIR/slurmdbd.pid" /run/mysqld/mysqld.pid /run/munge/munged.pid)
+
+# alive = pid file names a live, non-zombie process (PID 1 here does not reap orphans, so an
+# exited daemon can linger as a zombie that 'kill -0' still reports)
+pidalive() {
+  local pid
+  [[ -s "$1" ]] && pid="$(cat "$1" 2>/dev/null)" && [[ -r "/proc/$pid/stat" ]] \
+    && [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]]
+}
+
+stop_all() {
+  local pf
+  # cancel queued/running jobs first: with proctrack/linuxproc, killing slurmd would leave
+  # slurmstepd and the job's processes running, and slurmctld would recover the jobs at the
+  # next start
+  if pidalive "$RUNDIR/slurmctld.pid" && [[ -n "$(squeue -h -o %i 2>/dev/null)" ]]; then
+    scancel --full $(squeue -h -o %i) 2>/dev/null || true
+    for _ in $(seq 100); do [[ -z "$(squeue -h -o %i 2>/dev/null)" ]] && break; sleep 0.1; done
+  fi
+  for pf in "${PIDFILES[@]}"; do        # reverse start order; each waits for the previous
+    if pidalive "$pf"; then
+      local pid; pid="$(cat "$pf")"
+      kill "$pid"; echo "stopping $(basename "$pf" .pid) (pid $pid)"
+      for _ in $(seq 100); do
+        [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || echo gone)" =~ ^(Z|gone)$ ]] && break
+        sleep 0.1
+      done
+    fi
+  done
+}
+
+case "$ACTION" in
+  stop)   stop_all; exit 0 ;;
+  status) sinfo; squeue; exit 0 ;;
+  start)  [[ "${FRESH:-0}" == 1 ]] && stop_all ;;
+  *) echo "usage: $0 [start|stop|status]" >&2; exit 2 ;;
+esac
+
+# ------------------------------------------------------------------ 1. install (Debian)
+PKGS=(munge slurmctld slurmd slurm-client)
+[[ "$ACCOUNTING" == 1 ]] && PKGS+=(slurmdbd mariadb-server)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # minimal set; the meta-package 'slurm-wlm' works too but adds ~20 plugin(-dev) packages
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ------------------------------------------------------------------ 2. munge
+# the munge postinst creates the key; fall back to mungekey (munge >= 0.5.14)
+[[ -s /etc/munge/munge.key ]] || mungekey --create --keyfile=/etc/munge/munge.key
+chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key
+install -d -o munge -g munge -m 0755 /run/munge
+install -d -o munge -g munge -m 0700 /var/log/munge /var/lib/munge
+if ! pidalive /run/munge/munged.pid; then
+  rm -f /run/munge/munge.socket.2*
+  runuser -u munge -- /usr/sbin/munged          # must run as the key's owner; daemonizes
+fi
+for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
+munge -n | unmunge | grep -q 'STATUS: *Success' || { echo "munge not working" >&2; exit 1; }
+
+# ------------------------------------------------------------------ 3. slurm.conf
+install -d -m 0755 /etc/slurm "$SPOOL/ctld" "$SPOOL/d" "$LOGDIR" "$RUNDIR"
+# node line exactly as slurmd detects it (CPUs, sockets, cores, threads, RealMemory),
+# minus 1 GiB of memory so that a small drift never drains the node
+read -r -a HW < <(slurmd -C | head -1)
+NODELINE=""
+for kv in "${HW[@]}"; do
+  case "$kv" in
+    NodeName=*) ;;
+    RealMemory=*) NODELINE+=" RealMemory=$(( ${kv#RealMemory=} - 1024 ))" ;;
+    *) NODELINE+=" $kv" ;;
+  esac
+done
+if [[ "$ACCOUNTING" == 1 ]]; then
+  ACCT="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=6819
+JobAcctGatherType=jobacct_gather/linux"
+else
+  ACCT="AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none"
+fi
+cat > /etc/slurm/slurm.conf <<EOF
+# generated by sdgdml tests/slurm/setup_slurm.sh -- one node, localhost only
+ClusterName=${CLUSTER}
+SlurmctldHost=${NODE}(127.0.0.1)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+MpiDefault=none
+SwitchType=switch/none
+# no cgroup plugins: proctrack/linuxproc + task/none (no cgroup.conf needed)
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+${ACCT}
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+# CR_CPU: memory is not a consumable, so jobs without --mem don't each take the whole node
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+ReturnToService=2
+StateSaveLocation=${SPOOL}/ctld
+SlurmdSpoolDir=${SPOOL}/d
+SlurmctldPidFile=${RUNDIR}/slurmctld.pid
+SlurmdPidFile=${RUNDIR}/slurmd.pid
+SlurmctldLogFile=${LOGDIR}/slurmctld.log
+SlurmdLogFile=${LOGDIR}/slurmd.log
+SlurmctldPort=6817
+SlurmdPort=6818
+SlurmctldTimeout=30
+SlurmdTimeout=60
+InactiveLimit=0
+MinJobAge=300
+KillWait=5
+Waittime=0
+MailProg=/bin/true
+NodeName=${NODE} NodeAddr=127.0.0.1${NODELINE} State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+# CgroupPlugin=disabled is NOT understood by 22.05 (slurmd then fails to start): no cgroup.conf
+rm -f /etc/slurm/cgroup.conf
+
+# ------------------------------------------------------------------ 4. accounting
+if [[ "$ACCOUNTING" == 1 ]]; then
+  install -d -o mysql -g mysql -m 0755 /run/mysqld
+  [[ -d /var/lib/mysql/mysql ]] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
+  if ! mariadb-admin ping >/dev/null 2>&1; then
+    # Debian's config: pid-file /run/mysqld/mysqld.pid, socket /run/mysqld/mysqld.sock, 127.0.0.1
+    setsid nohup /usr/sbin/mariadbd --user=mysql >"$LOGDIR/mariadb.log" 2>&1 < /dev/null &
+    for _ in $(seq 100); do mariadb-admin ping >/dev/null 2>&1 && break; sleep 0.1; done
+  fi
+  [[ "${FRESH:-0}" == 1 ]] && mariadb -e "DROP DATABASE IF EXISTS slurm_acct_db;"
+  mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+              CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurmpw';
+              GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+  cat > /etc/slurm/slurmdbd.conf <<EOF
+AuthType=auth/munge
+DbdHost=localhost
+DbdPort=6819
+SlurmUser=root
+LogFile=${LOGDIR}/slurmdbd.log
+PidFile=${RUNDIR}/slurmdbd.pid
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=slurm
+StoragePass=slurmpw
+StorageLoc=slurm_acct_db
+EOF
+  chmod 600 /etc/slurm/slurmdbd.conf               # slurmdbd wants mode 600, owned by SlurmUser
+  pidalive "$RUNDIR/slurmdbd.pid" || /usr/sbin/slurmdbd
+  for _ in $(seq 100); do sacctmgr -n show cluster >/dev/null 2>&1 && break; sleep 0.1; done
+  clusters="$(sacctmgr -n -P show cluster format=cluster 2>/dev/null || true)"
+  grep -qx "$CLUSTER" <<<"$clusters" || sacctmgr -i add cluster "$CLUSTER" >/dev/null
+fi
+
+# ------------------------------------------------------------------ 5. slurmctld + slurmd
+if ! pidalive "$RUNDIR/slurmctld.pid"; then
+  if [[ "${FRESH:-0}" == 1 ]]; then
+    rm -rf "${SPOOL:?}/ctld/"*; /usr/sbin/slurmctld -c     # -c: clear all saved state
+  else
+    /usr/sbin/slurmctld -i                                 # -i: ignore bad state files
+  fi
+fi
+for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q 'is UP' && break; sleep 0.1; done
+pidalive "$RUNDIR/slurmd.pid" || /usr/sbin/slurmd
+
+# ------------------------------------------------------------------ 6. wait until ready
+state=""
+for _ in $(seq 150); do
+  state="$(sinfo -h -n "$NODE" -o %T 2>/dev/null | head -1 || true)"
+  case "$state" in
+    idle|mixed|allocated) break ;;
+    down*|drain*) scontrol update NodeName="$NODE" State=RESUME 2>/dev/null || true ;;
+  esac
+  sleep 0.2
+done
+case "$state" in
+  idle|mixed|allocated) echo "slurm ready: node $NODE state=$state accounting=$ACCOUNTING" ;;
+  *) echo "slurm NOT ready (node state '$state'); logs in $LOGDIR" >&2
+     tail -n 20 "$LOGDIR"/*.log >&2; exit 1 ;;
+esac

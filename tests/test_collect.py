@@ -1,0 +1,210 @@
+"""collect_results: loading (tolerant), model selection and the tables, on synthetic records
+whose selected values are known by construction and checked against brute-force references."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shutil
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from sdgdml import collect
+from helpers import PYTHON, REPO, subprocess_env
+
+
+def write_run(root, name, records, dataset="D", source="s", algorithm="A", hseed=0, trial=0,
+              hparams=None, done=True, targets=None):
+    run = root / name
+    run.mkdir(parents=True)
+    args = {"dataset": dataset, "source": source, "algorithm": algorithm, "targets": targets,
+            "hparams_seed": hseed, "trial_seed": trial, "output_dir": str(run)}
+    with open(run / "results.jsonl", "w") as f:
+        for r in records:
+            f.write(json.dumps({**r, "args": args, "hparams": hparams or {"lr": 0.1 * hseed}})
+                    + "\n")
+    if done:
+        (run / "done").write_text("done\n")
+    return run
+
+
+def rec(step, val, t1, t2, source="s", metric="recall@1"):
+    return {"step": step, f"{source}_val_{metric}": val, f"{source}_test_{metric}": 0.5,
+            f"t1_test_{metric}": t1, f"t2_test_{metric}": t2}
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """2 algorithms x 2 hparams seeds x 3 trials, 3 checkpoints each, random values."""
+    rng = np.random.default_rng(0)
+    values = {}
+    for alg, h, t in itertools.product(("A", "B"), (0, 1), (0, 1, 2)):
+        recs = [rec(s, *rng.uniform(0.2, 0.9, 3).round(4)) for s in (0, 10, 20)]
+        values[alg, h, t] = recs
+        write_run(tmp_path, f"{alg}{h}{t}", recs, algorithm=alg, hseed=h, trial=t)
+    return tmp_path, values
+
+
+def brute_force(values, alg, trial, method):
+    """The selected record by loops: best score, ties to lower hparams seed then step."""
+    best = None
+    for h in (0, 1):
+        recs = values[alg, h, trial]
+        if method == "last":
+            recs = recs[-1:]
+        for r in recs:
+            score = (r["s_val_recall@1"] if method != "oracle"
+                     else (r["t1_test_recall@1"] + r["t2_test_recall@1"]) / 2)
+            key = (-score, h, r["step"])
+            if best is None or key < best[0]:
+                best = (key, r)
+    return best[1]
+
+
+@pytest.mark.parametrize("method", collect.SELECTION_METHODS)
+def test_selection_and_cells_match_brute_force(sweep, method):
+    root, values = sweep
+    df, _ = collect.load_records(root)
+    sel = collect.select(df, method)
+    assert len(sel) == 6                         # one per (algorithm, trial)
+    tables, _ = collect.dataset_tables(sel, "recall@1", method, digits=2)
+    (table,) = tables
+    assert table.headers == ["algorithm", "t1", "t2", "average"]
+    for alg, row in zip(("A", "B"), table.rows):
+        chosen = [brute_force(values, alg, t, method) for t in range(3)]
+        for col, cell in zip(("t1", "t2"), row[1:3]):
+            v = np.array([r[f"{col}_test_recall@1"] for r in chosen])
+            assert cell == f"{100 * v.mean():.2f} ± {100 * stats.sem(v):.2f}"   # scipy: ddof=1
+        avg = np.array([(r["t1_test_recall@1"] + r["t2_test_recall@1"]) / 2 for r in chosen])
+        assert row[3] == f"{100 * avg.mean():.2f} ± {100 * stats.sem(avg):.2f}"
+
+
+def test_ties_go_to_lower_hparams_seed_then_earlier_step(tmp_path):
+    write_run(tmp_path, "h1", [rec(0, 0.5, 0.1, 0.1), rec(5, 0.9, 0.3, 0.3)], hseed=1)
+    write_run(tmp_path, "h0", [rec(0, 0.9, 0.2, 0.2), rec(5, 0.9, 0.4, 0.4)], hseed=0)
+    sel = collect.select(collect.load_records(tmp_path)[0], "source_val")
+    assert (sel["hparams_seed"].item(), sel["step"].item()) == (0, 0)
+
+
+def test_mean_se_convention():
+    m, se, n = collect.mean_se([0.1, 0.2, 0.6])
+    assert n == 3 and m == pytest.approx(0.3)
+    assert se == pytest.approx(np.std([0.1, 0.2, 0.6], ddof=1) / math.sqrt(3))
+    assert collect.cell([0.25], 1, 1) == "25.0"              # one trial: no ±
+    assert collect.cell([0.2, 0.4], 1, 3) == "30.0 ± 10.0 (n=2)"
+
+
+def test_averages_table_across_datasets(tmp_path):
+    for ds, base in (("D1", 0.2), ("D2", 0.6)):
+        for t in range(2):
+            write_run(tmp_path, f"{ds}{t}", [rec(0, 0.5, base + 0.1 * t, base + 0.2 * t)],
+                      dataset=ds, trial=t)
+    text = collect.collect(tmp_path, fmt="plain", digits=2)
+    # D1 trial averages: 0.20, 0.35; D2: 0.60, 0.75; across datasets: 0.40, 0.55
+    assert "Average over datasets" in text
+    line = [l for l in text.splitlines() if l.startswith("A ")][-1].split()
+    d1, d2, overall = (np.array([0.2, 0.35]), np.array([0.6, 0.75]), np.array([0.4, 0.55]))
+    expect = [f"{100 * v.mean():.2f} ± {100 * stats.sem(v):.2f}".split() for v in (d1, d2, overall)]
+    assert line[1:] == [w for e in expect for w in e]
+
+
+def test_several_sources_get_source_arrow_target_columns(tmp_path):
+    write_run(tmp_path, "a", [rec(0, 0.5, 0.1, 0.2, source="s")], source="s")
+    write_run(tmp_path, "b", [rec(0, 0.5, 0.3, 0.4, source="u")], source="u")
+    (table,), _ = collect.dataset_tables(collect.select(collect.load_records(tmp_path)[0],
+                                                        "source_val"), "recall@1", "source_val")
+    assert table.headers == ["algorithm", "s->t1", "s->t2", "u->t1", "u->t2", "average"]
+    assert table.rows[0][-1] == "25.0"
+
+
+def test_bad_records_warn_and_lose_nothing_else(tmp_path):
+    good = write_run(tmp_path, "good", [rec(0, 0.5, 0.2, 0.2), rec(1, 0.6, 0.4, 0.4)], trial=0)
+    broken = write_run(tmp_path, "broken", [rec(0, 0.9, 0.6, 0.6)], trial=1)
+    with open(broken / "results.jsonl", "a") as f:     # a corrupt line, then a half-written one
+        f.write("{not json}\n" + json.dumps(rec(1, 0.95, 0.8, 0.8))[:25])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "args.json").write_text("{}")          # crashed before any record
+    (tmp_path / "empty" / "done").write_text("done\n")
+    write_run(tmp_path, "running", [rec(0, 0.99, 0.9, 0.9)], trial=2, done=False)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        text = collect.collect(tmp_path, digits=2, fmt="plain")
+    msgs = "\n".join(str(x.message) for x in w)
+    assert "broken/results.jsonl:2: skipping unreadable record" in msgs
+    assert "broken/results.jsonl:3: skipping unreadable record" in msgs
+    assert "empty: run folder with no records" in msgs
+    assert "1 runs without `done` ignored" in msgs
+    # trials 0 and 1: good's step 1 (val 0.6) and broken's step 0
+    v = np.array([0.4, 0.6])
+    assert f"{100 * v.mean():.2f} ± {100 * stats.sem(v):.2f}" in text
+    assert "3 runs" not in text and "2 runs, 3 records" in text
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = collect.collect(tmp_path, digits=2, fmt="plain", include_incomplete=True)
+    assert "3 runs, 4 records" in text
+
+
+def test_missing_input_dir_and_no_runs(tmp_path):
+    with pytest.warns(UserWarning, match="no such folder"):
+        assert collect.collect(tmp_path / "nope").startswith("no completed runs found")
+
+
+def test_hparams_table_lists_what_varies(sweep):
+    root, _ = sweep
+    text = collect.collect(root, show_hparams=True, fmt="markdown")
+    assert "Selected hparams (source_val)" in text
+    assert "lr=0.1" in text or "lr=0" in text
+
+
+def test_latex_is_a_complete_document_that_compiles(sweep, tmp_path_factory):
+    root, _ = sweep
+    tex = collect.collect(root, fmt="latex", metrics=["recall@1"], show_hparams=True)
+    assert tex.startswith("\\documentclass") and tex.rstrip().endswith("\\end{document}")
+    assert "\\toprule" in tex and "$\\pm$" in tex and "±" not in tex
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed: LaTeX not compiled")
+    out = tmp_path_factory.mktemp("latex")
+    (out / "t.tex").write_text(tex)
+    res = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+                         cwd=out, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:]
+    assert (out / "t.pdf").exists()
+
+
+def test_cli_formats(sweep):
+    root, _ = sweep
+    base = [PYTHON, str(REPO / "collect_results.py"), "--input_dir", str(root)]
+    md = subprocess.run(base, capture_output=True, text=True, env=subprocess_env(), check=True)
+    assert "| algorithm" in md.stdout and "SE = sample std with ddof=1" in md.stdout
+    plain = subprocess.run(base + ["--format", "plain", "--selection", "oracle", "last",
+                                   "--metrics", "recall@1"],
+                           capture_output=True, text=True, env=subprocess_env(), check=True)
+    assert "selection: oracle" in plain.stdout and "selection: last" in plain.stdout
+    assert "|" not in plain.stdout
+
+
+def test_column_kinds_protocol_filter_and_source_column(tmp_path):
+    r = {**rec(0, 0.5, 0.1, 0.2), "t1->s_test_recall@1": 0.3, "s->t1_partial_recall@1": 0.4,
+         "s_train_recall@1": 0.9}
+    write_run(tmp_path, "a", [r])
+    df = collect.load_records(tmp_path)[0]
+    assert collect.target_keys(df, "s", "recall@1") == {
+        "t1": "t1_test_recall@1", "t2": "t2_test_recall@1", "t1->s": "t1->s_test_recall@1",
+        "s->t1_partial": "s->t1_partial_recall@1"}
+    assert set(collect.target_keys(df, "s", "recall@1", "within")) == {"t1", "t2"}
+    assert set(collect.target_keys(df, "s", "recall@1", "cross")) == {"t1->s", "s->t1_partial"}
+    assert set(collect.target_keys(df, "s", "recall@1", "within", with_source=True)) == {
+        "t1", "t2", "s (source)", "s_train (source)"}
+
+
+def test_columns_follow_the_runs_target_order(tmp_path):
+    r = {**rec(0, 0.5, 0.1, 0.2), "t2->s_test_recall@1": 0.3}
+    write_run(tmp_path, "a", [r], targets=["t2", "t1"])
+    sel = collect.select(collect.load_records(tmp_path)[0], "source_val")
+    (table,), _ = collect.dataset_tables(sel, "recall@1", "source_val", with_source=True)
+    assert table.headers == ["algorithm", "s (source)", "t2", "t2->s", "t1", "average"]
+    assert table.rows[0][-1] == f"{100 * (0.2 + 0.3 + 0.1) / 3:.1f}"   # source not averaged

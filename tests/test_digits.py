@@ -1,0 +1,91 @@
+"""The embedded DigitsDG benchmark: real data, fixed construction, SDG-DML splits."""
+import numpy as np
+import pytest
+
+from sdgdml.datasets import DatasetError, DigitsDG, ImageDataset, get_dataset_class
+from sdgdml.datasets.digits import STYLE_DOMAINS, build_domains
+
+
+def test_domains_sizes_and_classes():
+    doms = build_domains()
+    assert set(doms) == set(DigitsDG.DOMAINS)
+    assert len(doms["mnist"][0]) == 2000 and len(doms["uci"][0]) == 1797
+    for d in STYLE_DOMAINS:
+        assert np.bincount(doms[d][1]).tolist() == [75] * 10
+    for images, labels in doms.values():
+        assert images.shape[1:] == (32, 32, 3) and images.dtype == np.uint8
+        assert set(labels.tolist()) == set(range(10))
+
+
+def test_style_domains_come_from_held_out_images():
+    """No MNIST image of the source appears (as is) in any other domain, and the style domains
+    differ from their sources in the stated way."""
+    doms = build_domains()
+    src = {im.tobytes() for im in doms["mnist"][0]}
+    for d in STYLE_DOMAINS + ("uci",):
+        assert not src & {im.tobytes() for im in doms[d][0]}, d
+    neg = doms["negative"][0]
+    assert neg[:, 0, 0].mean() > 250           # white background (inverted)
+    assert doms["sketch"][0][:, 0, 0].mean() > 250
+    colour = doms["colour"][0].astype(int)
+    assert (np.abs(colour[..., 0] - colour[..., 1]).mean()) > 10   # not grey
+
+
+def test_seen_unseen_and_validation_splits(digits):
+    train, val = digits.train_split(), digits.val_split()
+    assert set(digits.seen_classes) == {0, 1, 2, 3, 4}
+    assert set(digits.unseen_classes) == {5, 6, 7, 8, 9}
+    assert not set(train.indices) & set(val.indices)
+    assert len(train) == 800 and len(val) == 200                 # 20% of 5 x 200 held out
+    assert set(train.labels.tolist()) == set(range(5))
+    assert np.bincount(val.labels).tolist() == [40] * 5
+    for ev in digits.eval_splits():
+        if ev.name.endswith("_test"):
+            assert set(ev.query.labels.tolist()) == {5, 6, 7, 8, 9}, ev.name
+    names = [e.name for e in digits.eval_splits()]
+    assert names == ["mnist_val", "mnist_test", "uci_test", "sketch_test", "negative_test",
+                     "colour_test", "rotate_test"]
+
+
+def test_trial_seed_changes_only_the_validation_draw():
+    a, b = DigitsDG(trial_seed=0), DigitsDG(trial_seed=1)
+    assert not np.array_equal(a.val_split().indices, b.val_split().indices)
+    assert np.array_equal(a.test_split("uci").indices, b.test_split("uci").indices)
+
+
+def test_cross_protocol_queries_target_against_source_gallery():
+    ds = DigitsDG(targets=["sketch"], protocol="cross")
+    ev = ds.eval_splits()[-1]
+    assert ev.name == "sketch->mnist_test"
+    assert ev.query.samples.domain == "sketch" and ev.gallery.samples.domain == "mnist"
+    assert set(ev.gallery.labels.tolist()) == {5, 6, 7, 8, 9}
+
+
+def test_label_noise_is_exact_seeded_and_train_only():
+    clean = DigitsDG().train_split().labels
+    noisy = DigitsDG(label_noise=0.2).train_split().labels
+    assert (clean != noisy).sum() == round(0.2 * len(clean))
+    assert np.array_equal(noisy, DigitsDG(label_noise=0.2).train_split().labels)
+    assert not np.array_equal(noisy, DigitsDG(label_noise=0.2, trial_seed=3).train_split().labels)
+    assert np.array_equal(DigitsDG(label_noise=0.2).val_split().labels, DigitsDG().val_split().labels)
+
+
+def test_unlabeled_view_yields_images_only(digits):
+    ds = ImageDataset(digits.unlabeled_split("sketch"), digits.eval_transform(32))
+    x = ds[0]
+    assert x.shape == (3, 32, 32)
+
+
+def test_seeded_augmentation_is_reproducible(digits):
+    ds = ImageDataset(digits.train_split(), digits.train_transform(32))
+    assert (ds[(3, 42)][0] == ds[(3, 42)][0]).all()
+    assert not (ds[(3, 42)][0] == ds[(3, 43)][0]).all()
+
+
+def test_bad_names_are_clear_errors():
+    with pytest.raises(DatasetError, match="known: mnist, uci"):
+        DigitsDG(source="svhn")
+    with pytest.raises(DatasetError, match="is the source"):
+        DigitsDG(targets=["mnist"])
+    with pytest.raises(DatasetError, match="known: .*DigitsDG"):
+        get_dataset_class("MNISTM")
