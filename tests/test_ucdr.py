@@ -157,3 +157,35 @@ def test_train_rejects_ucdr_with_a_supervised_algorithm(tmp_path):
     with pytest.raises(SystemExit, match="exclude each other"):
         main(["--algorithm", "UEM", "--ucdr", "open", "--protocol", "cross",
               "--output_dir", str(tmp_path)])
+
+
+def test_protocols_on_a_real_office31_tree_train_uem_end_to_end(tmp_path):
+    """Office-31 in its distributed layout (<domain>/images/<class>/*.jpg, real JPEG files):
+    the partial protocol's views and splits, then a short UEM run that writes the metrics."""
+    import json
+
+    import datatrees
+    from sdgdml.datasets import Office31, create_dataset
+    from sdgdml.records import read_records
+
+    datatrees.folder_tree(tmp_path / "office31", {d: d for d in Office31.DOMAINS},
+                          Office31.CLASSES, per_class=2, images_subdir="images")
+    dataset = create_dataset("Office31", tmp_path, "amazon", ["dslr"])
+    proto = make_protocol(dataset, "partial", seed=0)
+    assert len(proto.query_classes) == 16 and len(proto.gallery_classes) == 31
+    views = train_views(dataset, proto)
+    assert len(views["amazon"]) == 32 and len(views["dslr"]) == 62
+    (split,) = eval_splits(dataset, proto)
+    assert split.name == "amazon->dslr_partial" and len(split.gallery) == 62
+    small = {"backbone": "digits_cnn", "pretrained": False, "image_size": 32, "embed_dim": 16,
+             "batch_size": 8, "freeze_bn": False, "warmup_epochs": 0,
+             "uem_cluster_every": 1.0, "uem_stage2_start": 0.0}    # k = 31 prototypes
+    out = tmp_path / "run"
+    main(["--algorithm", "UEM", "--split", "Office31:amazon->dslr", "--data_dir", str(tmp_path),
+          "--ucdr", "partial", "--steps", "8", "--checkpoint_freq", "8", "--output_dir",
+          str(out), "--quiet",
+          "--hparams", json.dumps(small)])
+    last = read_records(out / "results.jsonl")[-1]
+    assert 0 < last["amazon->dslr_partial_map@all"] <= 1
+    assert "amazon->dslr_partial_open_acc" not in last         # no private query classes
+    assert "uem_sn2m" in last
