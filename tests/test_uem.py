@@ -32,6 +32,13 @@ def test_uem_is_unsupervised_and_transductive():
     assert cls is UEM and not cls.USES_LABELS and cls.TRANSDUCTIVE
 
 
+def test_bad_choices_are_clear_errors():
+    with pytest.raises(ValueError, match="known: switch, instance, prototype"):
+        _uem(uem_sn2m_mode="mutual")
+    with pytest.raises(ValueError, match="known: torch, sklearn"):
+        _uem(uem_kmeans_backend="faiss")
+
+
 def test_alpha_schedule_values():
     assert ipm_alpha(15, 30) == 0.5                                    # e = E / 2
     assert ipm_alpha(0, 30) == pytest.approx(1 / (1 + math.exp(15)))

@@ -50,7 +50,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..clustering import equiangular_anchors, match_to_anchors, spherical_kmeans
+from ..clustering import BACKENDS, equiangular_anchors, match_to_anchors, spherical_kmeans
 from .base import Algorithm, lr_lambda, make_optimizer
 
 ANCHOR_SEED = 20240101      # the pre-set structure is a constant of the method
@@ -146,6 +146,9 @@ class UEM(Algorithm):
         if h["uem_sn2m_mode"] not in SN2M_MODES:
             raise ValueError(f"unknown uem_sn2m_mode {h['uem_sn2m_mode']!r}; "
                              f"known: {', '.join(SN2M_MODES)}")
+        if h["uem_kmeans_backend"] not in BACKENDS:
+            raise ValueError(f"unknown uem_kmeans_backend {h['uem_kmeans_backend']!r}; "
+                             f"known: {', '.join(BACKENDS)}")
         self.queue_size = h["uem_queue_size"] or schedule.steps_per_epoch * h["batch_size"]
         self.cluster_steps = max(1, round(h["uem_cluster_every"] * schedule.steps_per_epoch))
         self.register_buffer("anchors", equiangular_anchors(self.k, dim, ANCHOR_SEED))
