@@ -153,6 +153,12 @@ def select(df: pd.DataFrame, method: str, selection_metric: str = "recall@1",
         else:
             key = f"{source}_val_{selection_metric}"
             score = part[key] if key in part else np.nan
+            if key not in part and method == "last":
+                # label-free runs (UCDR protocols) have no source validation: with a single
+                # hparams seed per (algorithm, trial) there is nothing to select
+                single = part.groupby(["algorithm", "trial_seed"])["hparams_seed"].transform(
+                    "nunique") == 1
+                score = single.astype(float).where(single)
         df.loc[idx, "score"] = score
     missing = df.groupby(["dataset", "source", "algorithm", "trial_seed"])["score"].apply(
         lambda s: s.isna().all())

@@ -11,6 +11,22 @@ Metrics (all in [0, 1]):
 ``map@r``, ``map@all`` and ``precision@K`` average only over queries with at least one relevant
 gallery item (undefined otherwise).
 
+Universal cross-domain retrieval (UCDR, UEM's protocols; ``cross_domain_metrics``): queries of
+domain A against the gallery of domain B, whose classes may differ. Retrieval metrics
+(default ``UCDR_METRICS``: mAP@All and P@K) are averaged over the *shared-class* queries; the
+queries of classes absent from the gallery must be rejected (retrieval returns null):
+
+- ``open_acc``: fraction of private-class queries rejected (the slides' "open-set acc");
+- ``shared_accept``: fraction of shared-class queries not rejected;
+- ``open_hmean``: their harmonic mean (a rule that rejects everything scores 0 here);
+- ``open_auroc``: threshold-free, the area under the ROC curve of the rule's acceptance score
+  separating shared-class (positive) from private-class queries (0.5: chance).
+
+The rejection rule (``OpenSetRule``) is an evaluation setting: ``threshold``: reject a query
+whose highest cosine similarity to any gallery item is below ``threshold``; ``prototype``:
+reject it when its highest cosine to the gallery's k-means prototypes (``clusters`` of them;
+0: as many as the gallery has classes) is below ``threshold``.
+
 Nearest neighbours are exact inner-product search on L2-normalised embeddings, computed in
 query chunks of ``chunk_size`` rows so memory is O(chunk_size x N), never O(N^2). Ties are
 broken deterministically: equal similarities rank by ascending gallery index.
@@ -18,11 +34,29 @@ broken deterministically: equal similarities rank by ascending gallery index.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 DEFAULT_METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+UCDR_METRICS = ("map@all", "precision@1", "precision@5", "precision@15")
+OPEN_RULES = ("threshold", "prototype")
+
+
+@dataclass(frozen=True)
+class OpenSetRule:
+    """When a cross-domain query is rejected (returns null); see the module docstring."""
+
+    rule: str = "threshold"
+    threshold: float = 0.5
+    clusters: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.rule not in OPEN_RULES:
+            raise ValueError(f"unknown open-set rule {self.rule!r}; known: {', '.join(OPEN_RULES)}")
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -190,6 +224,59 @@ def retrieval_metrics(
     return {k: (math.nan if v != v else float(v)) for k, v in out.items()}
 
 
+def acceptance_scores(query: torch.Tensor, gallery: torch.Tensor, rule: OpenSetRule,
+                      gallery_labels=None, chunk_size: int = 1024,
+                      device: str | torch.device | None = None) -> torch.Tensor:
+    """(n_query,) the rule's score of each query: its best cosine to a gallery item
+    (``threshold``) or to a gallery k-means prototype (``prototype``)."""
+    if rule.rule == "prototype":
+        from .clustering import spherical_kmeans
+
+        k = rule.clusters or len(torch.unique(_as_tensor(gallery_labels, "cpu")))
+        gallery, _ = spherical_kmeans(_as_tensor(gallery, _device(device), torch.float32),
+                                      min(k, len(gallery)), seed=rule.seed)
+    best, _ = knn(query, gallery, 1, chunk_size=chunk_size, device=device)
+    return best[:, 0]
+
+
+def reject_queries(query: torch.Tensor, gallery: torch.Tensor, rule: OpenSetRule,
+                   gallery_labels=None, chunk_size: int = 1024,
+                   device: str | torch.device | None = None) -> torch.Tensor:
+    """(n_query,) bool: True where the query is rejected (its retrieval is null)."""
+    return acceptance_scores(query, gallery, rule, gallery_labels, chunk_size,
+                             device) < rule.threshold
+
+
+def cross_domain_metrics(query: torch.Tensor, query_labels, gallery: torch.Tensor,
+                         gallery_labels, metrics=UCDR_METRICS, open_set: OpenSetRule | None = None,
+                         chunk_size: int = 1024,
+                         device: str | torch.device | None = None) -> dict[str, float]:
+    """UCDR metrics of queries (domain A) against a gallery (domain B): retrieval ``metrics``
+    over the shared-class queries, and, when some query classes are absent from the gallery,
+    ``open_acc``, ``shared_accept``, ``open_hmean`` and ``open_auroc`` under ``open_set``
+    (default rule: threshold 0.5)."""
+    q_labels = _as_tensor(query_labels, "cpu").long()
+    g_labels = _as_tensor(gallery_labels, "cpu").long()
+    shared = torch.isin(q_labels, torch.unique(g_labels))
+    if not shared.any():
+        raise ValueError("no query class is in the gallery: nothing to retrieve")
+    out = retrieval_metrics(query[shared], q_labels[shared], gallery, g_labels, metrics,
+                            chunk_size, device)
+    if (~shared).any():
+        from sklearn.metrics import roc_auc_score
+
+        rule = open_set or OpenSetRule()
+        scores = acceptance_scores(query, gallery, rule, g_labels, chunk_size, device)
+        rejected = scores < rule.threshold
+        out["open_auroc"] = float(roc_auc_score(shared.numpy(), scores.numpy()))
+        open_acc = rejected[~shared].double().mean().item()
+        accept = (~rejected[shared]).double().mean().item()
+        out["open_acc"], out["shared_accept"] = open_acc, accept
+        out["open_hmean"] = (2 * open_acc * accept / (open_acc + accept)
+                             if open_acc + accept > 0 else 0.0)
+    return out
+
+
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """L2-normalise rows (the embedding convention of every algorithm here)."""
     return F.normalize(x.float(), dim=1)
@@ -214,9 +301,14 @@ def embed_split(embed_fn, split, transform, batch_size: int = 256, num_workers: 
 
 def evaluate(embed_fn, eval_splits, transform, metrics=DEFAULT_METRICS, batch_size: int = 256,
              num_workers: int = 0, device: str | torch.device = "cpu",
-             chunk_size: int = 1024) -> dict[str, float]:
+             chunk_size: int = 1024, ucdr_metrics=UCDR_METRICS,
+             open_set: OpenSetRule | None = None) -> dict[str, float]:
     """Metrics of every :class:`EvalSplit` under flat keys ``<split name>_<metric>``, e.g.
-    ``sketch_test_recall@1`` or ``sketch->mnist_test_map@r``. Each split is embedded once."""
+    ``sketch_test_recall@1`` or ``sketch->mnist_test_map@r``. Each split is embedded once.
+    UCDR splits (``CrossDomainSplit``) get ``cross_domain_metrics`` with ``ucdr_metrics``, e.g.
+    ``mnist->uci_open_map@all`` and ``mnist->uci_open_open_acc``."""
+    from .datasets.ucdr import CrossDomainSplit
+
     cache: dict[int, torch.Tensor] = {}
 
     def emb(split):
@@ -228,6 +320,12 @@ def evaluate(embed_fn, eval_splits, transform, metrics=DEFAULT_METRICS, batch_si
     results = {}
     for ev in eval_splits:
         gallery = ev.gallery
+        if isinstance(ev, CrossDomainSplit):
+            values = cross_domain_metrics(emb(ev.query), ev.query.labels, emb(gallery),
+                                          gallery.labels, ucdr_metrics, open_set, chunk_size,
+                                          device)
+            results.update({f"{ev.name}_{k}": v for k, v in values.items()})
+            continue
         values = retrieval_metrics(
             emb(ev.query), ev.query.labels,
             None if gallery is None else emb(gallery),

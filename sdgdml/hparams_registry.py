@@ -127,6 +127,55 @@ def _pfml(hp: HparamFn, small: bool) -> None:
     hp("pfml_weight", 1.0, _log_uniform(-1.5, 0.5))
 
 
+def _choice(*options):
+    return lambda r: options[int(r.randint(len(options)))]
+
+
+def _centerpolar(hp: HparamFn, small: bool) -> None:
+    """CenterPolar's open design choices (see algorithms/centerpolar.py for what each means)."""
+    hp("cp_expand", 1.0, _uniform(0.25, 2.0))                 # C3E max strength s_max
+    hp("cp_expand_schedule", "linear", _choice("constant", "linear", "cosine"))
+    hp("cp_adaptive", True, _choice(True, False))             # delta in class radii (else radians)
+    hp("cp_expand_jitter", 0.5, _uniform(0.0, 1.0))
+    hp("cp_max_angle_deg", 90.0, _uniform(45.0, 120.0))
+    hp("cp_expand_weight", 1.0, _log_uniform(-1, 0.3))
+    hp("cp_detach_expanded", False, _choice(False, True))
+    hp("cp_momentum", 0.9, _uniform(0.0, 0.99))               # centroid EMA (0: batch centroids)
+    hp("cp_c4_weight", 1.0, _log_uniform(-1, 0.5))
+    hp("cp_c4_on_expanded", True, _choice(True, False))
+    hp("cp_separation", "margin", _choice("margin", "softmax"))
+    hp("cp_sep_weight", 1.0, _log_uniform(-1, 0.5))
+    hp("cp_margin", 1.2, _uniform(0.8, 1.5))                  # distance between unit centroids
+    hp("cp_scale", 16.0, _uniform(8.0, 32.0))                 # centroid softmax scale
+
+
+def _uem(hp: HparamFn, small: bool) -> None:
+    """UEM's choices where the slides are silent (see algorithms/uem.py); the four switches
+    uem_proto_mix / uem_sel / uem_spda / uem_sn2m are the slides' ablations."""
+    hp("uem_temperature", 0.1, _log_uniform(-1.5, -0.5))
+    hp("uem_proto_temperature", 0.1, _log_uniform(-1.5, -0.5))
+    hp("uem_num_prototypes", 0, _fixed(None))            # 0: the dataset's number of classes
+    hp("uem_queue_size", 0, _fixed(None))                # 0: one source epoch of samples
+    hp("uem_cluster_every", 1.0, _choice(0.5, 1.0, 2.0))  # epochs between k-means runs
+    hp("uem_kmeans_iters", 20, _fixed(None))
+    hp("uem_kmeans_backend", "torch", _fixed(None))      # torch | sklearn
+    hp("uem_proto_mix", True, _fixed(None))              # False: "w/o P.M." (no L_PNCE)
+    hp("uem_sel", True, _fixed(None))                    # False: "w/o SEL"
+    hp("uem_sel_weight", 1.0, _log_uniform(-1, 0.5))
+    hp("uem_spda", True, _fixed(None))                   # False: "w/o SPDA"
+    hp("uem_spda_weight", 0.1, _log_uniform(-2, 0))
+    hp("uem_disc_hidden", 256, _fixed(None))
+    hp("uem_disc_lr_mult", 1.0, _log_uniform(-0.5, 1))
+    hp("uem_sn2m", True, _fixed(None))                   # False: "w/o SN2M"
+    hp("uem_sn2m_mode", "switch", _fixed(None))          # switch | instance | prototype
+    hp("uem_sn2m_weight", 1.0, _log_uniform(-1, 0.5))
+    hp("uem_sn2m_threshold", 0.5, _uniform(0.0, 0.8))
+    hp("uem_stage2_start", 0.5, _uniform(0.2, 0.7))      # fraction of training
+    hp("uem_crop_scale", 0.6 if small else 0.2, _uniform(0.2, 0.8))
+    hp("uem_color_jitter", 0.4, _uniform(0.0, 0.6))
+    hp("uem_flip", not small, _fixed(None))              # a flipped digit is another glyph
+
+
 # Every algorithm component (base loss, plug-in, standalone algorithm): name -> fn(hp, small).
 # A component used both as a base and as a plug-in (PFML) declares all its hparams once.
 COMPONENT_HPARAMS: dict[str, Callable[[HparamFn, bool], None]] = {
@@ -139,6 +188,8 @@ COMPONENT_HPARAMS: dict[str, Callable[[HparamFn, bool], None]] = {
     "MultiSimilarity": _multi_similarity,
     "SEE": _see,
     "PFML": _pfml,
+    "CenterPolar": _centerpolar,
+    "UEM": _uem,
 }
 
 

@@ -31,7 +31,7 @@ from . import __version__, evaluation, hparams_registry
 from .algorithms import (Schedule, UnknownAlgorithmError, algorithm_class, create_algorithm,
                          parse_algorithm)
 from .datasets import (DATASETS, DatasetError, ImageDataset, create_dataset, format_split,
-                       load_dataset_config, parse_split)
+                       load_dataset_config, parse_split, ucdr)
 from .datasets import transforms as T
 from .datasets.samplers import StepBatchSampler
 from .hparams_registry import UnknownHparamError
@@ -85,6 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     a("--val_protocol", choices=("images", "classes", "official"), default=None,
       help="source validation split for model selection: held-out images of the seen classes, "
            "held-out seen classes, or the official test list; default: the dataset's")
+    a("--ucdr", choices=ucdr.KINDS, default=None,
+      help="universal unsupervised cross-domain retrieval protocol (UEM's): closed, partial "
+           "(query classes a random subset of the gallery's) or open (each side also holds "
+           "private classes). The source is the query domain, the targets the galleries; an "
+           "unsupervised algorithm trains on both without labels. Replaces --protocol")
+    a("--ucdr_partial_fraction", type=float, default=0.5,
+      help="partial: fraction of the classes the query domain holds (drawn with trial_seed)")
+    a("--ucdr_shared_fraction", type=float, default=0.5,
+      help="open: fraction of classes both sides hold; the rest is split into query-private "
+           "and gallery-private halves (drawn with trial_seed)")
+    a("--ucdr_metrics", nargs="+", default=list(evaluation.UCDR_METRICS),
+      help="retrieval metrics of UCDR splits (over shared-class queries)")
+    a("--open_rule", choices=evaluation.OPEN_RULES, default="threshold",
+      help="open set: reject a query (return null) when its best cosine to the gallery "
+           "(threshold) or to the gallery's k-means prototypes (prototype) is below "
+           "--open_threshold")
+    a("--open_threshold", type=float, default=0.5, help="cosine similarity of the open rule")
+    a("--open_clusters", type=int, default=0,
+      help="prototype rule: number of gallery clusters (0: the gallery's number of classes)")
     a("--label_noise", type=float, default=0.0,
       help="fraction of training labels replaced by another seen class (seeded by trial_seed)")
     a("--metrics", nargs="+", default=list(evaluation.DEFAULT_METRICS),
@@ -240,6 +259,36 @@ def _summary_table(records: list[dict], dataset, metric: str = "recall@1") -> st
     return tabulate(rows, headers=head, floatfmt=".2f")
 
 
+def _ucdr_table(records: list[dict]) -> str:
+    first, last = records[0], records[-1]
+    ends = ("_map@all", "_open_acc", "_shared_accept", "_open_auroc")
+    keys = [k for k in last if k.endswith(ends)]
+    rows = [[k, first.get(k, float("nan")) * 100, last[k] * 100] for k in sorted(keys)]
+    return tabulate(rows, headers=["UCDR metric (%)", f"step {first['step']}",
+                                   f"step {last['step']}"], floatfmt=".2f")
+
+
+def _check_ucdr_args(args) -> None:
+    if not args.ucdr:
+        return
+    if algorithm_class(args.algorithm).USES_LABELS:
+        raise ucdr.ProtocolError(
+            f"--ucdr protocols are unsupervised: {args.algorithm} trains on labels; use an "
+            f"algorithm without labels (UEM)")
+    if args.protocol is not None:
+        raise ucdr.ProtocolError("--protocol (SDG-DML splits) and --ucdr exclude each other")
+
+
+def _ucdr_setup(args, dataset):
+    """(source view, {target: view}, eval splits) of a UCDR protocol run."""
+    protocol = ucdr.make_protocol(dataset, args.ucdr, args.trial_seed,
+                                  args.ucdr_partial_fraction, args.ucdr_shared_fraction)
+    log.info("%s", protocol.describe())
+    views = ucdr.train_views(dataset, protocol)
+    targets = {t: views[t] for t in dataset.targets}
+    return views[dataset.source], targets, ucdr.eval_splits(dataset, protocol)
+
+
 def resolve_split(args: argparse.Namespace) -> None:
     """Expand ``--split`` into ``dataset``/``source``/``targets`` (in place; ``split`` becomes
     None, so an experiment has one identity however it was spelled)."""
@@ -267,6 +316,7 @@ def train(args: argparse.Namespace) -> list[dict]:
 
     # validate everything cheap before building anything expensive
     parse_algorithm(args.algorithm)
+    _check_ucdr_args(args)
     try:
         overrides = json.loads(args.hparams) if args.hparams else {}
     except json.JSONDecodeError as e:
@@ -290,28 +340,41 @@ def train(args: argparse.Namespace) -> list[dict]:
         log.info("skipped %d corrupt image files of %s (--skip_corrupt)", len(files), domain)
     log.info("hparams: %s", json.dumps(hparams, sort_keys=True))
 
+    cls = algorithm_class(args.algorithm)
     train_split = dataset.train_split()
-    eval_splits = dataset.eval_splits()
+    # what the algorithm trains on: labelled seen-class images, or the source without labels
+    labels = train_split.labels if cls.USES_LABELS else None
+    if args.ucdr:
+        source_view, target_views, eval_splits = _ucdr_setup(args, dataset)
+    else:
+        # label-free methods get the same source images (seen classes, minus validation)
+        source_view = train_split if cls.USES_LABELS else dataset.unlabeled(train_split)
+        target_views = {t: dataset.unlabeled_split(t) for t in dataset.targets}
+        eval_splits = dataset.eval_splits()
     image_size = hparams["image_size"]
     data_config = T.data_config(hparams)
     train_tf = dataset.train_transform(image_size, data_config)
     eval_tf = dataset.eval_transform(image_size, data_config)
     batch_size = hparams["batch_size"]
     steps_per_epoch = StepBatchSampler(
-        len(train_split), batch_size, seed, 1, mode=hparams["sampler"],
-        labels=train_split.labels, m=hparams["samples_per_class"]).steps_per_epoch
+        len(source_view), batch_size, seed, 1,
+        mode=hparams["sampler"] if labels is not None else "random",
+        labels=labels, m=hparams["samples_per_class"]).steps_per_epoch
     epochs = args.epochs if args.epochs is not None else dataset.DEFAULT_EPOCHS
     total = args.steps if args.steps is not None else max(1, round(epochs * steps_per_epoch))
     schedule = Schedule(total, steps_per_epoch)
     freq = args.checkpoint_freq or max(1, total // 10)
-    log.info("%d training images (%d seen classes), %d steps of batch %d (%.1f epochs), "
-             "checkpoint every %d steps", len(train_split), dataset.num_train_classes, total,
-             batch_size, schedule.total_epochs, freq)
+    log.info("%d training images (%s), %d steps of batch %d (%.1f epochs), "
+             "checkpoint every %d steps", len(source_view),
+             f"{dataset.num_train_classes} seen classes" if labels is not None else "no labels",
+             total, batch_size, schedule.total_epochs, freq)
 
     seed_everything(seed)
     network = create_model(hparams, args.pretrained_file)
-    cls = algorithm_class(args.algorithm)
-    algorithm = create_algorithm(args.algorithm, network, dataset.num_train_classes, hparams,
+    # supervised: the seen classes it is trained on; unsupervised: the dataset's class count
+    # (UEM's default number of prototypes)
+    num_classes = dataset.num_train_classes if cls.USES_LABELS else len(dataset.CLASSES)
+    algorithm = create_algorithm(args.algorithm, network, num_classes, hparams,
                                  schedule).to(device)
 
     if args.proxy_alignment:
@@ -331,22 +394,22 @@ def train(args: argparse.Namespace) -> list[dict]:
     else:
         truncate_records(out / "results.jsonl", -1)
 
-    labels = train_split.labels if cls.USES_LABELS else None
-    # label-free methods get the same source images (seen classes, minus validation) unlabeled
-    source_view = train_split if cls.USES_LABELS else dataset.unlabeled(train_split)
     loaders = {"x": _train_loader(source_view, train_tf, batch_size, seed, schedule, start,
                                   hparams, args.num_workers, device, labels)}
     if cls.TRANSDUCTIVE:
         for i, t in enumerate(dataset.targets, 1):
-            loaders[t] = _train_loader(dataset.unlabeled_split(t), train_tf, batch_size,
+            loaders[t] = _train_loader(target_views[t], train_tf, batch_size,
                                        seed + 7919 * i, schedule, start, hparams,
                                        args.num_workers, device, None)
+
+    open_set = evaluation.OpenSetRule(args.open_rule, args.open_threshold, args.open_clusters,
+                                      seed)
 
     def checkpoint(step: int, logged: dict) -> None:
         t0 = time.time()
         metrics = evaluation.evaluate(algorithm.embed, eval_splits, eval_tf, args.metrics,
                                       args.eval_batch_size, args.num_workers, device,
-                                      args.eval_chunk_size)
+                                      args.eval_chunk_size, args.ucdr_metrics, open_set)
         if args.proxy_alignment:
             metrics[f"{train_split.name}_proxy_w2"] = _proxy_w2(
                 algorithm, train_split, eval_tf, args, device)
@@ -358,7 +421,8 @@ def train(args: argparse.Namespace) -> list[dict]:
         append_record(out / "results.jsonl", record)
         atomic_save({"algorithm": algorithm.state_dict(), "rng": _rng_state(), "step": step},
                     ckpt_path)
-        shown = {k: round(v, 4) for k, v in metrics.items() if k.endswith("recall@1")}
+        shown = {k: round(v, 4) for k, v in metrics.items()
+                 if k.endswith(("recall@1", "map@all", "open_acc", "open_auroc"))}
         log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
 
     if not resumed and not args.no_eval_at_start:   # a checkpoint's record is already kept
@@ -395,7 +459,8 @@ def train(args: argparse.Namespace) -> list[dict]:
     (out / "done").write_text("done\n")
     if not args.keep_checkpoint:
         ckpt_path.unlink(missing_ok=True)
-    log.info("done: %s\n%s", out, _summary_table(records, dataset))
+    table = _ucdr_table(records) if args.ucdr else _summary_table(records, dataset)
+    log.info("done: %s\n%s", out, table)
     return records
 
 

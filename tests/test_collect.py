@@ -208,3 +208,16 @@ def test_columns_follow_the_runs_target_order(tmp_path):
     (table,), _ = collect.dataset_tables(sel, "recall@1", "source_val", with_source=True)
     assert table.headers == ["algorithm", "s (source)", "t2", "t2->s", "t1", "average"]
     assert table.rows[0][-1] == f"{100 * (0.2 + 0.3 + 0.1) / 3:.1f}"   # source not averaged
+
+
+def test_last_selection_of_label_free_runs_without_source_validation(tmp_path):
+    """UCDR runs (UEM) record no source validation: 'last' keeps their last checkpoint when
+    there is one hparams seed to choose from, and still skips when there are several."""
+    ucdr = [{"step": s, "s->t_open_map@all": v} for s, v in ((0, 0.1), (5, 0.3), (10, 0.4))]
+    write_run(tmp_path / "one", "a", ucdr)
+    sel = collect.select(collect.load_records(tmp_path / "one")[0], "last", "map@all")
+    assert sel["step"].tolist() == [10] and sel["s->t_open_map@all"].tolist() == [0.4]
+    write_run(tmp_path / "two", "a", ucdr, hseed=0)
+    write_run(tmp_path / "two", "b", ucdr, hseed=1)
+    with pytest.warns(UserWarning, match="no last selection metric"):
+        assert collect.select(collect.load_records(tmp_path / "two")[0], "last", "map@all").empty

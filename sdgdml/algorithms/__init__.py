@@ -3,7 +3,8 @@
 An algorithm name is either a standalone algorithm (``ALGORITHMS``) or a base metric loss
 (``BASE_LOSSES``) followed by any number of ``+Wrapper`` plug-ins (``LOSS_WRAPPERS``), applied
 left to right: ``ProxyAnchor``, ``ProxyAnchor+SEE``, ``SoftTriple+SEE+PFML``.
-Loss-based names train with :class:`MetricLearning`.
+Loss-based names train with :class:`MetricLearning`. ``DEFAULT_COMPOSITIONS`` lets a bare
+plug-in name stand for a documented composition (``CenterPolar`` = ``ProxyAnchor+CenterPolar``).
 """
 from __future__ import annotations
 
@@ -11,29 +12,41 @@ from typing import Callable
 
 from .base import (Algorithm, LossWrapper, MetricLearning, MetricLoss, Schedule,
                    UnknownAlgorithmError, nearest_class_proxy)
+from .centerpolar import CenterPolar
 from .pfml import PFML, PFMLPlugin
 from .proxy import BASE_LOSSES
 from .see import SEE
+from .uem import UEM
 
 BASE_LOSSES["PFML"] = PFML      # the paper's own loss, M learnable proxies per class
 
 LOSS_WRAPPERS: dict[str, Callable[..., LossWrapper]] = {
     "SEE": SEE,
     "PFML": PFMLPlugin,
+    "CenterPolar": CenterPolar,
 }
-ALGORITHMS: dict[str, type[Algorithm]] = {}
+ALGORITHMS: dict[str, type[Algorithm]] = {"UEM": UEM}
+# a bare name that stands for "Base+Plugin" (the plug-in with its documented default base)
+DEFAULT_COMPOSITIONS: dict[str, str] = {
+    "CenterPolar": "ProxyAnchor+CenterPolar",    # README: CenterPolar section
+}
 
 
 def _known() -> str:
+    shorthands = ", ".join(f"{k} = {v}" for k, v in DEFAULT_COMPOSITIONS.items())
     return (f"base losses: {', '.join(BASE_LOSSES)}; "
             f"plug-ins to append with '+' (e.g. ProxyAnchor+SEE): "
             f"{', '.join(LOSS_WRAPPERS) or 'none'}; "
-            f"standalone: {', '.join(ALGORITHMS) or 'none'}")
+            f"standalone: {', '.join(ALGORITHMS) or 'none'}; "
+            f"shorthands: {shorthands or 'none'}")
 
 
 def parse_algorithm(name: str) -> list[str]:
-    """The components of an algorithm name, validated: [base, wrapper, ...]."""
+    """The components of an algorithm name, validated: [base, wrapper, ...]. A leading
+    shorthand from ``DEFAULT_COMPOSITIONS`` is expanded first."""
     parts = [p.strip() for p in name.split("+")]
+    if parts[0] in DEFAULT_COMPOSITIONS:
+        parts = DEFAULT_COMPOSITIONS[parts[0]].split("+") + parts[1:]
     base, wrappers = parts[0], parts[1:]
     if base in ALGORITHMS:
         if wrappers:
@@ -76,11 +89,12 @@ def create_algorithm(name: str, network, num_classes: int, hparams: dict,
 
 
 def list_algorithms() -> list[str]:
-    """Registered base losses and standalone algorithms (compose plug-ins with '+')."""
-    return list(BASE_LOSSES) + list(ALGORITHMS)
+    """Registered base losses, standalone algorithms and shorthands (compose plug-ins with
+    '+')."""
+    return list(BASE_LOSSES) + list(ALGORITHMS) + list(DEFAULT_COMPOSITIONS)
 
 
-__all__ = ["ALGORITHMS", "BASE_LOSSES", "LOSS_WRAPPERS", "Algorithm", "LossWrapper",
-           "MetricLearning", "MetricLoss", "Schedule", "UnknownAlgorithmError",
+__all__ = ["ALGORITHMS", "BASE_LOSSES", "DEFAULT_COMPOSITIONS", "LOSS_WRAPPERS", "Algorithm",
+           "LossWrapper", "MetricLearning", "MetricLoss", "Schedule", "UnknownAlgorithmError",
            "algorithm_class", "create_algorithm", "create_loss", "list_algorithms",
            "nearest_class_proxy", "parse_algorithm"]

@@ -13,6 +13,7 @@ from .base import (CorruptImageError, DatasetError, DomainSamples, EvalSplit, Im
 from .cars import Cars196Ext
 from .config import find_config, read_config
 from .cub import CUB200Ext
+from . import ucdr
 from .digits import DigitsDG
 from .domainnet import DomainNet
 from .files import FileDataset
@@ -106,4 +107,4 @@ __all__ = ["DATASETS", "Cars196Ext", "CUB200Ext", "CorruptImageError", "DatasetE
            "DigitsDG", "DomainNet", "DomainSamples", "EvalSplit", "FileDataset", "ImageDataset",
            "Office31", "OfficeHome", "PACS", "SDGDataset", "Split", "UnlabeledSamples",
            "create_dataset", "format_split", "get_dataset_class", "load_dataset_config",
-           "parse_split", "register_dataset", "single_source_splits"]
+           "parse_split", "register_dataset", "single_source_splits", "ucdr"]
