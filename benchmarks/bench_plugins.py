@@ -1,4 +1,4 @@
-"""Cost of the SEE / PFML plug-ins: forward+backward time of each loss next to its bare base loss
+"""Cost of the loss plug-ins (SEE, PFML, CenterPolar): forward+backward time of each loss next to its bare base loss
 and next to a ResNet-50 forward+backward step, on the same machine.
 
     python benchmarks/bench_plugins.py                       # CPU, batch 256, d 512, 100 classes
@@ -8,97 +8,39 @@ and next to a ResNet-50 forward+backward step, on the same machine.
 Each loss gets a batch of ``--batch`` L2-normalised embeddings (a leaf tensor standing in for
 the network output) over ``--classes`` classes; multi-proxy losses use ``--m`` proxies per class
 (PFML's M, SoftTriple's centres). SEE expands the whole batch (its most expensive curriculum
-stage, ``see_topk_start = 1``). The ResNet-50 step is timm's ``resnet50`` (random init) on
-``--resnet_batch`` images of 224x224. Times are medians over ``--repeats`` runs after warm-up.
+stage, ``see_topk_start = 1``); CenterPolar is timed at mid-training. The ResNet-50 step is
+timm's ``resnet50`` (random init) on ``--resnet_batch`` images of 224x224. Times are medians over ``--repeats`` runs after warm-up.
 Both papers claim a negligible cost; the goal here is that each plug-in adds under 2% of the
 ResNet-50 step.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-import torch.nn.functional as F
 from tabulate import tabulate
+from timing import loss_step, resnet50_step_seconds, round_robin
+
+from sdgdml.hparams_registry import default_hparams
 
 DEFAULT_LOSSES = ["ProxyAnchor", "ProxyAnchor+SEE", "ProxyAnchor+PFML",
                   "NormSoftmax", "NormSoftmax+SEE",
                   "ProxyNCA", "ProxyNCA+PFML",
                   "SoftTriple", "SoftTriple+SEE", "SoftTriple+PFML", "SoftTriple+SEE+PFML",
-                  "PFML"]
+                  "PFML", "ProxyAnchor+CenterPolar"]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(step, device: torch.device, repeats: int, warmup: int) -> float:
-    """Median seconds of step()."""
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def loss_step(name: str, args, device: torch.device):
-    """A closure running one forward+backward of the loss ``name``."""
-    from sdgdml.algorithms import create_loss
-    from sdgdml.hparams_registry import default_hparams
-
-    hp = {**default_hparams(name, "benchmark"), "embed_dim": args.dim}
-    hp.update({k: v for k, v in {"pfml_m": args.m, "st_centers": args.m,
-                                 "see_topk_start": 1.0}.items() if k in hp})
-    torch.manual_seed(0)
-    loss = create_loss(name, args.classes, args.dim, hp).to(device)
-    loss.set_progress(0.0, 1.0)
-    raw = torch.randn(args.batch, args.dim, device=device, requires_grad=True)
-    y = torch.randint(0, args.classes, (args.batch,), device=device)
-
-    def step():
-        raw.grad = None
-        loss.zero_grad(set_to_none=True)
-        loss(F.normalize(raw, dim=1), y).backward()
-
-    return step
-
-
-def round_robin_times(steps: dict, device: torch.device, repeats: int, warmup: int) -> dict:
-    """Median seconds per step, measured in interleaved rounds so that load changes on a
-    shared machine affect every loss alike."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    samples = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            step()
-            _sync(device)
-            samples[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(v) for name, v in samples.items()}
-
-
-def resnet_step_time(args, device: torch.device) -> float:
-    import timm
-
-    model = timm.create_model("resnet50", pretrained=False).to(device).train()
-    x = torch.randn(args.resnet_batch, 3, 224, 224, device=device)
-
-    def step():
-        model.zero_grad(set_to_none=True)
-        model(x).sum().backward()
-
-    return timed(step, device, args.resnet_repeats, 1)
+def plugin_steps(args, device: torch.device) -> dict:
+    """One fwd+bwd closure per loss name, with the benchmark's sizes."""
+    steps = {}
+    for name in args.losses:
+        hp = {**default_hparams(name, "benchmark"), "embed_dim": args.dim}
+        hp.update({k: v for k, v in {"pfml_m": args.m, "st_centers": args.m,
+                                     "see_topk_start": 1.0}.items() if k in hp})
+        # CenterPolar at mid-training (its expansion strength grows over training)
+        steps[name] = loss_step(name, hp, args.batch, args.classes, device,
+                                epoch=0.5 if "CenterPolar" in name else 0.0)
+    return steps
 
 
 def main() -> None:
@@ -124,10 +66,9 @@ def main() -> None:
     print(f"device={device} torch threads={torch.get_num_threads()} batch={args.batch} "
           f"d={args.dim} classes={args.classes} M={args.m}")
 
-    t_resnet = resnet_step_time(args, device)
+    t_resnet = resnet50_step_seconds(device, args.resnet_batch, args.resnet_repeats)
     print(f"ResNet-50 forward+backward, batch {args.resnet_batch}: {t_resnet * 1e3:.1f} ms")
-    steps = {name: loss_step(name, args, device) for name in args.losses}
-    times = round_robin_times(steps, device, args.repeats, args.warmup)
+    times = round_robin(plugin_steps(args, device), device, args.repeats, args.warmup)
 
     rows = []
     for name in args.losses:
