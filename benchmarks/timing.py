@@ -68,3 +68,44 @@ def loss_step(name: str, hparams: dict, batch: int, classes: int, device: torch.
         loss(F.normalize(raw, dim=1), y).backward()
 
     return step
+
+
+def train_step(name: str, hparams: dict, batch: int, classes: int, device: torch.device,
+               backbone: str = "resnet50", epoch: float = 0.0):
+    """A closure running one real training forward+backward: a timm ``backbone`` (random init)
+    with the 512-d embedding head on batch x 3 x 224^2 images, then the loss ``name``."""
+    from sdgdml.algorithms import create_loss
+    from sdgdml.networks import EmbeddingNet, create_backbone
+
+    torch.manual_seed(0)
+    net = EmbeddingNet(create_backbone(backbone), hparams["embed_dim"]).to(device).train()
+    loss = create_loss(name, classes, hparams["embed_dim"], hparams).to(device)
+    loss.set_progress(epoch, 1.0)
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    y = torch.arange(batch, device=device) % classes
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        loss.zero_grad(set_to_none=True)
+        loss(net(x), y).backward()
+
+    return step
+
+
+def count_syncs(step, device: torch.device) -> int:
+    """How many operations of one call of step() make the host wait for the device (CUDA's
+    sync debug mode); -1 off CUDA."""
+    import warnings
+
+    if device.type != "cuda":
+        return -1
+    step()
+    torch.cuda.synchronize(device)
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message) for w in caught)

@@ -41,12 +41,18 @@ class Schedule:
 class MetricLoss(nn.Module):
     """A loss on L2-normalised embeddings ``z`` (B, d) and integer labels ``y`` (B,).
 
-    After each forward, ``terms`` holds named components for logging.
+    A forward stores named components for logging in ``raw_terms`` as detached tensors (or
+    floats): converting them to Python floats would make the forward wait for the device.
+    ``terms`` converts them when read, after the optimiser step.
     """
 
     def __init__(self):
         super().__init__()
-        self.terms: dict[str, float] = {}
+        self.raw_terms: dict[str, torch.Tensor | float] = {}
+
+    @property
+    def terms(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.raw_terms.items()}
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -177,16 +177,6 @@ class CenterPolar(LossWrapper):
         self.memory = CentroidMemory(num_classes, embed_dim, h["cp_momentum"])
         self.progress = 0.0
 
-    @property
-    def terms(self) -> dict[str, float]:
-        """Logged components, converted to floats only when read (after the optimiser step), so
-        the forward never waits for the device."""
-        return {k: float(v) for k, v in self._terms.items()}
-
-    @terms.setter
-    def terms(self, value: dict) -> None:
-        self._terms = dict(value)
-
     def set_progress(self, epoch: float, total_epochs: float) -> None:
         super().set_progress(epoch, total_epochs)
         self.progress = epoch / total_epochs if total_epochs > 0 else 1.0
@@ -202,7 +192,7 @@ class CenterPolar(LossWrapper):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         base = self.base(z, y)
-        self.terms = {**self.base.terms, "cp_base": base.detach()}
+        self.raw_terms = {**self.base.raw_terms, "cp_base": base.detach()}
         if self.expand_weight == 0 and self.c4_weight == 0:
             return base
         cents, valid = self.memory.current(z, y)
@@ -214,7 +204,7 @@ class CenterPolar(LossWrapper):
             loss = loss + self.expand_weight * exp_loss
             with torch.no_grad():
                 shift = (angle(z_exp, cents[y]) - angle(z, cents[y])).mean() * (180 / math.pi)
-            self._terms.update(cp_expand=exp_loss.detach(), cp_shift_deg=shift)
+            self.raw_terms.update(cp_expand=exp_loss.detach(), cp_shift_deg=shift)
         if self.c4_weight != 0:
             zs, ys = z, y
             if z_exp is not None and self.c4_on_expanded:
@@ -222,6 +212,6 @@ class CenterPolar(LossWrapper):
             pull, sep = c4_loss(zs, ys, cents, valid, self.separation, self.margin, self.scale,
                                 self.sep_weight)
             loss = loss + self.c4_weight * (pull + sep)
-            self._terms.update(cp_pull=pull.detach(), cp_sep=sep.detach())
+            self.raw_terms.update(cp_pull=pull.detach(), cp_sep=sep.detach())
         self.memory.update(cents, z, y)
         return loss

@@ -136,7 +136,7 @@ class PFML(MetricLoss):
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, labels = _charges(F.normalize(z, dim=1), y, self.proxies())
         loss = self.field.energy(x, labels)
-        self.terms = {"pfml_energy": loss.item()}
+        self.raw_terms = {"pfml_energy": loss.detach()}
         return loss
 
 
@@ -153,6 +153,6 @@ class PFMLPlugin(LossWrapper):
         loss_base = self.base(z, y)
         x, labels = _charges(F.normalize(z, dim=1), y, self.base.proxies())
         energy = self.field.energy(x, labels)
-        self.terms = {**self.base.terms, "loss_base": loss_base.item(),
-                      "pfml_energy": energy.item()}
+        self.raw_terms = {**self.base.raw_terms, "loss_base": loss_base.detach(),
+                          "pfml_energy": energy.detach()}
         return loss_base + self.weight * energy

@@ -65,6 +65,12 @@ def mmd_coefficients(n_aug: int) -> torch.Tensor:
     return a
 
 
+@functools.lru_cache(maxsize=None)
+def _mmd_coefficients_on(n_aug: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The coefficients copied to a device once (a per-step copy would wait for the device)."""
+    return mmd_coefficients(n_aug).to(device=device, dtype=dtype)
+
+
 def random_frame(dim: int, size: int, device=None, dtype=torch.float32,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """(dim, size) orthonormal columns: QR of a Gaussian matrix (Haar-distributed)."""
@@ -115,7 +121,7 @@ def expand(z: torch.Tensor, w: torch.Tensor, n_aug: int, frame: torch.Tensor) ->
     along = (z * w).sum(1, keepdim=True)
     r = z - along * w
     basis = null_space_basis(w, r, n_aug, frame)                       # (B, n+1, d)
-    alpha = mmd_coefficients(n_aug).to(device=z.device, dtype=z.dtype)
+    alpha = _mmd_coefficients_on(n_aug, z.device, z.dtype)
     mu = torch.einsum("ki,bid->bkd", alpha[1:], basis)                 # mu*_2 .. mu*_{n+1}
     return (along * w).unsqueeze(1) + r.norm(dim=1, keepdim=True).unsqueeze(1) * mu
 
@@ -168,12 +174,12 @@ class SEE(LossWrapper):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss_ml = self.base(z, y)
-        terms = dict(self.base.terms)
+        terms = dict(self.base.raw_terms)
         k = self.num_expanded(len(z))
         loss_see = z.new_zeros(())
         if k > 0 and self.lam != 0.0:
             zs, ys = self.synthesize(F.normalize(z, dim=1), y, k)
             loss_see = self.n_aug * self.base(zs, ys)
-        self.terms = {**terms, "loss_ml": loss_ml.item(), "loss_see": loss_see.item(),
+        self.raw_terms = {**terms, "loss_ml": loss_ml.detach(), "loss_see": loss_see.detach(),
                       "see_expanded": float(k)}
         return loss_ml + self.lam * loss_see
