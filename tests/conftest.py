@@ -1,6 +1,11 @@
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")   # never wait on the network in tests
+# The suite runs on the CPU everywhere (results identical to CI's, bit-exact resume checks), also
+# in the processes it starts; the GPU tests (tests/test_gpu.py, marker "gpu") run with
+# SDGDML_TEST_GPU=1 on a machine with CUDA:  SDGDML_TEST_GPU=1 python -m pytest -m gpu
+if os.environ.get("SDGDML_TEST_GPU") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import pytest  # noqa: E402
 

@@ -77,12 +77,12 @@ def centrifugal_expand(z: torch.Tensor, c: torch.Tensor, delta: torch.Tensor,
     theta = torch.acos(cos.detach())
     step = torch.minimum(delta, max_angle - theta).clamp(min=0.0)
     away = cos.unsqueeze(1) * z - c        # in the plane (c, z), orthogonal to z, norm sin(theta)
-    degenerate = away.norm(dim=1) < 1e-6
-    if degenerate.any():
-        r = torch.randn_like(z[degenerate])
-        zd = z[degenerate].detach()
-        away = away.clone()
-        away[degenerate] = r - (r * zd).sum(1, keepdim=True) * zd
+    # a sample on its centroid has no "away": a random tangent direction (computed for every
+    # sample and selected, so the host never waits for the device to know which)
+    r = torch.randn_like(z)
+    zd = z.detach()
+    tangent = r - (r * zd).sum(1, keepdim=True) * zd
+    away = torch.where((away.norm(dim=1) < 1e-6).unsqueeze(1), tangent, away)
     w = F.normalize(away, dim=1)
     return torch.cos(step).unsqueeze(1) * z + torch.sin(step).unsqueeze(1) * w
 
@@ -121,16 +121,20 @@ class CentroidMemory(nn.Module):
 
     @torch.no_grad()
     def update(self, cents: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> None:
-        present = torch.zeros_like(self.seen)
-        present[y] = True
-        self.centroids[present] = cents.detach()[present].to(self.centroids.dtype)
-        theta = angle(z.detach(), cents.detach()[y])
+        """Store this step's centroids and EMA angular radii of the classes in the batch (masked
+        updates: no data-dependent shapes, so the host never waits for the device)."""
         num_classes = self.centroids.shape[0]
+        counts = torch.zeros(num_classes, device=z.device).index_add_(
+            0, y, torch.ones_like(y, dtype=torch.float32))
+        present = counts > 0
+        self.centroids.copy_(torch.where(present.unsqueeze(1),
+                                         cents.detach().to(self.centroids.dtype), self.centroids))
+        theta = angle(z.detach(), cents.detach()[y])
         mean_theta = torch.zeros(num_classes, device=z.device, dtype=theta.dtype).index_add_(
-            0, y, theta) / torch.bincount(y, minlength=num_classes).clamp(min=1)
+            0, y, theta) / counts.clamp(min=1).to(theta.dtype)
         m = torch.where(self.seen, self.momentum, 0.0).to(self.radius.dtype)
         new_radius = m * self.radius + (1 - m) * mean_theta.to(self.radius.dtype)
-        self.radius[present] = new_radius[present]
+        self.radius.copy_(torch.where(present, new_radius, self.radius))
         self.seen |= present
 
 
@@ -141,16 +145,14 @@ def c4_loss(z: torch.Tensor, y: torch.Tensor, cents: torch.Tensor, valid: torch.
     centroids of the classes in ``valid``: "margin": mean over pairs of
     relu(margin - ||c_a - c_b||)^2; "softmax": mean cross-entropy of ``scale * cos(z, c)``."""
     pull = (1.0 - (z * cents[y]).sum(1)).mean()
-    idx = valid.nonzero().squeeze(1)
+    # masks over all classes rather than selecting the valid ones: no data-dependent shapes
     if separation == "margin":
-        pc = cents[idx]
-        iu = torch.triu_indices(len(idx), len(idx), 1, device=z.device)
-        sq = (2.0 - 2.0 * (pc @ pc.T)).clamp(min=1e-12)[iu[0], iu[1]]
-        sep = F.relu(margin - sq.sqrt()).pow(2).mean() if iu.shape[1] else pull.new_zeros(())
+        pairs = torch.triu(valid.unsqueeze(0) & valid.unsqueeze(1), diagonal=1).to(z.dtype)
+        dist = (2.0 - 2.0 * (cents @ cents.T)).clamp(min=1e-12).sqrt()
+        sep = (F.relu(margin - dist).pow(2) * pairs).sum() / pairs.sum().clamp(min=1)
     elif separation == "softmax":
-        remap = torch.full((cents.shape[0],), -1, dtype=torch.long, device=z.device)
-        remap[idx] = torch.arange(len(idx), device=z.device)
-        sep = F.cross_entropy(scale * z @ cents[idx].T, remap[y])
+        logits = (scale * z @ cents.T).masked_fill(~valid.unsqueeze(0), float("-inf"))
+        sep = F.cross_entropy(logits, y)
     else:
         raise ValueError(f"unknown cp_separation {separation!r}; known: {', '.join(SEPARATIONS)}")
     return pull, sep_weight * sep

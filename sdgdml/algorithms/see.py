@@ -73,11 +73,16 @@ def _mmd_coefficients_on(n_aug: int, device: torch.device, dtype: torch.dtype) -
 
 def random_frame(dim: int, size: int, device=None, dtype=torch.float32,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """(dim, size) orthonormal columns: QR of a Gaussian matrix (Haar-distributed)."""
-    g = torch.randn(dim, size, device=device, dtype=torch.float64, generator=generator)
+    """(dim, size) orthonormal columns: QR of a Gaussian matrix (Haar-distributed), drawn from
+    the CPU RNG and computed on the CPU (a small QR on a GPU makes the host wait for it); the
+    copy to the device does not wait."""
+    g = torch.randn(dim, size, dtype=torch.float64, generator=generator)
     q, r = torch.linalg.qr(g)
-    q = q * torch.where(torch.diagonal(r) < 0, -1.0, 1.0)     # the Gram-Schmidt signs
-    return q.to(dtype)
+    q = (q * torch.where(torch.diagonal(r) < 0, -1.0, 1.0)).to(dtype)   # Gram-Schmidt signs
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if device.type == "cuda":
+        return q.pin_memory().to(device, non_blocking=True)
+    return q.to(device)
 
 
 def _reflect(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
