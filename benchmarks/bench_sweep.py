@@ -75,10 +75,11 @@ def time_launch(launcher: str, n: int, extra: list[str]) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--launch_runs", type=int, default=1000)
-    p.add_argument("--runs", type=int, default=500)
-    p.add_argument("--checkpoints", type=int, default=20)
-    p.add_argument("--skip_slurm", action="store_true")
+    p.add_argument("--launch_runs", type=int, default=1000, help="runs in the launched sweep")
+    p.add_argument("--runs", type=int, default=500, help="synthetic runs to collect")
+    p.add_argument("--checkpoints", type=int, default=20, help="records per synthetic run")
+    p.add_argument("--skip_slurm", action="store_true",
+                   help="time only the dummy launcher (no running Slurm needed)")
     a = p.parse_args()
 
     print(f"launch of {a.launch_runs} runs (DigitsDG, 2 algorithms x {a.launch_runs // 20} "
