@@ -14,9 +14,6 @@ import argparse
 import functools
 import json
 import logging
-import os
-import random
-import resource
 import sys
 import time
 from collections import defaultdict
@@ -37,6 +34,7 @@ from .datasets.samplers import StepBatchSampler
 from .hparams_registry import UnknownHparamError
 from .networks import PretrainedWeightsError, create_model
 from .records import SCHEMA_VERSION, append_record, read_records, truncate_records
+from .runstate import atomic_save, peak_memory_gb, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("sdgdml")
 USER_ERRORS = (DatasetError, UnknownAlgorithmError, UnknownHparamError, PretrainedWeightsError)
@@ -162,41 +160,6 @@ def _setup_logging(out: Path, quiet: bool) -> None:
     console.setFormatter(fmt)
     log.addHandler(console)
     log.propagate = False
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _peak_memory_gb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
 def _check_same_experiment(out: Path, exp: dict) -> None:
@@ -386,7 +349,7 @@ def train(args: argparse.Namespace) -> list[dict]:
     if resumed:
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         algorithm.load_state_dict(state["algorithm"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         start = state["step"]
         dropped = truncate_records(out / "results.jsonl", start)
         log.info("resumed from %s at step %d (dropped %d later records)", ckpt_path, start,
@@ -415,11 +378,11 @@ def train(args: argparse.Namespace) -> list[dict]:
                 algorithm, train_split, eval_tf, args, device)
         record = {"step": step, "epoch": step / steps_per_epoch,
                   **{k: float(np.mean(v)) for k, v in logged.items()},
-                  "eval_time": time.time() - t0, "mem_gb": _peak_memory_gb(device),
+                  "eval_time": time.time() - t0, "mem_gb": peak_memory_gb(device),
                   **metrics, "args": vars(args), "hparams": hparams,
                   "schema_version": SCHEMA_VERSION, "sdgdml_version": __version__}
         append_record(out / "results.jsonl", record)
-        atomic_save({"algorithm": algorithm.state_dict(), "rng": _rng_state(), "step": step},
+        atomic_save({"algorithm": algorithm.state_dict(), "rng": rng_state(), "step": step},
                     ckpt_path)
         shown = {k: round(v, 4) for k, v in metrics.items()
                  if k.endswith(("recall@1", "map@all", "open_acc", "open_auroc"))}

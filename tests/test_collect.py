@@ -122,7 +122,7 @@ def test_several_sources_get_source_arrow_target_columns(tmp_path):
 
 
 def test_bad_records_warn_and_lose_nothing_else(tmp_path):
-    good = write_run(tmp_path, "good", [rec(0, 0.5, 0.2, 0.2), rec(1, 0.6, 0.4, 0.4)], trial=0)
+    write_run(tmp_path, "good", [rec(0, 0.5, 0.2, 0.2), rec(1, 0.6, 0.4, 0.4)], trial=0)
     broken = write_run(tmp_path, "broken", [rec(0, 0.9, 0.6, 0.6)], trial=1)
     with open(broken / "results.jsonl", "a") as f:     # a corrupt line, then a half-written one
         f.write("{not json}\n" + json.dumps(rec(1, 0.95, 0.8, 0.8))[:25])

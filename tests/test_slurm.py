@@ -69,7 +69,7 @@ def test_slurm_sweep_one_array_then_tables(slurm, tmp_path, capsys):
                           "--format", "plain", "--digits", "2", "--metrics", "recall@1", "map@r"],
                          capture_output=True, text=True, env=subprocess_env(), check=True)
     for metric in ("recall@1", "map@r"):
-        block = res.stdout.split(f"selection: source_val")[
+        block = res.stdout.split("selection: source_val")[
             1 if metric == "recall@1" else 2]
         for alg in ("NormSoftmax", "ProxyAnchor"):
             chosen = []
