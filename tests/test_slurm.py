@@ -110,7 +110,10 @@ def test_slurm_preempted_job_resumes_to_identical_records(slurm, tmp_path, capsy
         st = subprocess.run(["squeue", "-h", "-j", job["job_id"], "-o", "%T %r"],
                             capture_output=True, text=True).stdout.split()
         if st[:1] == ["PENDING"]:
-            subprocess.run(["scontrol", "update", f"JobId={job['job_id']}", "StartTime=now"],
+            # not "now": a job restarted within the second its previous run's credential was
+            # revoked is killed by slurmd ("Job credential revoked"), the reason Slurm itself
+            # holds requeued jobs; a few seconds are enough
+            subprocess.run(["scontrol", "update", f"JobId={job['job_id']}", "StartTime=now+3"],
                            check=True)
             break
         time.sleep(0.5)
