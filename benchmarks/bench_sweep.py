@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from sdgdml import collect, sweep
-from sdgdml.train import build_parser
+from sdgdml.train_args import build_parser
 
 DOMAINS = ("mnist", "uci", "sketch", "negative", "colour", "rotate")
 METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")

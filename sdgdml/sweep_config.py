@@ -15,7 +15,7 @@ pa_margin: {uniform: [0, 0.3]}}``.
 ``train_args`` holds any other ``python -m sdgdml.train`` flag (``steps``, ``protocol``, ...).
 
 A run's folder is ``<output_dir>/<md5 of its experiment identity>``: the train args that
-differ from their defaults, machine paths and speed knobs (``train.MACHINE_ARGS``) left out,
+differ from their defaults, machine paths and speed knobs (``train_args.MACHINE_ARGS``) left out,
 so moving the data never renames a run, nor does a later release adding a train flag.
 """
 from __future__ import annotations
@@ -192,7 +192,7 @@ def _check_ranges(ranges: dict, where: str) -> None:
 
 
 def _check_train_args(argv: list[str]) -> None:
-    from .train import build_parser
+    from .train_args import build_parser
 
     parser = build_parser()
     known = sorted(a.dest for a in parser._actions if a.dest != "help")
@@ -297,7 +297,7 @@ def run_id(identity: dict) -> str:
 
 def make_jobs(d: SweepDefinition, output_dir: str | Path, machine_argv=()) -> list[Job]:
     """Every run of the sweep (validated; duplicates removed), in a stable order."""
-    from .train import build_parser, experiment_identity
+    from .train_args import build_parser, experiment_identity
 
     splits = validate(d)
     parser = build_parser()

@@ -1,17 +1,9 @@
-"""Train one SDG-DML model on a source domain and evaluate retrieval on the target domains.
-
-    python -m sdgdml.train --dataset DigitsDG --source mnist --algorithm ProxyAnchor \\
-        --output_dir runs/demo
-
-Writes to ``--output_dir``: ``args.json``, ``hparams.json``, ``results.jsonl`` (one JSON line
-per checkpoint: step, epoch, losses, step time, memory and every split's metrics under flat
-keys ``<split>_<metric>``), ``out.txt`` (the log), ``checkpoint.pt`` while running (atomic;
-a restarted run resumes from it) and ``done`` at the end.
-"""
+"""One training run, ``python -m sdgdml.train`` (its arguments and what they write:
+``train_args.py`` / ``--help``): train on the source domain, evaluate retrieval on the targets
+at every checkpoint, record, checkpoint atomically, resume when restarted."""
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import sys
@@ -27,124 +19,18 @@ from tqdm import tqdm
 from . import __version__, evaluation, hparams_registry
 from .algorithms import (Schedule, UnknownAlgorithmError, algorithm_class, create_algorithm,
                          parse_algorithm)
-from .datasets import (DATASETS, DatasetError, ImageDataset, create_dataset, format_split,
+from .datasets import (DatasetError, ImageDataset, create_dataset, format_split,
                        load_dataset_config, parse_split, ucdr)
 from .datasets import transforms as T
 from .datasets.samplers import StepBatchSampler
 from .hparams_registry import UnknownHparamError
 from .networks import PretrainedWeightsError, create_model
 from .records import SCHEMA_VERSION, append_record, read_records, truncate_records
+from .train_args import build_parser, experiment_identity
 from .runstate import atomic_save, peak_memory_gb, rng_state, seed_everything, set_rng_state
 
 log = logging.getLogger("sdgdml")
 USER_ERRORS = (DatasetError, UnknownAlgorithmError, UnknownHparamError, PretrainedWeightsError)
-
-# args that locate things on a machine or tune speed, not part of the experiment's identity
-MACHINE_ARGS = ("data_dir", "output_dir", "device", "num_workers", "eval_batch_size",
-                "eval_chunk_size", "pretrained_file", "keep_checkpoint", "save_model", "quiet",
-                "dataset_config", "skip_corrupt")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m sdgdml.train", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
-    a("--dataset", default="DigitsDG", help=f"registered dataset: {', '.join(sorted(DATASETS))} "
-      f"(or one registered in --dataset_config)")
-    a("--split", default=None,
-      help="dataset, source and targets in one: 'PACS:photo->art_painting,cartoon,sketch' "
-           "(replaces --dataset/--source/--targets; list them: python -m sdgdml.datasets splits "
-           "NAME)")
-    a("--source", default=None, help="source (training) domain; default: the dataset's")
-    a("--targets", nargs="*", default=None,
-      help="target domains to evaluate on; default: every domain except the source")
-    a("--data_dir", default=None, help="folder holding the datasets (not needed for DigitsDG); "
-      "check it with: python -m sdgdml.datasets check --data_dir DIR")
-    a("--dataset_config", default=None,
-      help="YAML file registering image-folder datasets and/or their locations (default: "
-           "<data_dir>/sdgdml_datasets.yaml if present)")
-    a("--output_dir", required=True, help="run folder for records, log and checkpoint")
-    a("--algorithm", default="ProxyAnchor",
-      help="base loss or standalone algorithm, optionally with '+Plugin's (ProxyAnchor+SEE)")
-    a("--hparams", default=None, help="JSON dict overriding hyperparameters, applied last")
-    a("--hparams_seed", type=int, default=0, help="0: default hparams; >0: a random sample")
-    a("--trial_seed", type=int, default=0,
-      help="trial seed: the source train/validation split (and the default --seed)")
-    a("--seed", type=int, default=None, help="training seed (init, batches, augmentation)")
-    a("--epochs", type=float, default=None, help="length of training in epochs of the source "
-      "training split; default: the dataset's DEFAULT_EPOCHS")
-    a("--steps", type=int, default=None, help="length of training in steps (overrides --epochs)")
-    a("--checkpoint_freq", type=int, default=None,
-      help="evaluate, record and checkpoint every N steps; default: about 10 per run")
-    a("--protocol", choices=("within", "cross", "both"), default=None,
-      help="within: leave-one-out retrieval inside each target domain; cross: target queries "
-           "against the source's unseen-class gallery; default: the dataset's")
-    a("--val_protocol", choices=("images", "classes", "official"), default=None,
-      help="source validation split for model selection: held-out images of the seen classes, "
-           "held-out seen classes, or the official test list; default: the dataset's")
-    a("--ucdr", choices=ucdr.KINDS, default=None,
-      help="universal unsupervised cross-domain retrieval protocol (UEM's): closed, partial "
-           "(query classes a random subset of the gallery's) or open (each side also holds "
-           "private classes). The source is the query domain, the targets the galleries; an "
-           "unsupervised algorithm trains on both without labels. Replaces --protocol")
-    a("--ucdr_partial_fraction", type=float, default=0.5,
-      help="partial: fraction of the classes the query domain holds (drawn with trial_seed)")
-    a("--ucdr_shared_fraction", type=float, default=0.5,
-      help="open: fraction of classes both sides hold; the rest is split into query-private "
-           "and gallery-private halves (drawn with trial_seed)")
-    a("--ucdr_metrics", nargs="+", default=list(evaluation.UCDR_METRICS),
-      help="retrieval metrics of UCDR splits (over shared-class queries)")
-    a("--open_rule", choices=evaluation.OPEN_RULES, default="threshold",
-      help="open set: reject a query (return null) when its best cosine to the gallery "
-           "(threshold) or to the gallery's k-means prototypes (prototype) is below "
-           "--open_threshold")
-    a("--open_threshold", type=float, default=0.5, help="cosine similarity of the open rule")
-    a("--open_clusters", type=int, default=0,
-      help="prototype rule: number of gallery clusters (0: the gallery's number of classes)")
-    a("--label_noise", type=float, default=0.0,
-      help="fraction of training labels replaced by another seen class (seeded by trial_seed)")
-    a("--metrics", nargs="+", default=list(evaluation.DEFAULT_METRICS),
-      help="recall@K, precision@K, map@r, map@all")
-    a("--proxy_alignment", action="store_true",
-      help="also record, at every checkpoint, the proxy-data alignment of PFML Sec. 4.4 / "
-           "Table 3 (mean over classes of the W2 distance between a class's proxies and the "
-           "training embeddings closest to them) as <source>_train_proxy_w2; needs proxies")
-    a("--no_eval_at_start", action="store_true", help="skip the step-0 (untrained) evaluation")
-    a("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    a("--num_workers", type=int, default=0, help="data-loading worker processes")
-    a("--skip_corrupt", action="store_true",
-      help="leave out image files that do not decode (decodes every image once, then cached; "
-           "the count is logged); default: stop with an error naming the file")
-    a("--eval_batch_size", type=int, default=256, help="batch size when embedding eval splits")
-    a("--eval_chunk_size", type=int, default=1024, help="query rows per k-NN chunk")
-    a("--pretrained_file", default=None,
-      help="local weights (.safetensors/.pth) for the backbone, for machines without internet")
-    a("--keep_checkpoint", action="store_true",
-      help="keep checkpoint.pt after the run is done (default: delete it)")
-    a("--save_model", action="store_true", help="save the final network weights to model.pt")
-    a("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def experiment_args(args: argparse.Namespace) -> dict:
-    """The args that define the experiment (machine paths and speed knobs left out)."""
-    return {k: v for k, v in sorted(vars(args).items()) if k not in MACHINE_ARGS}
-
-
-def experiment_identity(args: argparse.Namespace | dict) -> dict:
-    """The experiment args that differ from their defaults: what names a run (a sweep hashes
-    it). A flag added later with a default leaves every existing run's identity unchanged."""
-    defaults = _default_args()
-    items = args.items() if isinstance(args, dict) else vars(args).items()
-    return {k: v for k, v in sorted(items)
-            if k not in MACHINE_ARGS and defaults.get(k) != v}
-
-
-@functools.lru_cache(maxsize=1)
-def _default_args() -> dict:
-    return vars(build_parser().parse_args(["--output_dir", "."]))
-
 
 def _setup_logging(out: Path, quiet: bool) -> None:
     log.setLevel(logging.INFO)
@@ -162,12 +48,13 @@ def _setup_logging(out: Path, quiet: bool) -> None:
     log.propagate = False
 
 
-def _check_same_experiment(out: Path, exp: dict) -> None:
+def _check_same_experiment(out: Path, args: dict) -> None:
+    """Refuse to resume a run folder that holds another experiment."""
     path = out / "args.json"
     if not path.exists():
         return
     old = experiment_identity(json.loads(path.read_text()))
-    exp = experiment_identity(exp)
+    exp = experiment_identity(args)
     if old != exp:
         diff = {k: (old.get(k), exp.get(k)) for k in set(old) | set(exp) if old.get(k) != exp.get(k)}
         raise SystemExit(f"{out} holds a run with other args (old, new): {diff}. "
@@ -271,8 +158,7 @@ def train(args: argparse.Namespace) -> list[dict]:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out, args.quiet)
-    exp = experiment_args(args)
-    _check_same_experiment(out, exp)
+    _check_same_experiment(out, vars(args))
     if (out / "done").exists():
         log.info("%s is already done; nothing to do", out)
         return read_records(out / "results.jsonl")

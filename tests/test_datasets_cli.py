@@ -7,7 +7,8 @@ import datatrees as T
 from sdgdml.datasets import DATASETS, DatasetError, create_dataset
 from sdgdml.datasets import transforms as TF
 from sdgdml.datasets.__main__ import main as datasets_main
-from sdgdml.train import build_parser, experiment_args, resolve_split
+from sdgdml.train import resolve_split
+from sdgdml.train_args import build_parser, experiment_identity
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +48,7 @@ def test_split_string_is_one_identity_with_the_spelled_out_flags():
     resolve_split(a)
     b = build_parser().parse_args(base + ["--dataset", "OfficeHome", "--source", "Real_World",
                                           "--targets", "Art", "Product"])
-    assert experiment_args(a) == experiment_args(b)
+    assert experiment_identity(a) == experiment_identity(b)
     c = build_parser().parse_args(base + ["--split", "PACS:photo", "--source", "sketch"])
     with pytest.raises(DatasetError, match="drop --dataset/--source/--targets"):
         resolve_split(c)
