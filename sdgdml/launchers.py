@@ -15,7 +15,7 @@ string): on preemption or timeout submitit calls its ``checkpoint()``, which req
 
 Files in a run folder: ``job.json`` (written at submission: launcher, job id, host, log
 paths) and ``attempt.json`` (written by the job when it starts: host, pid, Slurm ids, restart
-count; ``error`` is added if it raises).
+count; ``error`` is added if it raises, ``preempted`` when submitit requeues it).
 """
 from __future__ import annotations
 
@@ -77,6 +77,7 @@ class TrainJob(submitit.helpers.Checkpointable):
                    "slurm_array": (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
                                    if "SLURM_ARRAY_JOB_ID" in env else None),
                    "restarts": int(env.get("SLURM_RESTART_COUNT", 0))}
+        self._attempt = attempt
         _write_json(self.run_dir / ATTEMPT_FILE, attempt)
         try:
             train.main(self.argv)
@@ -85,14 +86,20 @@ class TrainJob(submitit.helpers.Checkpointable):
                 _write_json(self.run_dir / ATTEMPT_FILE, {**attempt, "error": e.code})
             raise
         except Exception:
-            _write_json(self.run_dir / ATTEMPT_FILE,
-                        {**attempt, "error": traceback.format_exc(limit=-3)})
+            # once preempted, an exception is the requeue's teardown, not a crash: Slurm
+            # kills the job's processes as it requeues it, `scontrol requeue` included
+            if not getattr(self, "_preempted", False):
+                _write_json(self.run_dir / ATTEMPT_FILE,
+                            {**attempt, "error": traceback.format_exc(limit=-3)})
             raise
         return str(self.run_dir)
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Preempted or timed out: requeue a fresh job; it resumes from ``checkpoint.pt``
         (work since the last checkpoint is redone, bit for bit)."""
+        self._preempted = True
+        if getattr(self, "_attempt", None):
+            _write_json(self.run_dir / ATTEMPT_FILE, {**self._attempt, "preempted": time.time()})
         return submitit.helpers.DelayedSubmission(TrainJob(self.argv))
 
 

@@ -15,7 +15,8 @@ every run; relaunching with another definition is refused (nothing launched, not
 unless ``--extend`` adds the new runs next to the old ones.
 
 States: NOT_LAUNCHED, QUEUED, RUNNING, FAILED, DONE. DONE = the run's ``done`` file; FAILED
-= an error recorded by the job in ``attempt.json``; otherwise the scheduler says (Slurm:
+= an error recorded by the job in ``attempt.json`` (unless Slurm holds the job queued again:
+a requeue); otherwise the scheduler says (Slurm:
 ``sacct``, else ``squeue``; local launchers: the process), and when it cannot, the run folder
 does (never started = QUEUED, started = RUNNING unless its process on this host is gone).
 ``delete_incomplete`` deletes FAILED runs only.
@@ -101,9 +102,11 @@ def run_states(run_dirs: dict[str, tuple[Path, dict]]) -> list[RunState]:
         job_id = job.get("job_id") if job else None
         s = sched.get((job["launcher"], job_id)) if job else None
         err = (attempt or {}).get("error")
-        if err:                                  # the job recorded its own crash
+        if s == "QUEUED":                        # requeued: an earlier attempt's error is old
+            state, detail = s, f"{job['launcher']} job {job_id}"
+        elif err:                                # the job recorded its own crash
             state, detail = "FAILED", err.strip().splitlines()[-1]
-        elif s in ("QUEUED", "RUNNING"):
+        elif s == "RUNNING":
             state, detail = s, f"{job['launcher']} job {job_id}"
         elif s in ("FINISHED", "FAILED"):
             state = "FAILED"

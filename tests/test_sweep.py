@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from sdgdml import sweep, sweep_config
-from sdgdml.launchers import ATTEMPT_FILE, JOB_FILE
+from sdgdml import launchers, train
+from sdgdml.launchers import ATTEMPT_FILE, JOB_FILE, TrainJob
 from sdgdml.sweep_config import SweepDefinition, SweepError
 from helpers import REPO
 
@@ -170,6 +171,39 @@ def test_states_from_files_when_no_scheduler_answers(tmp_path):
         "running_elsewhere": "RUNNING", "crashed": "FAILED", "process_gone": "FAILED",
         "running_here": "RUNNING", "done_run": "DONE"}
     assert "ValueError: boom" in states["crashed"].detail and "log: L" in states["crashed"].detail
+
+
+def test_a_requeued_slurm_job_is_queued_not_failed(tmp_path, monkeypatch):
+    """A job Slurm holds queued again is a requeue, whatever its last attempt recorded."""
+    d = tmp_path / "run"
+    _write(d / JOB_FILE, {"launcher": "slurm", "job_id": "7_0", "submitted": 1.0})
+    _write(d / ATTEMPT_FILE, {"host": "n1", "pid": 1, "started": 2.0,
+                              "error": "Traceback\nCalledProcessError: scontrol requeue\n"})
+    for sched, want in (("QUEUED", "QUEUED"), ("FAILED", "FAILED"), ("RUNNING", "FAILED")):
+        monkeypatch.setattr(launchers.SlurmLauncher, "scheduler_states",
+                            classmethod(lambda cls, recs, s=sched: {"7_0": s}))
+        (state,) = sweep.run_states({"run": (d, {})})
+        assert state.state == want, sched
+
+
+def test_an_exception_during_preemption_is_not_recorded_as_a_crash(tmp_path, monkeypatch):
+    """Slurm kills a requeued job's processes, submitit's own `scontrol requeue` included: what
+    the job raises after its checkpoint() was called is the requeue, not a failure."""
+    def preempted_midway(argv):
+        job.checkpoint()
+        raise subprocess.CalledProcessError(-15, ["scontrol", "requeue", "7"])
+
+    def crashes(argv):
+        raise ValueError("boom")
+
+    for fake, recorded in ((preempted_midway, "preempted"), (crashes, "error")):
+        monkeypatch.setattr(train, "main", fake)
+        job = TrainJob(["--output_dir", str(tmp_path / fake.__name__)])
+        with pytest.raises(Exception):
+            job()
+        attempt = json.loads((job.run_dir / ATTEMPT_FILE).read_text())
+        assert {"preempted", "error"} & attempt.keys() == {recorded}
+        assert isinstance(job.checkpoint().function, TrainJob)     # a fresh job is requeued
 
 
 # ----------------------------------------------------------------------------- launchers
