@@ -223,3 +223,25 @@ def test_trains_end_to_end_and_reduces_to_proxy_anchor_when_off(tmp_path):
     assert {"cp_base", "cp_expand", "cp_shift_deg", "cp_pull", "cp_sep"} <= set(last)
     assert last["cp_shift_deg"] > 0 and "uci_test_recall@1" in last
     assert not all(torch.equal(model_on[k], model_pa[k]) for k in model_pa)
+
+
+@pytest.mark.parametrize("name", ["ProxyAnchor+CenterPolar+SEE", "ProxyAnchor+SEE+CenterPolar"])
+def test_stacked_plugins_score_synthetic_samples_with_the_bare_base_loss(name, monkeypatch):
+    """SEE's and C3E's synthetic embeddings go to the bare base loss: the centroid memory is
+    updated once per step from the real batch only, and SEE expands only real samples."""
+    hp = {**hparams_registry.default_hparams(name, "DigitsDG"), "see_topk_start": 1.0,
+          "cp_expand_schedule": "constant"}
+    loss = create_loss(name, 5, 16, hp)
+    cp = loss if isinstance(loss, CenterPolar) else loss.base
+    see = loss.base if cp is loss else loss
+    updates, expanded = [], []
+    real_update, real_synth = cp.memory.update, see.synthesize
+    monkeypatch.setattr(cp.memory, "update",
+                        lambda c, z, y: (updates.append(len(z)), real_update(c, z, y)))
+    monkeypatch.setattr(see, "synthesize",
+                        lambda z, y, k: (expanded.append(len(z)), real_synth(z, y, k))[1])
+    z, y = _unit(20, 16, seed=5), torch.arange(20) % 5
+    loss(z, y)
+    assert updates == [20] and expanded == [20]
+    assert loss.bare() is cp.base.bare() is see.base.bare() and not isinstance(
+        loss.bare(), (CenterPolar, type(see)))

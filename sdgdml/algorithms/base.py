@@ -65,6 +65,12 @@ class MetricLoss(nn.Module):
     def set_progress(self, epoch: float, total_epochs: float) -> None:
         """Called before every step (curricula and schedules inside losses)."""
 
+    def bare(self) -> "MetricLoss":
+        """The base loss without plug-ins: what synthetic embeddings are scored with (SEE's
+        L_SEE, CenterPolar's expanded samples), so that stacked plug-ins neither expand samples
+        twice nor feed synthetic ones into another plug-in's state."""
+        return self
+
 
 class LossWrapper(MetricLoss):
     """A plug-in around a base loss (``Base+Wrapper`` names). Delegates proxies and progress."""
@@ -75,6 +81,9 @@ class LossWrapper(MetricLoss):
 
     def proxies(self):
         return self.base.proxies()
+
+    def bare(self) -> MetricLoss:
+        return self.base.bare()
 
     def set_progress(self, epoch: float, total_epochs: float) -> None:
         self.base.set_progress(epoch, total_epochs)

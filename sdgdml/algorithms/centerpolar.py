@@ -26,7 +26,8 @@ Everything else is our design, each open choice an hparam (``cp_*`` in hparams_r
   (``cp_expand`` reached by ``cp_expand_schedule``: "dynamically expands", [A2]); r_y the class's
   running angular radius when ``cp_adaptive`` (else 1 radian); u ~ U(1 - cp_expand_jitter, 1)
   per sample for a broad, not a single-shell, expansion [A1]. Synthetic samples keep their
-  label and are scored by the base loss, weight ``cp_expand_weight``.
+  label and are scored by the bare base loss (``bare()``: plug-ins stacked inside
+  CenterPolar see only the real batch), weight ``cp_expand_weight``.
 - C4 ([A4]): pull = mean(1 - cos(z, c_y)) over seen and (``cp_c4_on_expanded``) synthetic
   samples; separation = ``cp_separation``: "margin", a squared hinge on the distance between
   the normalised centroids of the classes in the batch, ``relu(cp_margin - ||c_a - c_b||)^2``,
@@ -202,7 +203,7 @@ class CenterPolar(LossWrapper):
         z_exp = None
         if self.expand_weight != 0:
             z_exp = self.expand(z, y, cents)
-            exp_loss = self.base(z_exp, y)
+            exp_loss = self.base.bare()(z_exp, y)
             loss = loss + self.expand_weight * exp_loss
             with torch.no_grad():
                 shift = (angle(z_exp, cents[y]) - angle(z, cents[y])).mean() * (180 / math.pi)

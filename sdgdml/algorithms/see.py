@@ -17,7 +17,8 @@ fraction k / batch grows linearly, epoch by epoch, from ``see_topk_start`` to ``
 
     L = L_ML + lambda * L_SEE,   L_SEE = E_{z in M_k} [ sum_{i=1..n_aug} l(z*_i | y, w) ]  (Eq. 3-4)
 
-where l is the *same* base loss. We compute L_SEE as ``n_aug * base(Z*, Y*)`` over the
+where l is the *same* base loss (the bare one, ``bare()``, when other plug-ins sit in
+between: those see only the real batch). We compute L_SEE as ``n_aug * base(Z*, Y*)`` over the
 k * n_aug synthetic embeddings: exactly Eq. 3 for losses that average a per-sample term
 (NormSoftmax, ProxyNCA, ArcFace, CosFace, SoftTriple); for ProxyAnchor, whose loss is pooled
 over the batch, it is the base loss of the synthetic batch, scaled the same way.
@@ -184,7 +185,7 @@ class SEE(LossWrapper):
         loss_see = z.new_zeros(())
         if k > 0 and self.lam != 0.0:
             zs, ys = self.synthesize(F.normalize(z, dim=1), y, k)
-            loss_see = self.n_aug * self.base(zs, ys)
+            loss_see = self.n_aug * self.base.bare()(zs, ys)
         self.raw_terms = {**terms, "loss_ml": loss_ml.detach(), "loss_see": loss_see.detach(),
                       "see_expanded": float(k)}
         return loss_ml + self.lam * loss_see
