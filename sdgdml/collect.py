@@ -32,13 +32,16 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from .records import read_records
+from .records import MACHINE_ARGS, read_records
 
 SELECTION_METHODS = ("source_val", "oracle", "last")
 ID_COLUMNS = ("run", "dataset", "source", "targets", "algorithm", "hparams_seed", "trial_seed",
               "step")
 SKIP_DIRS = {"submitit", "__pycache__"}
 SE_NOTE = "mean ± standard error over trials (SE = sample std with ddof=1 / sqrt(n))"
+# recorded args that vary within one table's cells (the rest must agree: see _split_settings)
+CELL_ARGS = ("dataset", "source", "targets", "split", "algorithm", "hparams", "hparams_seed",
+             "trial_seed", "seed")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -83,6 +86,10 @@ def load_records(input_dirs, include_incomplete: bool = False
                 continue
             run = str(run_dir)
             args = records[-1].get("args", {})
+            if not (args.get("dataset") and args.get("source")):
+                warnings.warn(f"{run_dir}: its records name no dataset and source (skipped)",
+                              stacklevel=2)
+                continue
             hparams[run] = records[-1].get("hparams", {})
             if run_dir.parent not in labels:
                 labels[run_dir.parent] = _sweep_labels(run_dir.parent)
@@ -90,7 +97,9 @@ def load_records(input_dirs, include_incomplete: bool = False
             ids = {"run": run, "dataset": args.get("dataset"), "source": args.get("source"),
                    "targets": ",".join(args.get("targets") or []),
                    "algorithm": label, "hparams_seed": args.get("hparams_seed"),
-                   "trial_seed": args.get("trial_seed")}
+                   "trial_seed": args.get("trial_seed"),
+                   "setting": json.dumps({k: v for k, v in args.items() if k not in CELL_ARGS
+                                          and k not in MACHINE_ARGS}, sort_keys=True)}
             for r in records:
                 rows.append({**ids, **{k: v for k, v in r.items()
                                        if isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -100,8 +109,25 @@ def load_records(input_dirs, include_incomplete: bool = False
                       f"--include_incomplete uses them", stacklevel=2)
     df = pd.DataFrame.from_records(rows)
     if df.empty:
-        df = pd.DataFrame(columns=list(ID_COLUMNS))
-    return df, hparams
+        return pd.DataFrame(columns=list(ID_COLUMNS)), hparams
+    return _split_settings(df), hparams
+
+
+def _split_settings(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs of a dataset that differ in other experiment args (steps, label noise, protocol,
+    ...) are never pooled by model selection: each such setting becomes a dataset of its own,
+    named by the args that differ ("DigitsDG [label_noise=0.2]")."""
+    for dataset in df["dataset"].dropna().unique():
+        mine = df["dataset"] == dataset
+        settings = {s: json.loads(s) for s in df.loc[mine, "setting"].unique()}
+        if len(settings) < 2:
+            continue
+        differ = sorted({k for a in settings.values() for k in a
+                         if len({repr(b.get(k)) for b in settings.values()}) > 1})
+        for text, args in settings.items():
+            name = ", ".join(f"{k}={args.get(k)}" for k in differ)
+            df.loc[mine & (df["setting"] == text), "dataset"] = f"{dataset} [{name}]"
+    return df.drop(columns="setting")
 
 
 # ----------------------------------------------------------------------------- selection

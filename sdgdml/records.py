@@ -11,6 +11,11 @@ import warnings
 from pathlib import Path
 
 SCHEMA_VERSION = 1
+# recorded args that locate things on a machine or tune speed: not part of an experiment's
+# identity (a sweep's run hash, a resume's check, collect_results's settings)
+MACHINE_ARGS = ("data_dir", "output_dir", "device", "num_workers", "eval_batch_size",
+                "eval_chunk_size", "pretrained_file", "keep_checkpoint", "save_model", "quiet",
+                "dataset_config", "skip_corrupt")
 
 
 def append_record(path: str | Path, record: dict) -> None:

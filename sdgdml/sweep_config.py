@@ -171,9 +171,7 @@ def parse_split(spec: str) -> list[tuple[str, str, list[str]]]:
         out = []
         for one in specs:
             dataset, source, targets = registry_split(one)
-            cls = get_dataset_class(dataset)
-            source = source or cls.DEFAULT_SOURCE
-            targets = targets or [d for d in cls.DOMAINS if d != source]
+            source, targets = get_dataset_class(dataset).default_split(source, targets)
             if source in targets:
                 raise DatasetError(f"the source {source!r} is also a target")
             out.append((dataset, source, targets))

@@ -20,7 +20,7 @@ from . import __version__, evaluation, hparams_registry
 from .algorithms import (Schedule, UnknownAlgorithmError, algorithm_class, create_algorithm,
                          parse_algorithm)
 from .datasets import (DatasetError, ImageDataset, create_dataset, format_split,
-                       load_dataset_config, parse_split, ucdr)
+                       get_dataset_class, load_dataset_config, parse_split, ucdr)
 from .datasets import transforms as T
 from .datasets.samplers import StepBatchSampler
 from .hparams_registry import UnknownHparamError
@@ -140,16 +140,18 @@ def _ucdr_setup(args, dataset):
 
 
 def resolve_split(args: argparse.Namespace) -> None:
-    """Expand ``--split`` into ``dataset``/``source``/``targets`` (in place; ``split`` becomes
-    None, so an experiment has one identity however it was spelled)."""
-    if not args.split:
-        return
+    """Expand ``--split`` into ``dataset``/``source``/``targets`` and make the default source
+    and targets explicit (in place; ``split`` becomes None): an experiment has one identity,
+    and its records name its source, however it was spelled."""
     load_dataset_config(args.data_dir, args.dataset_config)    # a split may name a user dataset
-    name, source, targets = parse_split(args.split)
-    if args.source or args.targets or args.dataset not in ("DigitsDG", name):
-        raise DatasetError(f"--split {args.split!r} already names the dataset, source and "
-                           f"targets: drop --dataset/--source/--targets")
-    args.dataset, args.source, args.targets, args.split = name, source, targets, None
+    if args.split:
+        name, source, targets = parse_split(args.split)
+        if args.source or args.targets or args.dataset not in ("DigitsDG", name):
+            raise DatasetError(f"--split {args.split!r} already names the dataset, source and "
+                               f"targets: drop --dataset/--source/--targets")
+        args.dataset, args.source, args.targets, args.split = name, source, targets, None
+    args.source, args.targets = get_dataset_class(args.dataset).default_split(args.source,
+                                                                              args.targets)
 
 
 def train(args: argparse.Namespace) -> list[dict]:

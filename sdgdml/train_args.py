@@ -7,6 +7,7 @@ import functools
 
 from . import evaluation
 from .datasets import DATASETS, ucdr
+from .records import MACHINE_ARGS
 
 DESCRIPTION = """Train one SDG-DML model on a source domain and evaluate retrieval on the target domains.
 
@@ -19,10 +20,6 @@ keys ``<split>_<metric>``), ``out.txt`` (the log), ``checkpoint.pt`` while runni
 a restarted run resumes from it) and ``done`` at the end.
 """
 
-# args that locate things on a machine or tune speed, not part of the experiment's identity
-MACHINE_ARGS = ("data_dir", "output_dir", "device", "num_workers", "eval_batch_size",
-                "eval_chunk_size", "pretrained_file", "keep_checkpoint", "save_model", "quiet",
-                "dataset_config", "skip_corrupt")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,11 +18,11 @@ from helpers import PYTHON, REPO, subprocess_env
 
 
 def write_run(root, name, records, dataset="D", source="s", algorithm="A", hseed=0, trial=0,
-              hparams=None, done=True, targets=None):
+              hparams=None, done=True, targets=None, **other_args):
     run = root / name
     run.mkdir(parents=True)
     args = {"dataset": dataset, "source": source, "algorithm": algorithm, "targets": targets,
-            "hparams_seed": hseed, "trial_seed": trial, "output_dir": str(run)}
+            "hparams_seed": hseed, "trial_seed": trial, "output_dir": str(run), **other_args}
     with open(run / "results.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps({**r, "args": args, "hparams": hparams or {"lr": 0.1 * hseed}})
@@ -154,10 +154,31 @@ def test_missing_input_dir_and_no_runs(tmp_path):
 
 
 def test_hparams_table_lists_what_varies(sweep):
-    root, _ = sweep
-    text = collect.collect(root, show_hparams=True, fmt="markdown")
-    assert "Selected hparams (source_val)" in text
-    assert "lr=0.1" in text or "lr=0" in text
+    root, values = sweep
+    text = collect.collect(root, show_hparams=True, fmt="plain", digits=2)
+    rows = [line.split() for line in text.split("Selected hparams (source_val)")[1].splitlines()
+            if line.startswith("D ")]
+    want = []
+    for alg, trial in itertools.product(("A", "B"), range(3)):
+        r = brute_force(values, alg, trial, "source_val")
+        h = next(h for h in (0, 1) if r in values[alg, h, trial])
+        want.append(["D", "s", alg, str(trial), str(h), str(r["step"]),
+                     f"{100 * r['s_val_recall@1']:.2f}", f"lr={0.1 * h:.4g}"])
+    assert rows == want
+
+
+def test_runs_of_other_settings_are_never_pooled(tmp_path):
+    """Same algorithm and trial, other label noise: two tables, each selecting among its own
+    runs; a run whose records name no source is skipped with a warning."""
+    write_run(tmp_path, "clean", [rec(0, 0.9, 0.2, 0.2)], label_noise=0.0)
+    write_run(tmp_path, "noisy", [rec(0, 0.5, 0.6, 0.6)], label_noise=0.2, hseed=1)
+    write_run(tmp_path, "nosource", [rec(0, 0.99, 0.9, 0.9)], source=None)
+    with pytest.warns(UserWarning, match="nosource: its records name no dataset and source"):
+        tables, _ = collect.dataset_tables(collect.select(collect.load_records(tmp_path)[0],
+                                                          "source_val"), "recall@1", "oracle")
+    assert [(t.title.split(":")[0], t.rows) for t in tables] == [
+        ("D [label_noise=0.0]", [["A", "20.0", "20.0", "20.0"]]),
+        ("D [label_noise=0.2]", [["A", "60.0", "60.0", "60.0"]])]
 
 
 def test_latex_is_a_complete_document_that_compiles(sweep, tmp_path_factory):

@@ -4,8 +4,9 @@ import json
 import pytest
 
 from sdgdml.algorithms import BASE_LOSSES
-from sdgdml.records import read_records
-from sdgdml.train import build_parser, main, train
+from sdgdml.datasets import DigitsDG
+from sdgdml.train import build_parser, main, resolve_split, train
+from sdgdml.train_args import experiment_identity
 
 SPLITS = ["mnist_val", "mnist_test", "uci_test", "sketch_test"]
 
@@ -30,8 +31,8 @@ def test_short_run_writes_valid_records(tmp_path, algorithm):
     for f in ("args.json", "hparams.json", "out.txt", "done"):
         assert (tmp_path / f).exists()
     assert not (tmp_path / "checkpoint.pt").exists()
-    assert read_records(tmp_path / "results.jsonl") == json.loads(
-        json.dumps(records))
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [0, 2, 4]   # one line per checkpoint
 
 
 def test_training_improves_retrieval_over_the_untrained_network(tmp_path):
@@ -40,6 +41,20 @@ def test_training_improves_retrieval_over_the_untrained_network(tmp_path):
     assert last["mnist_val_recall@1"] > first["mnist_val_recall@1"] + 0.1
     assert last["mnist_test_recall@1"] > first["mnist_test_recall@1"]     # unseen classes
     assert last["uci_test_recall@1"] > first["uci_test_recall@1"]          # unseen domain
+
+
+def test_a_split_has_one_identity_and_an_explicit_source_however_spelled():
+    others = [d for d in DigitsDG.DOMAINS if d != "mnist"]
+    identities = []
+    for spelling in ([], ["--source", "mnist"], ["--split", "DigitsDG"],
+                     ["--split", "DigitsDG:mnist"], ["--targets", *others],
+                     ["--split", f"DigitsDG:mnist->{','.join(others)}"]):
+        args = build_parser().parse_args(["--output_dir", "x", *spelling])
+        resolve_split(args)
+        assert (args.dataset, args.source, args.targets, args.split) == (
+            "DigitsDG", "mnist", others, None), spelling
+        identities.append(experiment_identity(args))
+    assert all(i == identities[0] for i in identities)
 
 
 def test_a_finished_run_is_not_redone(tmp_path):

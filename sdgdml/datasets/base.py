@@ -219,6 +219,13 @@ class SDGDataset(abc.ABC):
     DEFAULT_EPOCHS: float = 40
     NEEDS_DATA_DIR: bool = True
 
+    @classmethod
+    def default_split(cls, source=None, targets=None) -> tuple[str, list[str]]:
+        """(source, targets) with the defaults made explicit: the dataset's default source,
+        every other domain a target (one spelling per split, so one run identity)."""
+        source = source or cls.DEFAULT_SOURCE
+        return source, list(targets) if targets else [d for d in cls.DOMAINS if d != source]
+
     def __init__(
         self,
         data_dir: str | Path | None = None,
@@ -234,9 +241,8 @@ class SDGDataset(abc.ABC):
         self.data_dir = Path(data_dir) if data_dir is not None else None
         if self.NEEDS_DATA_DIR and self.data_dir is None:
             raise DatasetError(f"{self.NAME} needs --data_dir")
-        self.source = source or self.DEFAULT_SOURCE
+        self.source, self.targets = self.default_split(source, targets)
         self._check_domain(self.source)
-        self.targets = list(targets) if targets else [d for d in self.DOMAINS if d != self.source]
         for d in self.targets:
             self._check_domain(d)
             if d == self.source:
