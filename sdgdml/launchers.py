@@ -33,6 +33,8 @@ from pathlib import Path
 import submitit
 from tqdm import tqdm
 
+from .records import write_json
+
 JOB_FILE, ATTEMPT_FILE = "job.json", "attempt.json"
 # scheduler states -> sweep states (anything else, with no `done` file: FAILED)
 SLURM_QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
@@ -42,19 +44,6 @@ SLURM_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "SUSPENDED",
 
 class SubmissionError(RuntimeError):
     """The scheduler refused a submission."""
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -78,18 +67,18 @@ class TrainJob(submitit.helpers.Checkpointable):
                                    if "SLURM_ARRAY_JOB_ID" in env else None),
                    "restarts": int(env.get("SLURM_RESTART_COUNT", 0))}
         self._attempt = attempt
-        _write_json(self.run_dir / ATTEMPT_FILE, attempt)
+        write_json(self.run_dir / ATTEMPT_FILE, attempt)
         try:
             train.main(self.argv)
         except SystemExit as e:   # train's clear user errors carry a message; submitit's
             if isinstance(e.code, str):        # requeue exit (-1) is not a failure
-                _write_json(self.run_dir / ATTEMPT_FILE, {**attempt, "error": e.code})
+                write_json(self.run_dir / ATTEMPT_FILE, {**attempt, "error": e.code})
             raise
         except Exception:
             # once preempted, an exception is the requeue's teardown, not a crash: Slurm
             # kills the job's processes as it requeues it, `scontrol requeue` included
             if not getattr(self, "_preempted", False):
-                _write_json(self.run_dir / ATTEMPT_FILE,
+                write_json(self.run_dir / ATTEMPT_FILE,
                             {**attempt, "error": traceback.format_exc(limit=-3)})
             raise
         return str(self.run_dir)
@@ -99,7 +88,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         (work since the last checkpoint is redone, bit for bit)."""
         self._preempted = True
         if getattr(self, "_attempt", None):
-            _write_json(self.run_dir / ATTEMPT_FILE, {**self._attempt, "preempted": time.time()})
+            write_json(self.run_dir / ATTEMPT_FILE, {**self._attempt, "preempted": time.time()})
         return submitit.helpers.DelayedSubmission(TrainJob(self.argv))
 
 
@@ -140,7 +129,7 @@ class Launcher:
 
     def _record(self, job, job_id: str, **extra) -> None:
         job.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(job.run_dir / JOB_FILE, {"launcher": self.name, "job_id": job_id,
+        write_json(job.run_dir / JOB_FILE, {"launcher": self.name, "job_id": job_id,
                                              "host": socket.gethostname(),
                                              "submitted": time.time(), **extra})
 

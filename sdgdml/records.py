@@ -18,6 +18,23 @@ MACHINE_ARGS = ("data_dir", "output_dir", "device", "num_workers", "eval_batch_s
                 "dataset_config", "skip_corrupt")
 
 
+def write_json(path: str | Path, data: dict) -> None:
+    """Write ``data`` as JSON atomically: a reader (or a restart after a kill) sees the old
+    file or the new one, never half of it."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_json(path: str | Path) -> dict | None:
+    """The JSON object in ``path``; None if it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def append_record(path: str | Path, record: dict) -> None:
     """Append one record and flush it to disk."""
     with open(path, "a") as f:

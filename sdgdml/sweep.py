@@ -19,7 +19,8 @@ States: NOT_LAUNCHED, QUEUED, RUNNING, FAILED, DONE. DONE = the run's ``done`` f
 a requeue); otherwise the scheduler says (Slurm:
 ``sacct``, else ``squeue``; local launchers: the process), and when it cannot, the run folder
 does (never started = QUEUED, started = RUNNING unless its process on this host is gone).
-``delete_incomplete`` deletes FAILED runs only.
+``delete_incomplete`` deletes FAILED runs and empty never-launched folders only (a folder
+with training output but no ``job.json``, a run started by hand, is kept).
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ from pathlib import Path
 from tabulate import tabulate
 
 from . import sweep_config
-from .launchers import ATTEMPT_FILE, JOB_FILE, LAUNCHERS, SubmissionError, pid_alive, read_json
+from .launchers import ATTEMPT_FILE, JOB_FILE, LAUNCHERS, SubmissionError, pid_alive
+from .records import read_json
 from .sweep_config import Job, SweepError
 
 STATES = ("DONE", "RUNNING", "QUEUED", "FAILED", "NOT_LAUNCHED")
@@ -71,6 +73,13 @@ def _fallback(job: dict | None, attempt: dict | None) -> tuple[str, str]:
     if attempt.get("host") == socket.gethostname() and not pid_alive(int(attempt["pid"])):
         return "FAILED", "its process is gone"
     return "RUNNING", "started (not verified: no scheduler answer)"
+
+
+OUTSIDE = "started outside the sweep (no job.json): kept, relaunching resumes it"
+
+
+def _started(run_dir: Path) -> bool:
+    return any((run_dir / f).exists() for f in ("args.json", "results.jsonl", "checkpoint.pt"))
 
 
 def run_states(run_dirs: dict[str, tuple[Path, dict]]) -> list[RunState]:
@@ -113,6 +122,8 @@ def run_states(run_dirs: dict[str, tuple[Path, dict]]) -> list[RunState]:
             detail = f"{job['launcher']} job {job_id} ended ({s.lower()}) without `done`"
         else:
             state, detail = _fallback(job, attempt)
+            if state == "NOT_LAUNCHED" and _started(d):
+                detail = OUTSIDE
         if state == "FAILED" and job and job.get("log"):
             detail += f"; log: {job['log']}"
         out.append(RunState(rid, info, state, job_id, detail))
@@ -169,11 +180,11 @@ def _check_data(jobs: list[Job], args) -> None:
     from .datasets import DatasetError, create_dataset
 
     problems = {}
-    for key in sorted({(j.info["dataset"], j.info["source"], tuple(j.info["targets"]))
-                       for j in jobs}):
+    for key in sorted({(j.info["dataset"], j.info["source"], tuple(j.info["targets"]),
+                        "--skip_corrupt" in j.argv) for j in jobs}):
         try:
             create_dataset(key[0], args.data_dir, key[1], list(key[2]),
-                           config_file=args.dataset_config).validate()
+                           config_file=args.dataset_config, skip_corrupt=key[3]).validate()
         except DatasetError as e:
             problems.setdefault(str(e), key)
     if problems:
@@ -264,8 +275,8 @@ def status(args) -> list[RunState]:
 def delete_incomplete(args) -> None:
     output_dir = Path(args.output_dir).resolve()
     states = run_states(_known_runs(output_dir))
-    doomed = [s for s in states if s.state == "FAILED" or
-              (s.state == "NOT_LAUNCHED" and (output_dir / s.run_id).exists())]
+    doomed = [s for s in states if s.state == "FAILED" or (  # and never-started leftovers
+        s.state == "NOT_LAUNCHED" and (output_dir / s.run_id).exists() and s.detail != OUTSIDE)]
     kept = Counter(s.state for s in states if s not in doomed)
     print(f"{len(doomed)} failed/incomplete run folders to delete; kept: "
           + ", ".join(f"{n} {st.lower()}" for st, n in sorted(kept.items())))
@@ -319,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--output_dir", required=True, help="sweep folder")
     st.add_argument("--runs", action="store_true", help="list every run, not only failed ones")
     de = sub.add_parser("delete_incomplete",
-                        help="delete FAILED run folders (never running or queued ones)")
+                        help="delete FAILED run folders and empty never-launched ones (never "
+                             "running, queued, done or hand-started ones)")
     de.add_argument("--output_dir", required=True, help="sweep folder")
     de.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return p

@@ -25,7 +25,8 @@ from .datasets import transforms as T
 from .datasets.samplers import StepBatchSampler
 from .hparams_registry import UnknownHparamError
 from .networks import PretrainedWeightsError, create_model
-from .records import SCHEMA_VERSION, append_record, read_records, truncate_records
+from .records import (SCHEMA_VERSION, append_record, read_json, read_records,
+                      truncate_records, write_json)
 from .train_args import build_parser, experiment_identity
 from .runstate import atomic_save, peak_memory_gb, rng_state, seed_everything, set_rng_state
 
@@ -50,10 +51,10 @@ def _setup_logging(out: Path, quiet: bool) -> None:
 
 def _check_same_experiment(out: Path, args: dict) -> None:
     """Refuse to resume a run folder that holds another experiment."""
-    path = out / "args.json"
-    if not path.exists():
+    recorded = read_json(out / "args.json")      # missing, or cut short by a kill: a new run
+    if recorded is None:
         return
-    old = experiment_identity(json.loads(path.read_text()))
+    old = experiment_identity(recorded)
     exp = experiment_identity(args)
     if old != exp:
         diff = {k: (old.get(k), exp.get(k)) for k in set(old) | set(exp) if old.get(k) != exp.get(k)}
@@ -183,8 +184,8 @@ def train(args: argparse.Namespace) -> list[dict]:
     seed = args.trial_seed if args.seed is None else args.seed
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if args.device == "auto" else args.device)
-    (out / "args.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True))
-    (out / "hparams.json").write_text(json.dumps(hparams, indent=2, sort_keys=True))
+    write_json(out / "args.json", vars(args))
+    write_json(out / "hparams.json", hparams)
     log.info("sdgdml %s | %s | %s | device %s", __version__, args.algorithm,
              format_split(args.dataset, dataset.source, dataset.targets), device)
     for domain, files in getattr(dataset, "skipped", {}).items():

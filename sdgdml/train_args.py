@@ -24,7 +24,7 @@ a restarted run resumes from it) and ``done`` at the end.
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m sdgdml.train", description=DESCRIPTION,
+        prog="python -m sdgdml.train", description=DESCRIPTION, allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--dataset", default="DigitsDG", help=f"registered dataset: {', '.join(sorted(DATASETS))} "

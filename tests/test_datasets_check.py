@@ -14,6 +14,7 @@ from PIL import Image
 
 import datatrees as T
 import sdgdml.train
+from sdgdml import sweep
 from sdgdml.records import read_records
 from sdgdml.datasets import PACS, FileDataset, create_dataset
 from sdgdml.datasets.__main__ import main as datasets_main
@@ -122,11 +123,19 @@ def test_corrupt_files_stop_training_with_their_name_or_are_skipped(pacs, tmp_pa
     assert ds.skipped == {"photo": [str(bad)]}
 
 
-def test_known_corrupt_files_fail_fast_before_a_model(pacs, tmp_path, monkeypatch):
+def test_known_corrupt_files_fail_fast_before_a_model(pacs, tmp_path, monkeypatch, capsys):
     data, _ = pacs
     bad = data / "PACS" / "sketch" / "dog" / "zz_broken.jpg"
     bad.write_bytes(b"garbage")
     datasets_main(["check", "--data_dir", str(data), "--dataset", "PACS"])  # remembers it
+    # a sweep checks its data as its runs will read it: refused, unless they skip corrupt files
+    argv = ["launch", "--splits", "PACS:photo->sketch", "--algorithms", "ProxyAnchor",
+            "--data_dir", str(data), "--output_dir", str(tmp_path / "sweep"),
+            "--launcher", "local", "--hparams", TINY]
+    with pytest.raises(SystemExit, match=f"the data of this sweep is not usable(.|\n)*{bad}"):
+        sweep.main(argv)
+    sweep.main(argv + ["--train_args=--skip_corrupt --steps 2 --quiet"])
+    assert "ran 1 runs (in-process, serially); 0 failed" in capsys.readouterr().out
     monkeypatch.setattr(sdgdml.train, "create_model", _no_model)
     with pytest.raises(SystemExit) as e:
         _train(data, tmp_path / "run")

@@ -16,6 +16,7 @@ from sdgdml import sweep, sweep_config
 from sdgdml import launchers, train
 from sdgdml.launchers import ATTEMPT_FILE, JOB_FILE, TrainJob
 from sdgdml.sweep_config import SweepDefinition, SweepError
+from sdgdml.records import read_records
 from helpers import REPO
 
 TINY = "--steps 1 --checkpoint_freq 1 --metrics recall@1 --quiet"
@@ -204,6 +205,33 @@ def test_an_exception_during_preemption_is_not_recorded_as_a_crash(tmp_path, mon
         attempt = json.loads((job.run_dir / ATTEMPT_FILE).read_text())
         assert {"preempted", "error"} & attempt.keys() == {recorded}
         assert isinstance(job.checkpoint().function, TrainJob)     # a fresh job is requeued
+
+
+def test_a_run_started_by_hand_is_kept_and_resumed(tmp_path, capsys):
+    """A folder with training output but no job.json (its command run by hand, killed) is not
+    deleted by delete_incomplete, and launch resumes it."""
+    out = tmp_path / "sweep"
+    launch(out, "--launcher", "dummy", trials=1)
+    command = capsys.readouterr().out.splitlines()[1].split()
+    argv = command[command.index("sdgdml.train") + 1:]
+    run = Path(argv[argv.index("--output_dir") + 1])
+    train.main(argv)
+    (run / "done").unlink()                               # as if killed after its first record
+    lines = (run / "results.jsonl").read_text().splitlines(keepends=True)
+    (run / "results.jsonl").write_text(lines[0])
+    (run / "args.json").write_text('{"dataset": "Digi')   # ... while writing args.json
+    sweep.main(["delete_incomplete", "--output_dir", str(out), "--yes"])
+    assert "0 failed/incomplete run folders to delete" in capsys.readouterr().out
+    assert (run / "results.jsonl").exists()
+    launch(out, "--launcher", "local", trials=1)
+    assert "ran 1 runs (in-process, serially); 0 failed" in capsys.readouterr().out
+    assert (run / "done").exists() and [r["step"] for r in read_records(run / "results.jsonl")] \
+        == [0, 1]
+
+
+def test_abbreviated_train_flags_are_refused():
+    with pytest.raises(SweepError, match="unknown train_args"):
+        sweep_config._check_train_args(["--trial", "7"])
 
 
 # ----------------------------------------------------------------------------- launchers
