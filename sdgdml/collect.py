@@ -13,7 +13,9 @@ checkpoint of that trial:
 - ``oracle``: the record with the best mean target-domain metric (an upper bound, peeks at the
   test domains; one choice per trial, shared by all target columns);
 - ``last``: each run's last checkpoint; among them, the hparams with the best source validation.
-Ties go to the lower hparams seed, then the earlier step.
+Ties go to the lower hparams seed, then the earlier step. Runs that differ in other experiment
+args (steps, label noise, protocol, ...) are never pooled: each setting is its own dataset
+("DigitsDG [label_noise=0.2]").
 
 Cells are mean ± standard error over trials, in %: SE = sample std (ddof=1) / sqrt(n)
 (n = number of trials; a single trial shows no ±). The average column averages each trial's

@@ -58,6 +58,11 @@ class OpenSetRule:
         if self.rule not in OPEN_RULES:
             raise ValueError(f"unknown open-set rule {self.rule!r}; known: {', '.join(OPEN_RULES)}")
 
+    def rejects(self, scores: torch.Tensor) -> torch.Tensor:
+        """True where a query's acceptance score is below the threshold (its retrieval is
+        null)."""
+        return scores < self.threshold
+
 
 def _device(device: str | torch.device | None) -> torch.device:
     if device is None:
@@ -212,8 +217,8 @@ def retrieval_metrics(
     out: dict[str, float] = {}
     for k in recall_ks:
         out[f"recall@{k}"] = hits[:, :k].any(1).double().mean().item()
-    for k in precision_ks:
-        out[f"precision@{k}"] = hits[has_rel, :k].double().mean(1).mean().item()
+    for k in precision_ks:      # / k, also when the gallery is smaller than k
+        out[f"precision@{k}"] = (hits[has_rel, :k].double().sum(1) / k).mean().item()
     if need_map_r:
         out["map@r"] = _map_at_r(hits[has_rel], relevant[has_rel]).mean().item()
     if need_map_all:
@@ -243,8 +248,8 @@ def reject_queries(query: torch.Tensor, gallery: torch.Tensor, rule: OpenSetRule
                    gallery_labels=None, chunk_size: int = 1024,
                    device: str | torch.device | None = None) -> torch.Tensor:
     """(n_query,) bool: True where the query is rejected (its retrieval is null)."""
-    return acceptance_scores(query, gallery, rule, gallery_labels, chunk_size,
-                             device) < rule.threshold
+    return rule.rejects(acceptance_scores(query, gallery, rule, gallery_labels, chunk_size,
+                                          device))
 
 
 def cross_domain_metrics(query: torch.Tensor, query_labels, gallery: torch.Tensor,
@@ -267,7 +272,7 @@ def cross_domain_metrics(query: torch.Tensor, query_labels, gallery: torch.Tenso
 
         rule = open_set or OpenSetRule()
         scores = acceptance_scores(query, gallery, rule, g_labels, chunk_size, device)
-        rejected = scores < rule.threshold
+        rejected = rule.rejects(scores)
         out["open_auroc"] = float(roc_auc_score(shared.numpy(), scores.numpy()))
         open_acc = rejected[~shared].double().mean().item()
         accept = (~rejected[shared]).double().mean().item()

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .algorithms import parse_algorithm
+from .algorithms import ALGORITHMS, parse_algorithm
 
 SMALL_IMAGE_DATASETS = {"DigitsDG"}
 
@@ -60,9 +60,11 @@ def _common(hp: HparamFn, small: bool, base: str) -> None:
     hp("lr", 1e-3 if small else 1e-4, _log_uniform(-3.5, -2.5) if small else _log_uniform(-5, -3.5))
     hp("weight_decay", 1e-4, _log_uniform(-6, -3))
     hp("batch_size", 64, lambda r: int(2 ** r.uniform(5, 7)))
-    hp("warmup_epochs", 0 if small else 1, _fixed(None))
     hp("sampler", "m_per_class" if base in PAIR_BASED_LOSSES else "random", _fixed(None))
     hp("samples_per_class", 4, _fixed(None))
+    if base in ALGORITHMS:        # standalone algorithms (UEM): no proxies, no warm-up
+        return
+    hp("warmup_epochs", 0 if small else 1, _fixed(None))
     if base not in PAIR_BASED_LOSSES:     # the loss's own parameters (proxies) train faster
         hp("proxy_lr_mult", 100.0, _log_uniform(1, 3))
 

@@ -375,12 +375,5 @@ LAUNCHERS: dict[str, type[Launcher]] = {
     c.name: c for c in (DummyLauncher, LocalLauncher, SubmititLocalLauncher, SlurmLauncher)}
 
 
-def get_launcher(name: str) -> type[Launcher]:
-    try:
-        return LAUNCHERS[name]
-    except KeyError:
-        raise ValueError(f"unknown launcher {name!r}; known: {', '.join(LAUNCHERS)}") from None
-
-
 if __name__ == "__main__":   # the local launcher's child process: one run
     TrainJob(sys.argv[1:])()

@@ -116,7 +116,12 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | 
     if name in LOCAL_BACKBONES:
         model = LOCAL_BACKBONES[name](**kwargs)
         if pretrained_file:
-            model.load_state_dict(torch.load(pretrained_file, map_location="cpu"))
+            from timm.models import load_state_dict     # .safetensors, .pth, .bin
+
+            if not Path(pretrained_file).is_file():
+                raise PretrainedWeightsError(f"pretrained weights file not found: "
+                                             f"{pretrained_file}")
+            model.load_state_dict(load_state_dict(pretrained_file))
         elif pretrained:
             raise PretrainedWeightsError(f"{name} has no published weights; use --pretrained_file")
         return model

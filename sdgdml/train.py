@@ -62,12 +62,17 @@ def _check_same_experiment(out: Path, args: dict) -> None:
                          f"Use another --output_dir, or delete that folder to start over.")
 
 
+def _batch_sampler(n, batch_size, seed, total_steps, start, hparams, labels):
+    """The training batches (class-balanced ones need labels: label-free runs get random)."""
+    return StepBatchSampler(n, batch_size, seed, total_steps, start,
+                            mode=hparams["sampler"] if labels is not None else "random",
+                            labels=labels, m=hparams["samples_per_class"])
+
+
 def _train_loader(split, transform, batch_size, seed, schedule, start, hparams, num_workers,
                   device, labels):
-    sampler = StepBatchSampler(len(split), batch_size, seed, schedule.total_steps, start,
-                               mode=hparams.get("sampler", "random") if labels is not None
-                               else "random", labels=labels,
-                               m=hparams.get("samples_per_class", 4))
+    sampler = _batch_sampler(len(split), batch_size, seed, schedule.total_steps, start, hparams,
+                             labels)
     return torch.utils.data.DataLoader(
         ImageDataset(split, transform), batch_sampler=sampler, num_workers=num_workers,
         pin_memory=device.type == "cuda", generator=torch.Generator(),
@@ -208,10 +213,8 @@ def train(args: argparse.Namespace) -> list[dict]:
     train_tf = dataset.train_transform(image_size, data_config)
     eval_tf = dataset.eval_transform(image_size, data_config)
     batch_size = hparams["batch_size"]
-    steps_per_epoch = StepBatchSampler(
-        len(source_view), batch_size, seed, 1,
-        mode=hparams["sampler"] if labels is not None else "random",
-        labels=labels, m=hparams["samples_per_class"]).steps_per_epoch
+    steps_per_epoch = _batch_sampler(len(source_view), batch_size, seed, 1, 0, hparams,
+                                     labels).steps_per_epoch
     epochs = args.epochs if args.epochs is not None else dataset.DEFAULT_EPOCHS
     total = args.steps if args.steps is not None else max(1, round(epochs * steps_per_epoch))
     schedule = Schedule(total, steps_per_epoch)

@@ -98,7 +98,7 @@ def test_expanded_samples_are_farther_from_their_centroid_and_keep_their_label()
     assert loss.terms["cp_shift_deg"] > 0
 
 
-def test_centroid_memory_is_an_ema_of_normalised_batch_means():
+def test_centroid_memory_is_an_ema_of_batch_means():
     mem = CentroidMemory(3, 8, momentum=0.75)
     z, y = _clustered(n_per_class=5, num_classes=3, dim=8)
     cents, valid = mem.current(z, y)

@@ -52,9 +52,17 @@ def test_split_string_is_one_identity_with_the_spelled_out_flags():
     c = build_parser().parse_args(base + ["--split", "PACS:photo", "--source", "sketch"])
     with pytest.raises(DatasetError, match="drop --dataset/--source/--targets"):
         resolve_split(c)
-    d = build_parser().parse_args(base + ["--split", "PACS"])
-    resolve_split(d)
-    assert (d.dataset, d.source, d.targets) == ("PACS", None, None)
+    # defaults made explicit: one identity, and records that name the source, however spelled
+    others = ["art_painting", "cartoon", "sketch"]
+    identities = []
+    for spelling in (["--split", "PACS"], ["--split", "PACS:photo"], ["--dataset", "PACS"],
+                     ["--dataset", "PACS", "--source", "photo"],
+                     ["--dataset", "PACS", "--targets", *others]):
+        d = build_parser().parse_args(base + spelling)
+        resolve_split(d)
+        assert (d.dataset, d.source, d.targets, d.split) == ("PACS", "photo", others, None)
+        identities.append(experiment_identity(d))
+    assert identities == [{"dataset": "PACS", "source": "photo", "targets": others}] * 5
 
 
 def test_standard_transforms():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import datatrees as T
+from sdgdml.datasets.__main__ import main as datasets_main
 from sdgdml.datasets import (DATASETS, DatasetError, ImageDataset, Office31, OfficeHome, PACS,
                              create_dataset, parse_split, single_source_splits)
 from sdgdml.datasets.base import UnlabeledSamples
@@ -153,24 +154,27 @@ datasets:
     root: toys
     domains: {photo: Photos, drawing: "Pencil drawings"}
     classes: [robot, ball, car, kite]
-    seen_classes: [ball, kite]
+    seen_classes: [ball, car, kite]
     default_source: photo
     protocol: both
 """
 
 
-def test_a_user_dataset_from_a_config_file(tmp_path):
+def test_a_user_dataset_from_a_config_file(tmp_path, capsys):
     T.folder_tree(tmp_path / "toys", {"photo": "Photos", "drawing": "Pencil drawings"},
                   ["robot", "ball", "car", "kite"], per_class=5, ext=".png")
     (tmp_path / "sdgdml_datasets.yaml").write_text(CONFIG)       # found in --data_dir
     ds = create_dataset("Toys4", tmp_path)
     assert "Toys4" in DATASETS and ds.CLASSES == ("robot", "ball", "car", "kite")
-    assert ds.seen_classes.tolist() == [1, 3] and ds.unseen_classes.tolist() == [0, 2]
+    assert ds.seen_classes.tolist() == [1, 2, 3] and ds.unseen_classes.tolist() == [0]
     assert ds.source == "photo" and ds.targets == ["drawing"]
     train = ds.train_split()
-    assert {Path(ds.domain("photo").paths[i]).parent.name for i in train.indices} == {"ball",
-                                                                                   "kite"}
-    assert sorted(set(train.labels.tolist())) == [0, 1]          # remapped seen classes
+    assert {Path(ds.domain("photo").paths[i]).parent.name for i in train.indices} == {
+        "ball", "car", "kite"}
+    assert sorted(set(train.labels.tolist())) == [0, 1, 2]       # remapped seen classes
+    datasets_main(["list", "--data_dir", str(tmp_path)])
+    assert next(line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("Toys4")).split()[4] == "3/1"     # seen/unseen
     names = [e.name for e in ds.eval_splits()]
     assert names == ["photo_val", "photo_test", "drawing_test", "drawing->photo_test"]
     assert all("Pencil drawings" in p for p in ds.domain("drawing").paths)

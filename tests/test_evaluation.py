@@ -95,6 +95,9 @@ def test_hand_made_case_with_known_answers():
     # 2's ranking: 1 (10 deg -> 80 apart), 0 (90 apart), 3 (90 apart): index order breaks the tie
     # -> the same-class item (3) comes third: recall@2 misses it
     assert m["recall@2"] == pytest.approx(3 / 4)
+    # K beyond the 3 other items: every query's one relevant item is found, P@5 = 1/5
+    m = retrieval_metrics(x, y, metrics=["recall@5", "precision@5"])
+    assert m == {"recall@5": 1.0, "precision@5": pytest.approx(1 / 5)}
 
 
 def test_map_at_r_known_value():

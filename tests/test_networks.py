@@ -28,6 +28,19 @@ def test_pretrained_from_a_local_weights_file(tmp_path):
         assert torch.equal(v, loaded.state_dict()[k]), k
 
 
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_a_local_backbone_loads_a_weights_file(tmp_path, suffix):
+    src = create_backbone("digits_cnn")
+    path = tmp_path / f"digits{suffix}"
+    state = {k: v.contiguous() for k, v in src.state_dict().items()}
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    loaded = create_backbone("digits_cnn", pretrained_file=str(path))
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    with pytest.raises(PretrainedWeightsError, match="not found"):
+        create_backbone("digits_cnn", pretrained_file=str(tmp_path / "nope.pth"))
+
+
 def test_offline_hub_failure_says_what_to_do():
     with pytest.raises(PretrainedWeightsError, match="--pretrained_file"):
         create_backbone("resnet18", pretrained=True)      # HF_HUB_OFFLINE=1 in tests

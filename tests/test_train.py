@@ -4,9 +4,7 @@ import json
 import pytest
 
 from sdgdml.algorithms import BASE_LOSSES
-from sdgdml.datasets import DigitsDG
-from sdgdml.train import build_parser, main, resolve_split, train
-from sdgdml.train_args import experiment_identity
+from sdgdml.train import build_parser, main, train
 
 SPLITS = ["mnist_val", "mnist_test", "uci_test", "sketch_test"]
 
@@ -41,20 +39,6 @@ def test_training_improves_retrieval_over_the_untrained_network(tmp_path):
     assert last["mnist_val_recall@1"] > first["mnist_val_recall@1"] + 0.1
     assert last["mnist_test_recall@1"] > first["mnist_test_recall@1"]     # unseen classes
     assert last["uci_test_recall@1"] > first["uci_test_recall@1"]          # unseen domain
-
-
-def test_a_split_has_one_identity_and_an_explicit_source_however_spelled():
-    others = [d for d in DigitsDG.DOMAINS if d != "mnist"]
-    identities = []
-    for spelling in ([], ["--source", "mnist"], ["--split", "DigitsDG"],
-                     ["--split", "DigitsDG:mnist"], ["--targets", *others],
-                     ["--split", f"DigitsDG:mnist->{','.join(others)}"]):
-        args = build_parser().parse_args(["--output_dir", "x", *spelling])
-        resolve_split(args)
-        assert (args.dataset, args.source, args.targets, args.split) == (
-            "DigitsDG", "mnist", others, None), spelling
-        identities.append(experiment_identity(args))
-    assert all(i == identities[0] for i in identities)
 
 
 def test_a_finished_run_is_not_redone(tmp_path):

@@ -178,7 +178,7 @@ def test_protocols_on_a_real_office31_tree_train_uem_end_to_end(tmp_path):
     (split,) = eval_splits(dataset, proto)
     assert split.name == "amazon->dslr_partial" and len(split.gallery) == 62
     small = {"backbone": "digits_cnn", "pretrained": False, "image_size": 32, "embed_dim": 16,
-             "batch_size": 8, "freeze_bn": False, "warmup_epochs": 0,
+             "batch_size": 8, "freeze_bn": False,
              "uem_cluster_every": 1.0, "uem_stage2_start": 0.0}    # k = 31 prototypes
     out = tmp_path / "run"
     main(["--algorithm", "UEM", "--split", "Office31:amazon->dslr", "--data_dir", str(tmp_path),

@@ -42,6 +42,8 @@ def test_bad_choices_are_clear_errors():
 def test_alpha_schedule_values():
     assert ipm_alpha(15, 30) == 0.5                                    # e = E / 2
     assert ipm_alpha(0, 30) == pytest.approx(1 / (1 + math.exp(15)))
+    assert ipm_alpha(0, 3000) == pytest.approx(0.0, abs=1e-300)        # no overflow
+    assert ipm_alpha(3000, 3000) == 1.0
     assert ipm_alpha(30, 30) == pytest.approx(1 / (1 + math.exp(-15)))
     assert ipm_alpha(10, 10) == pytest.approx(0.9933071490757153)
     values = [ipm_alpha(e, 30) for e in range(31)]

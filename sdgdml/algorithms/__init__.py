@@ -88,13 +88,7 @@ def create_algorithm(name: str, network, num_classes: int, hparams: dict,
     return MetricLearning(network, num_classes, hparams, schedule, loss)
 
 
-def list_algorithms() -> list[str]:
-    """Registered base losses, standalone algorithms and shorthands (compose plug-ins with
-    '+')."""
-    return list(BASE_LOSSES) + list(ALGORITHMS) + list(DEFAULT_COMPOSITIONS)
-
-
 __all__ = ["ALGORITHMS", "BASE_LOSSES", "DEFAULT_COMPOSITIONS", "LOSS_WRAPPERS", "Algorithm",
            "LossWrapper", "MetricLearning", "MetricLoss", "Schedule", "UnknownAlgorithmError",
-           "algorithm_class", "create_algorithm", "create_loss", "list_algorithms",
+           "algorithm_class", "create_algorithm", "create_loss",
            "nearest_class_proxy", "parse_algorithm"]

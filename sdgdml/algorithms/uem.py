@@ -59,8 +59,12 @@ SN2M_MODES = ("switch", "instance", "prototype")
 
 
 def ipm_alpha(epoch: float, total_epochs: float) -> float:
-    """The IPM weight alpha = 1 / (1 + exp(0.5 E - e)) (slides)."""
-    return 1.0 / (1.0 + math.exp(0.5 * total_epochs - epoch))
+    """The IPM weight alpha = 1 / (1 + exp(0.5 E - e)) (slides), computed without overflow
+    for any E."""
+    x = 0.5 * total_epochs - epoch
+    if x > 0:
+        return math.exp(-x) / (1.0 + math.exp(-x))
+    return 1.0 / (1.0 + math.exp(x))
 
 
 class _GradReverse(torch.autograd.Function):

@@ -26,8 +26,8 @@ def _list(args) -> int:
     load_dataset_config(args.data_dir, args.dataset_config)
     rows = []
     for name, cls in sorted(DATASETS.items()):
-        n = len(cls.CLASSES)
-        rows.append([name, ", ".join(cls.DOMAINS), n, f"{n // 2}/{n - n // 2}",
+        n, seen = len(cls.CLASSES), len(cls.seen_class_ids())
+        rows.append([name, ", ".join(cls.DOMAINS), n, f"{seen}/{n - seen}",
                      cls.DEFAULT_SOURCE, cls.DEFAULT_PROTOCOL, cls.VAL_PROTOCOL,
                      "yes" if cls.OFFICIAL_LISTS else "no"])
     print(tabulate(rows, headers=["dataset", "domains", "classes", "seen/unseen", "source",

@@ -204,7 +204,8 @@ class SDGDataset(abc.ABC):
 
     Class attributes document the registry entry: ``DOMAINS``, ``CLASSES`` (fixed order: the
     official class ids), ``DEFAULT_SOURCE``, ``DEFAULT_PROTOCOL`` (``within``/``cross``/``both``),
-    ``VAL_PROTOCOL`` and ``OFFICIAL_LISTS``. The seen classes are the first half of ``CLASSES``.
+    ``VAL_PROTOCOL`` and ``OFFICIAL_LISTS``. The seen classes are the first half of ``CLASSES``
+    unless ``SEEN_CLASS_IDS`` names them (datasets registered from a config file).
     """
 
     NAME: str = ""
@@ -214,7 +215,7 @@ class SDGDataset(abc.ABC):
     DEFAULT_PROTOCOL: str = WITHIN
     VAL_PROTOCOL: str = VAL_IMAGES
     OFFICIAL_LISTS: bool = False     # official train list -> train pool, test list -> test sets
-    IMAGE_SIZE: int = 224
+    SEEN_CLASS_IDS: tuple[int, ...] = ()     # empty: the first half of CLASSES
     VAL_FRACTION: float = 0.2
     DEFAULT_EPOCHS: float = 40
     NEEDS_DATA_DIR: bool = True
@@ -264,10 +265,17 @@ class SDGDataset(abc.ABC):
         return [(s, [d for d in cls.DOMAINS if d != s]) for s in cls.DOMAINS]
 
     # ------------------------------------------------------------------ class split
+    @classmethod
+    def seen_class_ids(cls) -> np.ndarray:
+        """Global ids of the training classes: ``SEEN_CLASS_IDS``, else the first half (the DML
+        zero-shot convention)."""
+        if cls.SEEN_CLASS_IDS:
+            return np.array(sorted(cls.SEEN_CLASS_IDS), dtype=np.int64)
+        return np.arange(len(cls.CLASSES) // 2)
+
     @property
     def seen_classes(self) -> np.ndarray:
-        """Global ids of the training classes: the first half (the DML zero-shot convention)."""
-        return np.arange(len(self.CLASSES) // 2)
+        return self.seen_class_ids()
 
     @property
     def unseen_classes(self) -> np.ndarray:

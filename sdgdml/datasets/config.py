@@ -118,7 +118,6 @@ def make_dataset_class(name: str, spec: dict, path: Path) -> type[ConfigFolderDa
         IMAGES_SUBDIR=str(spec.get("images_subdir", "") or ""),
         ROOTS=(str(spec.get("root", name)),),
         EXPECTED_IMAGES={str(k): int(v) for k, v in (spec.get("expected_images") or {}).items()},
-        CONFIG_FILE=str(path),
         __doc__=str(spec.get("description", f"User dataset {name} registered in {path}.")),
     )
     attrs["LAYOUT"] = ("{root}/<domain>/" + (attrs["IMAGES_SUBDIR"] + "/" if

@@ -129,7 +129,6 @@ class DigitsDG(SDGDataset):
     DOMAINS = ("mnist", "uci") + STYLE_DOMAINS
     CLASSES = tuple(str(i) for i in range(10))
     DEFAULT_SOURCE = "mnist"
-    IMAGE_SIZE = SIZE
     DEFAULT_EPOCHS = 30
     NEEDS_DATA_DIR = False
 

@@ -83,7 +83,7 @@ class ExtDataset(FileDataset):
                 index.warnings.append(f"{len(renamed)} class folders are labelled by their "
                                       f"number, their names differ from the official ones: "
                                       f"{some(renamed, 5)}")
-        unseen = set(range(len(self.CLASSES) // 2, len(self.CLASSES)))
+        unseen = set(self.unseen_classes.tolist())
         if index.paths and not unseen & set(index.labels):
             index.problems.append(f"no image of an unseen class in {folder}: nothing to "
                                   f"evaluate")

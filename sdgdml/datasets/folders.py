@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from .files import DomainIndex, FileDataset, scan_class_folders
 
@@ -130,13 +129,5 @@ class Office31(ImageFolderDataset):
 
 
 class ConfigFolderDataset(ImageFolderDataset):
-    """Base of the datasets registered from a config file; ``SEEN_CLASS_IDS`` (if set)
-    replaces the first-half convention."""
-
-    SEEN_CLASS_IDS: tuple[int, ...] = ()
-
-    @property
-    def seen_classes(self) -> np.ndarray:
-        if self.SEEN_CLASS_IDS:
-            return np.array(sorted(self.SEEN_CLASS_IDS), dtype=np.int64)
-        return super().seen_classes
+    """Base of the datasets registered from a config file (``SEEN_CLASS_IDS`` from its
+    ``seen_classes``)."""
