@@ -16,12 +16,17 @@ demo: setup
 	$(PY) -m sdgdml.train --dataset DigitsDG --source mnist --algorithm ProxyAnchor \
 		--output_dir runs/demo
 
-# as root, first bring up the single-node Slurm that tests/test_slurm.py uses (best effort:
-# where it cannot start, those tests skip and say why)
+# as root, first bring up the single-node Slurm that tests/test_slurm.py uses, and install
+# pdflatex so that the LaTeX tables are compiled (best effort: where either is impossible,
+# those tests skip and say why)
 test: setup
 	@if [ "$$(id -u)" = 0 ]; then bash tests/slurm/setup_slurm.sh start \
 		|| echo "warning: Slurm could not be started; the Slurm tests will skip"; \
 	else echo "not root: Slurm not started; the Slurm tests skip unless it is running"; fi
+	@if [ "$$(id -u)" = 0 ] && ! command -v pdflatex >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		texlive-latex-base texlive-latex-recommended >/dev/null \
+		|| echo "warning: pdflatex could not be installed; the LaTeX is not compiled"; fi
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 clean:
