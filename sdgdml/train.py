@@ -148,7 +148,9 @@ def _ucdr_setup(args, dataset):
 def resolve_split(args: argparse.Namespace) -> None:
     """Expand ``--split`` into ``dataset``/``source``/``targets`` and make the default source
     and targets explicit (in place; ``split`` becomes None): an experiment has one identity,
-    and its records name its source, however it was spelled."""
+    and its records name its source, however it was spelled. A user dataset adds the hash of
+    its config's definition (``dataset_definition``): editing its classes is another
+    experiment."""
     load_dataset_config(args.data_dir, args.dataset_config)    # a split may name a user dataset
     if args.split:
         name, source, targets = parse_split(args.split)
@@ -156,8 +158,10 @@ def resolve_split(args: argparse.Namespace) -> None:
             raise DatasetError(f"--split {args.split!r} already names the dataset, source and "
                                f"targets: drop --dataset/--source/--targets")
         args.dataset, args.source, args.targets, args.split = name, source, targets, None
-    args.source, args.targets = get_dataset_class(args.dataset).default_split(args.source,
-                                                                              args.targets)
+    cls = get_dataset_class(args.dataset)
+    args.source, args.targets = cls.default_split(args.source, args.targets)
+    if getattr(cls, "DEFINITION", ""):       # a user dataset: its config's classes, split, ...
+        args.dataset_definition = cls.DEFINITION    # are part of the experiment
 
 
 def train(args: argparse.Namespace) -> list[dict]:

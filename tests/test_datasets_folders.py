@@ -11,6 +11,8 @@ from sdgdml.datasets.__main__ import main as datasets_main
 from sdgdml.datasets import (DATASETS, DatasetError, ImageDataset, Office31, OfficeHome, PACS,
                              create_dataset, parse_split, single_source_splits)
 from sdgdml.datasets.base import UnlabeledSamples
+from sdgdml.train import resolve_split
+from sdgdml.train_args import build_parser, experiment_identity
 
 
 @pytest.fixture(autouse=True)
@@ -178,6 +180,22 @@ def test_a_user_dataset_from_a_config_file(tmp_path, capsys):
     names = [e.name for e in ds.eval_splits()]
     assert names == ["photo_val", "photo_test", "drawing_test", "drawing->photo_test"]
     assert all("Pencil drawings" in p for p in ds.domain("drawing").paths)
+
+
+def test_a_user_datasets_definition_is_part_of_the_run_identity(tmp_path):
+    T.folder_tree(tmp_path / "toys", {"photo": "Photos", "drawing": "Pencil drawings"},
+                  ["robot", "ball", "car", "kite"], per_class=2, ext=".png")
+    identities = []
+    for config in (CONFIG, CONFIG, CONFIG.replace("[ball, car, kite]", "[ball, kite]"),
+                   CONFIG.replace("root: toys", "root: toys_moved")):
+        (tmp_path / "sdgdml_datasets.yaml").write_text(config)
+        args = build_parser().parse_args(["--dataset", "Toys4", "--data_dir", str(tmp_path),
+                                          "--output_dir", "x"])
+        resolve_split(args)
+        identities.append(experiment_identity(args))
+    same, again, other_split, moved = identities
+    assert same == again == moved and same != other_split     # where the files are: no part
+    assert set(same) == {"dataset", "source", "targets", "dataset_definition"}
 
 
 @pytest.mark.parametrize("body, message", [

@@ -22,6 +22,8 @@ if it exists. Both sections are optional::
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -120,6 +122,11 @@ def make_dataset_class(name: str, spec: dict, path: Path) -> type[ConfigFolderDa
         EXPECTED_IMAGES={str(k): int(v) for k, v in (spec.get("expected_images") or {}).items()},
         __doc__=str(spec.get("description", f"User dataset {name} registered in {path}.")),
     )
+    # what defines the experiment (not where the files are): part of a run's identity
+    defining = ("DOMAINS", "CLASSES", "SEEN_CLASS_IDS", "DEFAULT_SOURCE", "DEFAULT_PROTOCOL",
+                "VAL_PROTOCOL", "VAL_FRACTION", "DEFAULT_EPOCHS", "DOMAIN_DIRS", "IMAGES_SUBDIR")
+    attrs["DEFINITION"] = hashlib.md5(json.dumps({k: attrs[k] for k in defining},
+                                                 sort_keys=True).encode()).hexdigest()[:12]
     attrs["LAYOUT"] = ("{root}/<domain>/" + (attrs["IMAGES_SUBDIR"] + "/" if
                                              attrs["IMAGES_SUBDIR"] else "")
                        + "<class>/<image> (registered in " + str(path) + ")")

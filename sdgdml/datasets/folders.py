@@ -130,4 +130,6 @@ class Office31(ImageFolderDataset):
 
 class ConfigFolderDataset(ImageFolderDataset):
     """Base of the datasets registered from a config file (``SEEN_CLASS_IDS`` from its
-    ``seen_classes``)."""
+    ``seen_classes``; ``DEFINITION``: a hash of what its config defines)."""
+
+    DEFINITION: str = ""
