@@ -51,7 +51,8 @@ def attraction(dist2: torch.Tensor, delta: float, alpha: float) -> torch.Tensor:
 
 def repulsion(dist2: torch.Tensor, delta: float, alpha: float,
               min_distance: float = MIN_DISTANCE) -> torch.Tensor:
-    """Eq. 2 from squared distances: 1 / min(d, delta)^alpha (d floored at min_distance)."""
+    """Eq. 2 from squared distances: 1 / min(d, delta)^alpha (d floored at min_distance, so
+    that the energy stays finite; closer pairs get no repulsive gradient)."""
     return dist2.clamp(min_distance * min_distance, delta * delta).pow(-alpha / 2)
 
 
