@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 from sdgdml import collect
+from sdgdml import tables as T
 from helpers import PYTHON, REPO, subprocess_env
 
 
@@ -91,11 +92,11 @@ def test_ties_go_to_lower_hparams_seed_then_earlier_step(tmp_path):
 
 
 def test_mean_se_convention():
-    m, se, n = collect.mean_se([0.1, 0.2, 0.6])
+    m, se, n = T.mean_se([0.1, 0.2, 0.6])
     assert n == 3 and m == pytest.approx(0.3)
     assert se == pytest.approx(np.std([0.1, 0.2, 0.6], ddof=1) / math.sqrt(3))
-    assert collect.cell([0.25], 1, 1) == "25.0"              # one trial: no ±
-    assert collect.cell([0.2, 0.4], 1, 3) == "30.0 ± 10.0 (n=2)"
+    assert T.cell([0.25], 1, 1) == "25.0"              # one trial: no ±
+    assert T.cell([0.2, 0.4], 1, 3) == "30.0 ± 10.0 (n=2)"
 
 
 def test_averages_table_across_datasets(tmp_path):

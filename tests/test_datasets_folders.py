@@ -10,7 +10,7 @@ import datatrees as T
 from sdgdml.datasets.__main__ import main as datasets_main
 from sdgdml.datasets import (DATASETS, DatasetError, ImageDataset, Office31, OfficeHome, PACS,
                              create_dataset, parse_split, single_source_splits)
-from sdgdml.datasets.base import UnlabeledSamples
+from sdgdml.datasets.samples import UnlabeledSamples
 from sdgdml.train import resolve_split
 from sdgdml.train_args import build_parser, experiment_identity
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from sdgdml.datasets import DigitsDG, SDGDataset
-from sdgdml.datasets.base import ArraySamples
+from sdgdml.datasets.samples import ArraySamples
 from sdgdml.datasets.ucdr import (CrossDomainSplit, ProtocolError, class_sets, eval_splits,
                                   make_protocol, train_views)
 from sdgdml.evaluation import OpenSetRule, cross_domain_metrics, evaluate, reject_queries

@@ -12,7 +12,7 @@ from sdgdml import hparams_registry
 from sdgdml.algorithms import Schedule, algorithm_class
 from sdgdml.algorithms.uem import (UEM, _GradReverse, ipm_alpha, nt_xent, view_augment)
 from sdgdml.datasets import DATASETS, DigitsDG
-from sdgdml.datasets.base import ArraySamples
+from sdgdml.datasets.samples import ArraySamples
 from sdgdml.networks import create_model
 from sdgdml.records import read_records
 from sdgdml.train import main

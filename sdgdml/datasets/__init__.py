@@ -8,8 +8,7 @@ with ``python -m sdgdml.datasets check --data_dir D``.
 from __future__ import annotations
 
 
-from .base import (CorruptImageError, DatasetError, DomainSamples, EvalSplit, ImageDataset,
-                   SDGDataset, Split, UnlabeledSamples)
+from .base import SDGDataset
 from .cars import Cars196Ext
 from .config import find_config, read_config
 from .cub import CUB200Ext
@@ -18,6 +17,8 @@ from .digits import DigitsDG
 from .domainnet import DomainNet
 from .files import FileDataset
 from .folders import PACS, Office31, OfficeHome
+from .samples import (CorruptImageError, DatasetError, DomainSamples, EvalSplit, ImageDataset,
+                      Split, UnlabeledSamples)
 
 DATASETS: dict[str, type[SDGDataset]] = {}
 _USER: set[str] = set()      # names registered from a config file (may be re-registered)

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from .base import PROTOCOLS, VAL_CLASSES, VAL_IMAGES, DatasetError
+from .base import PROTOCOLS, VAL_CLASSES, VAL_IMAGES
+from .samples import DatasetError
 from .folders import ConfigFolderDataset
 
 CONFIG_NAME = "sdgdml_datasets.yaml"

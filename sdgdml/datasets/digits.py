@@ -28,7 +28,8 @@ from PIL import Image
 from scipy import ndimage
 
 from . import transforms as T
-from .base import ArraySamples, DatasetError, SDGDataset
+from .base import SDGDataset
+from .samples import ArraySamples, DatasetError
 
 BUILD_SEED = 20261122
 SIZE = 32

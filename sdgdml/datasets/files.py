@@ -28,7 +28,8 @@ from PIL import Image
 from tabulate import tabulate
 from tqdm import tqdm
 
-from .base import DatasetError, FileSamples, SDGDataset
+from .base import SDGDataset
+from .samples import DatasetError, FileSamples
 
 log = logging.getLogger("sdgdml")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")

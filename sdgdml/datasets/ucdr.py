@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import DatasetError, EvalSplit, SDGDataset, Split, UnlabeledSamples
+from .base import SDGDataset
+from .samples import DatasetError, EvalSplit, Split, UnlabeledSamples
 
 KINDS = ("closed", "partial", "open")
 

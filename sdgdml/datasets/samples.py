@@ -1,0 +1,157 @@
+"""The data containers under every dataset: a domain's labelled images (in memory or as files),
+a label-free view of them, splits of a domain, retrieval evaluations, the torch dataset over a
+split, and the dataset errors."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be used as asked (unknown domain, missing files, ...)."""
+
+
+class CorruptImageError(DatasetError):
+    """An image file exists but cannot be decoded."""
+
+
+class DomainSamples(abc.ABC):
+    """Every labelled image of one domain, in a fixed order; ``labels`` are global class ids.
+    ``official_test`` marks the images of the dataset's official test list (None: no list)."""
+
+    def __init__(self, domain: str, labels: Sequence[int],
+                 official_test: Sequence[bool] | None = None):
+        self.domain = domain
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.official_test = (None if official_test is None
+                              else np.asarray(official_test, dtype=bool))
+        if self.official_test is not None and len(self.official_test) != len(self.labels):
+            raise ValueError("one official_test flag per image is needed")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @abc.abstractmethod
+    def load(self, i: int) -> Image.Image:
+        """The i-th image as an RGB PIL image."""
+
+    def describe(self, i: int) -> str:
+        return f"{self.domain}[{i}]"
+
+
+class ArraySamples(DomainSamples):
+    """Images held in memory as a uint8 array (N, H, W, 3)."""
+
+    def __init__(self, domain: str, images: np.ndarray, labels: Sequence[int]):
+        super().__init__(domain, labels)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError("images must be a uint8 array of shape (N, H, W, 3)")
+        if len(images) != len(self.labels):
+            raise ValueError("one label per image is needed")
+        self.images = images
+
+    def load(self, i: int) -> Image.Image:
+        return Image.fromarray(self.images[i])
+
+
+class FileSamples(DomainSamples):
+    """Images stored as files on disk."""
+
+    def __init__(self, domain: str, paths: Sequence[str | Path], labels: Sequence[int],
+                 official_test: Sequence[bool] | None = None):
+        super().__init__(domain, labels, official_test)
+        self.paths = [str(p) for p in paths]
+        if len(self.paths) != len(self.labels):
+            raise ValueError("one label per image is needed")
+
+    def load(self, i: int) -> Image.Image:
+        path = self.paths[i]
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except FileNotFoundError as e:
+            raise DatasetError(f"image file is missing: {path}") from e
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise CorruptImageError(f"cannot decode image file {path}: {e}") from e
+
+    def describe(self, i: int) -> str:
+        return self.paths[i]
+
+
+class UnlabeledSamples(DomainSamples):
+    """A label-free view of a domain (transductive / unsupervised training): it loads images
+    but has no ``labels`` to give, so no label can reach training through it."""
+
+    def __init__(self, samples: DomainSamples):  # noqa: super().__init__ would store labels
+        self._samples = samples
+        self.domain = samples.domain
+
+    @property
+    def labels(self):
+        raise AttributeError(f"{self.domain}: an unlabeled view has no labels")
+
+    @property
+    def official_test(self):
+        raise AttributeError(f"{self.domain}: an unlabeled view has no split flags")
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    def load(self, i: int) -> Image.Image:
+        return self._samples.load(i)
+
+    def describe(self, i: int) -> str:
+        return self._samples.describe(i)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A subset of one domain's images. ``labels`` is None for an unlabeled view."""
+
+    name: str
+    samples: DomainSamples
+    indices: np.ndarray
+    labels: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """One retrieval evaluation: queries against a gallery (None: leave-one-out on queries)."""
+
+    name: str
+    query: Split
+    gallery: Split | None = None
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Torch view of a split. Keys are indices, or (index, seed) pairs that seed the transform's
+    randomness per sample (deterministic augmentation, identical after a resume and whatever
+    the number of workers). Labelled splits yield (image, label); unlabeled ones yield images."""
+
+    def __init__(self, split: Split, transform: Callable):
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        img = self.split.samples.load(int(self.split.indices[i]))
+        if seed is None:
+            x = self.transform(img)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                x = self.transform(img)
+        if self.split.labels is None:
+            return x
+        return x, int(self.split.labels[i])
