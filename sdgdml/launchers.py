@@ -51,6 +51,8 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def __init__(self, argv):
         self.argv = list(argv)
+        self._attempt: dict | None = None     # this attempt's record, once it runs
+        self._preempted = False               # set by checkpoint(): submitit is requeueing
 
     @property
     def run_dir(self) -> Path:
@@ -77,9 +79,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         except Exception:
             # once preempted, an exception is the requeue's teardown, not a crash: Slurm
             # kills the job's processes as it requeues it, `scontrol requeue` included
-            if not getattr(self, "_preempted", False):
+            if not self._preempted:
                 write_json(self.run_dir / ATTEMPT_FILE,
-                            {**attempt, "error": traceback.format_exc(limit=-3)})
+                           {**attempt, "error": traceback.format_exc(limit=-3)})
             raise
         return str(self.run_dir)
 
@@ -87,7 +89,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         """Preempted or timed out: requeue a fresh job; it resumes from ``checkpoint.pt``
         (work since the last checkpoint is redone, bit for bit)."""
         self._preempted = True
-        if getattr(self, "_attempt", None):
+        if self._attempt:
             write_json(self.run_dir / ATTEMPT_FILE, {**self._attempt, "preempted": time.time()})
         return submitit.helpers.DelayedSubmission(TrainJob(self.argv))
 
@@ -130,8 +132,8 @@ class Launcher:
     def _record(self, job, job_id: str, **extra) -> None:
         job.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(job.run_dir / JOB_FILE, {"launcher": self.name, "job_id": job_id,
-                                             "host": socket.gethostname(),
-                                             "submitted": time.time(), **extra})
+                                            "host": socket.gethostname(),
+                                            "submitted": time.time(), **extra})
 
     @classmethod
     def scheduler_states(cls, job_records: list[dict]) -> dict[str, str]:

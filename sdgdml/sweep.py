@@ -75,9 +75,6 @@ def _fallback(job: dict | None, attempt: dict | None) -> tuple[str, str]:
     return "RUNNING", "started (not verified: no scheduler answer)"
 
 
-OUTSIDE = "started outside the sweep (no job.json): kept, relaunching resumes it"
-
-
 def _started(run_dir: Path) -> bool:
     return any((run_dir / f).exists() for f in ("args.json", "results.jsonl", "checkpoint.pt"))
 
@@ -123,7 +120,7 @@ def run_states(run_dirs: dict[str, tuple[Path, dict]]) -> list[RunState]:
         else:
             state, detail = _fallback(job, attempt)
             if state == "NOT_LAUNCHED" and _started(d):
-                detail = OUTSIDE
+                detail = "started outside the sweep (no job.json): kept, launch resumes it"
         if state == "FAILED" and job and job.get("log"):
             detail += f"; log: {job['log']}"
         out.append(RunState(rid, info, state, job_id, detail))
@@ -275,8 +272,9 @@ def status(args) -> list[RunState]:
 def delete_incomplete(args) -> None:
     output_dir = Path(args.output_dir).resolve()
     states = run_states(_known_runs(output_dir))
-    doomed = [s for s in states if s.state == "FAILED" or (  # and never-started leftovers
-        s.state == "NOT_LAUNCHED" and (output_dir / s.run_id).exists() and s.detail != OUTSIDE)]
+    doomed = [s for s in states if s.state == "FAILED" or (  # and empty never-launched folders
+        s.state == "NOT_LAUNCHED" and (output_dir / s.run_id).exists()
+        and not _started(output_dir / s.run_id))]
     kept = Counter(s.state for s in states if s not in doomed)
     print(f"{len(doomed)} failed/incomplete run folders to delete; kept: "
           + ", ".join(f"{n} {st.lower()}" for st, n in sorted(kept.items())))

@@ -160,7 +160,7 @@ def resolve_split(args: argparse.Namespace) -> None:
         args.dataset, args.source, args.targets, args.split = name, source, targets, None
     cls = get_dataset_class(args.dataset)
     args.source, args.targets = cls.default_split(args.source, args.targets)
-    if getattr(cls, "DEFINITION", ""):       # a user dataset: its config's classes, split, ...
+    if cls.DEFINITION:                  # a user dataset: its config's classes, split, ...
         args.dataset_definition = cls.DEFINITION    # are part of the experiment
 
 

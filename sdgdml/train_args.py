@@ -21,7 +21,6 @@ a restarted run resumes from it) and ``done`` at the end.
 """
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m sdgdml.train", description=DESCRIPTION, allow_abbrev=False,

@@ -19,8 +19,9 @@ Everything else is our design, each open choice an hparam (``cp_*`` in hparams_r
 - Class centroids (``CentroidMemory``): per class, an EMA over batches of the batch mean,
   ``c = normalize(m * c_old + (1 - m) * batch_mean)`` with ``cp_momentum`` = m (0: batch
   centroids only); the batch mean of unit vectors is not renormalised before mixing, so a
-  spread-out batch (a short mean) moves the centroid less than a tight one. This step's centroid is differentiable through the batch mean (so C4 can
-  move centroids); the memory stores it detached.
+  spread-out batch (a short mean) moves the centroid less than a tight one. This step's
+  centroid is differentiable through the batch mean (so C4 can move centroids); the memory
+  stores it detached.
 - C3E ([A1], [A3]): each source embedding z at angle theta from its centroid is rotated away
   from it, in the plane (c, z), to angle ``min(theta + delta, cp_max_angle_deg)``
   (``centrifugal_expand``). delta = s(t) * r_y * u: s(t) the scheduled strength

@@ -71,6 +71,7 @@ class SDGDataset(abc.ABC):
     VAL_PROTOCOL: str = VAL_IMAGES
     OFFICIAL_LISTS: bool = False     # official train list -> train pool, test list -> test sets
     SEEN_CLASS_IDS: tuple[int, ...] = ()     # empty: the first half of CLASSES
+    DEFINITION: str = ""     # user datasets: a hash of their config (part of a run's identity)
     VAL_FRACTION: float = 0.2
     DEFAULT_EPOCHS: float = 40
     NEEDS_DATA_DIR: bool = True

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from .files import DomainIndex, FileDataset, scan_class_folders
 
 
@@ -131,5 +130,3 @@ class Office31(ImageFolderDataset):
 class ConfigFolderDataset(ImageFolderDataset):
     """Base of the datasets registered from a config file (``SEEN_CLASS_IDS`` from its
     ``seen_classes``; ``DEFINITION``: a hash of what its config defines)."""
-
-    DEFINITION: str = ""
