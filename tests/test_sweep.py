@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sdgdml import sweep, sweep_config
-from sdgdml import launchers, train
+from sdgdml import launchers, sweep, sweep_config, train
 from sdgdml.launchers import ATTEMPT_FILE, JOB_FILE, TrainJob
 from sdgdml.sweep_config import SweepDefinition, SweepError
 from sdgdml.records import read_records
