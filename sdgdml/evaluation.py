@@ -187,6 +187,21 @@ def _class_mean(values: torch.Tensor, labels: torch.Tensor) -> float:
     return (sums / torch.bincount(inverse, minlength=len(classes))).mean().item()
 
 
+def check_metrics(metrics) -> None:
+    """Raise ValueError naming the known metrics if any name is unknown."""
+    _parse_metrics(metrics)
+
+
+def ranking(query, gallery, k: int, chunk_size: int = 1024,
+            device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(similarities, indices) of each query's k nearest gallery items (fewer when the gallery
+    is smaller); ``gallery`` None: leave-one-out inside the queries (within-domain)."""
+    within = gallery is None
+    gallery = query if within else gallery
+    return knn(query, gallery, min(k, len(gallery) - int(within)), exclude_self=within,
+               chunk_size=chunk_size, device=device)
+
+
 def _relevant_counts(q_labels, g_labels, exclude_self) -> torch.Tensor:
     classes, g_counts = torch.unique(g_labels, return_counts=True)
     pos = torch.searchsorted(classes, q_labels).clamp(max=len(classes) - 1)
