@@ -314,8 +314,9 @@ def _short(v) -> str:
 
 
 def _metric_name(metric: str) -> str:
-    return {"map@r": "MAP@R", "map@all": "mAP@all"}.get(
-        metric, metric.replace("recall@", "R@").replace("precision@", "P@"))
+    return {"map@r": "MAP@R", "map@all": "mAP@all", "nmi": "NMI", "ami": "AMI"}.get(
+        metric, metric.replace("class_recall@", "class-average R@").replace("recall@", "R@")
+        .replace("precision@", "P@"))
 
 
 # ----------------------------------------------------------------------------- numbers, plots
