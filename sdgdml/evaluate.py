@@ -33,6 +33,7 @@ from .datasets.samples import Split
 from .networks import EmbeddingNet, create_model
 from .records import read_json, read_records
 from .train import USER_ERRORS, resolve_split
+from .train_args import build_parser as train_parser
 
 WEIGHT_FILES = ("model.pt", "checkpoint.pt")
 
@@ -52,7 +53,9 @@ def load_run(run_dir: str | Path) -> tuple[argparse.Namespace, dict]:
         if not isinstance(data, dict):
             raise EvaluationError(f"{run / name} is missing or not a JSON object: is {run} a "
                                   f"run folder (python -m sdgdml.train --output_dir ...)?")
-    return argparse.Namespace(**found["args.json"]), found["hparams.json"]
+    # flags added after the run was made take their defaults
+    defaults = vars(train_parser().parse_args(["--output_dir", str(run)]))
+    return argparse.Namespace(**{**defaults, **found["args.json"]}), found["hparams.json"]
 
 
 def weights_file(run_dir: str | Path, weights: str | None = None) -> Path:
@@ -179,8 +182,8 @@ def metrics_table(metrics: dict[str, float], evals) -> str:
     """Rows = evaluations (in order), columns = metrics, in %."""
     names = [ev.name for ev in evals]
     columns = []
-    for key in metrics:
-        name = next(n for n in names if key.startswith(f"{n}_"))
+    for key in metrics:         # the longest evaluation name the key starts with
+        name = max((n for n in names if key.startswith(f"{n}_")), key=len)
         metric = key[len(name) + 1:]
         if metric not in columns:
             columns.append(metric)
@@ -353,14 +356,26 @@ def _check_cli(cli: argparse.Namespace) -> None:
     evaluation.check_metrics(cli.metrics or [])
 
 
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise EvaluationError(f"--device {name!r} is not a device (cpu, cuda, cuda:1, ...)") \
+            from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError(f"--device {name}: CUDA is not available here")
+    return device
+
+
 def evaluate_run(cli: argparse.Namespace) -> dict[str, float]:
     """Everything ``python -m sdgdml.evaluate`` does; returns the metrics."""
     _check_cli(cli)
+    device = _device(cli.device)
     run_args, hparams = load_run(cli.run_dir)
     args = settings(run_args, cli)
     network = load_network(cli.run_dir, hparams, cli.weights)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
-                          if cli.device == "auto" else cli.device)
     metrics, embeddings, dataset, evals, transform = run_evaluation(network, args, hparams,
                                                                     device)
     print(f"{cli.run_dir} ({args.algorithm}), {weights_file(cli.run_dir, cli.weights).name}, "

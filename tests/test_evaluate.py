@@ -251,3 +251,20 @@ def test_a_weights_file_never_executes_code(run_dir, tmp_path):
         pickle.dump(_Exploit(), f, protocol=2)
     assert "not a readable weights file" in _error([str(bare)])
     assert not os.path.exists(marker)
+
+
+def test_device_errors_and_args_of_an_older_run(run_dir, tmp_path):
+    assert "is not a device" in _error([str(run_dir), "--device", "gpu0"])
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in _error([str(run_dir), "--device", "cuda"])
+    old = tmp_path / "old"
+    old.mkdir()
+    args = json.loads((run_dir / "args.json").read_text())
+    for newer_flag in ("ucdr", "open_rule", "val_protocol"):      # unknown to an older run
+        del args[newer_flag]
+    (old / "args.json").write_text(json.dumps(args))
+    for name in ("hparams.json", "model.pt"):
+        (old / name).write_bytes((run_dir / name).read_bytes())
+    last = read_records(run_dir / "results.jsonl")[-1]
+    metrics = _evaluate(old, "--metrics", "recall@1")
+    assert metrics == {k: last[k] for k in metrics}
