@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from .evaluation import ranking
 
 CORRECT, WRONG, QUERY = "#1a9850", "#d73027", "#4d4d4d"
-UCDR_SUFFIXES = ("_nmi", "_ami", "_open_acc", "_shared_accept", "_open_hmean", "_open_auroc",
+METRIC_SUFFIXES = ("_nmi", "_ami", "_open_acc", "_shared_accept", "_open_hmean", "_open_auroc",
                  "_proxy_w2")
 NOT_LOSSES = ("step", "epoch", "step_time", "eval_time", "mem_gb", "schema_version")
 
@@ -202,7 +202,7 @@ def embedding_map(embeddings, domains, seen, path: str | Path, method: str = "au
 
 # ----------------------------------------------------------------------------- curves and bars
 def _is_metric(key: str) -> bool:
-    return "@" in key or key.endswith(UCDR_SUFFIXES)
+    return "@" in key or key.endswith(METRIC_SUFFIXES)
 
 
 def training_curves(records: list[dict], path: str | Path, metric: str = "recall@1"
@@ -223,7 +223,7 @@ def training_curves(records: list[dict], path: str | Path, metric: str = "recall
     for ax, (name, keys) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         for key in keys:
             pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
-            style = "--" if key.endswith(("_val_" + metric,)) else "-"
+            style = "--" if key.endswith(f"_val_{metric}") else "-"   # source validation
             ax.plot(*zip(*pts), style, marker="o", markersize=3, label=key)
         ax.set_xlabel("step")
         ax.set_title(name, fontsize=10)
