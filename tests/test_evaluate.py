@@ -268,3 +268,8 @@ def test_device_errors_and_args_of_an_older_run(run_dir, tmp_path):
     last = read_records(run_dir / "results.jsonl")[-1]
     metrics = _evaluate(old, "--metrics", "recall@1")
     assert metrics == {k: last[k] for k in metrics}
+
+
+def test_help_explains_every_flag():
+    for action in build_parser()._actions:
+        assert action.help and len(action.help) > 8, action.dest
