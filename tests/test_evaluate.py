@@ -273,3 +273,12 @@ def test_device_errors_and_args_of_an_older_run(run_dir, tmp_path):
 def test_help_explains_every_flag():
     for action in build_parser()._actions:
         assert action.help and len(action.help) > 8, action.dest
+
+
+def test_umap_projection_when_umap_learn_is_installed(tmp_path):
+    pytest.importorskip("umap")
+    from sdgdml import figures
+
+    x = np.random.default_rng(0).normal(size=(60, 8))
+    xy, name = figures.project_2d(x, "auto", seed=0)
+    assert name == "UMAP" and xy.shape == (60, 2) and np.isfinite(xy).all()
