@@ -282,3 +282,14 @@ def test_umap_projection_when_umap_learn_is_installed(tmp_path):
     x = np.random.default_rng(0).normal(size=(60, 8))
     xy, name = figures.project_2d(x, "auto", seed=0)
     assert name == "UMAP" and xy.shape == (60, 2) and np.isfinite(xy).all()
+
+
+def test_split_and_source_overrides_name_the_evaluated_domains(run_dir):
+    metrics = _evaluate(run_dir, "--split", "DigitsDG:mnist->negative", "--metrics", "recall@1")
+    assert set(metrics) == {"mnist_val_recall@1", "mnist_test_recall@1",
+                            "negative_test_recall@1"}
+    metrics = _evaluate(run_dir, "--source", "uci", "--metrics", "recall@1")
+    assert {k.split("_")[0] for k in metrics} == set(DigitsDG.DOMAINS)     # uci + every other
+    assert "uci_val_recall@1" in metrics
+    assert "already names the dataset" in _error([str(run_dir), "--split", "DigitsDG:mnist",
+                                                  "--targets", "uci", "--source", "mnist"])
