@@ -14,7 +14,7 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(PY) -m sdgdml.train --dataset DigitsDG --source mnist --algorithm ProxyAnchor \
-		--output_dir runs/demo
+		--output_dir runs/demo --save_model
 
 # as root, first bring up the single-node Slurm that tests/test_slurm.py uses, and install
 # pdflatex so that the LaTeX tables are compiled (best effort: where either is impossible,

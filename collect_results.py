@@ -6,6 +6,7 @@ average) and averaged over datasets, after model selection.
     python collect_results.py --input_dir sweeps_out/ --latex --output tables.tex
     python collect_results.py --input_dir a/ b/ --selection source_val oracle last \\
         --metrics recall@1 recall@4 map@r --show_hparams
+    python collect_results.py --input_dir sweeps_out/ --format csv --plots plots/
 
 Cells: mean ± standard error over trials, in %; SE = sample std (ddof=1) / sqrt(n).
 See sdgdml/collect.py for the selection methods.
@@ -17,7 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from sdgdml.collect import SELECTION_METHODS, collect
+from sdgdml.collect import DATA_FORMATS, SELECTION_METHODS, collect
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,11 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--show_hparams", action="store_true", help="also print the selected hparams per cell")
     a("--digits", type=int, default=1, help="decimals in the tables")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--format", choices=("markdown", "plain", "latex"), default="markdown",
-                     help="output format")
+    fmt.add_argument("--format", choices=("markdown", "plain", "latex", *DATA_FORMATS),
+                     default="markdown",
+                     help="output format; csv/json: one row per cell with mean, se and n "
+                          "(fractions)")
     fmt.add_argument("--latex", dest="format", action="store_const", const="latex",
                      help="a complete, compilable LaTeX document (booktabs)")
     a("--output", default=None, help="write to this file instead of stdout")
+    a("--plots", default=None, metavar="DIR",
+      help="also write PNG plots to DIR: per-domain bars per algorithm with standard-error "
+           "bars, and the selected runs' target average over checkpoints")
     return p
 
 
@@ -53,7 +59,7 @@ def main(argv=None) -> None:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     text = collect(args.input_dir, args.selection, args.metrics, args.selection_metric,
                    args.protocol, args.with_source, args.include_incomplete,
-                   args.show_hparams, args.digits, args.format)
+                   args.show_hparams, args.digits, args.format, args.plots)
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)

@@ -20,11 +20,17 @@ args (steps, label noise, protocol, ...) are never pooled: each setting is its o
 Cells are mean ± standard error over trials, in %: SE = sample std (ddof=1) / sqrt(n)
 (n = number of trials; a single trial shows no ±). The average column averages each trial's
 targets first, then takes mean ± SE over trials; the same for the averages table across datasets.
+``csv`` / ``json`` give the same cells as numbers, one row per (selection, metric, dataset,
+algorithm, column) with ``mean``, ``se`` and ``n`` (fractions in [0, 1], like the records).
+``plots`` draws them: per-domain bars with standard-error bars, and the selected runs' target
+average over checkpoints (mean ± SE over trials).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -33,9 +39,10 @@ import pandas as pd
 
 from .flags import CELL_ARGS, MACHINE_ARGS
 from .records import read_records
-from .tables import SE_NOTE, Table, cell, render
+from .tables import SE_NOTE, Table, cell, mean_se, render
 
 SELECTION_METHODS = ("source_val", "oracle", "last")
+DATA_FORMATS = ("csv", "json")
 ID_COLUMNS = ("run", "dataset", "source", "targets", "algorithm", "hparams_seed", "trial_seed",
               "step")
 SKIP_DIRS = {"submitit", "__pycache__"}
@@ -305,19 +312,107 @@ def _short(v) -> str:
 
 
 def _metric_name(metric: str) -> str:
-    return {"map@r": "MAP@R", "map@all": "mAP@all"}.get(
-        metric, metric.replace("recall@", "R@").replace("precision@", "P@"))
+    return {"map@r": "MAP@R", "map@all": "mAP@all", "nmi": "NMI", "ami": "AMI"}.get(
+        metric, metric.replace("class_recall@", "class-average R@").replace("recall@", "R@")
+        .replace("precision@", "P@"))
+
+
+# ----------------------------------------------------------------------------- numbers, plots
+def cell_rows(sel: pd.DataFrame, method: str, metric: str, protocol: str = "all",
+              with_source: bool = False) -> list[dict]:
+    """The tables' cells as numbers: one dict per (dataset, algorithm, column)."""
+    rows = []
+    for dataset in sorted(sel["dataset"].unique()):
+        columns, per_alg = _per_trial(sel, dataset, metric, protocol, with_source)
+        for alg in sorted(per_alg):
+            for column in [*columns, "average"] if columns else []:
+                mean, se, n = mean_se(per_alg[alg][column])
+                rows.append({"selection": method, "metric": metric, "dataset": dataset,
+                             "algorithm": alg, "column": column,
+                             "mean": None if math.isnan(mean) else mean,
+                             "se": None if math.isnan(se) else se, "n": n})
+    return rows
+
+
+def render_rows(rows: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=1) + "\n"
+    return pd.DataFrame(rows, columns=["selection", "metric", "dataset", "algorithm", "column",
+                                       "mean", "se", "n"]).to_csv(index=False)
+
+
+def _file_name(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "_".join(parts)).strip("_")
+
+
+def checkpoint_series(df: pd.DataFrame, sel: pd.DataFrame, dataset: str, metric: str,
+                      protocol: str = "all") -> dict[str, tuple]:
+    """{algorithm: (steps, mean, SE)} of the selected runs' target-average ``metric`` at each
+    checkpoint, over trials."""
+    runs = sel.loc[sel["dataset"] == dataset, "run"].unique()
+    part = df[df["run"].isin(runs)].copy()
+    part["target_average"] = np.nan
+    for source, idx in part.groupby("source").groups.items():
+        keys = list(target_keys(part.loc[idx], source, metric, protocol).values())
+        if keys:
+            part.loc[idx, "target_average"] = part.loc[idx, keys].mean(axis=1, skipna=False)
+    series = {}
+    for alg, f in part.dropna(subset=["target_average"]).groupby("algorithm"):
+        stats = [(step, *mean_se(g["target_average"])[:2])
+                 for step, g in f.groupby("step")]
+        series[alg] = tuple(zip(*stats))
+    return series
+
+
+def plots(df: pd.DataFrame, out_dir, selections, metrics, selection_metric: str = "recall@1",
+          protocol: str = "all", with_source: bool = False) -> list[Path]:
+    """Per selection, metric and dataset: ``bars_*.png`` (each target column and the average,
+    one bar per algorithm, ± one SE) and ``curves_*.png`` (target average over checkpoints)."""
+    from . import figures
+
+    out, files = Path(out_dir), []
+    for method in selections:
+        sel = select(df, method, selection_metric, protocol)
+        for metric in metrics:
+            name = _metric_name(metric)
+            for dataset in sorted(sel["dataset"].unique()):
+                columns, per_alg = _per_trial(sel, dataset, metric, protocol, with_source)
+                if not columns:
+                    continue
+                cells = {alg: [mean_se(f[c])[:2] for c in [*columns, "average"]]
+                         for alg, f in sorted(per_alg.items())}
+                files += figures.grouped_bars(
+                    cells, [*columns, "average"],
+                    out / f"{_file_name('bars', dataset, metric, method)}.png",
+                    f"{dataset}: {name}, selection {method} (± SE over trials)", name)
+                files += figures.line_curves(
+                    checkpoint_series(df, sel, dataset, metric, protocol),
+                    out / f"{_file_name('curves', dataset, metric, method)}.png",
+                    f"{dataset}: target-average {name} of the selected runs ({method})",
+                    "step", name)
+    return files
 
 
 def collect(input_dirs, selections=("source_val",), metrics=("recall@1",),
             selection_metric: str = "recall@1", protocol: str = "all",
             with_source: bool = False, include_incomplete: bool = False,
-            show_hparams: bool = False, digits: int = 1, fmt: str = "markdown") -> str:
-    """Everything ``collect_results.py`` prints, as one string."""
+            show_hparams: bool = False, digits: int = 1, fmt: str = "markdown",
+            plots_dir=None) -> str:
+    """Everything ``collect_results.py`` prints, as one string (``fmt``: markdown, plain,
+    latex, csv or json); ``plots_dir``: also draw the plots there."""
     df, hparams = load_records(input_dirs, include_incomplete)
     if df.empty:
         return "no completed runs found" + ("" if include_incomplete else
                                             " (--include_incomplete to use unfinished ones)") + "\n"
+    if plots_dir:
+        plots(df, plots_dir, selections, metrics, selection_metric, protocol, with_source)
+    if fmt in DATA_FORMATS:
+        rows = []
+        for method in selections:
+            sel = select(df, method, selection_metric, protocol)
+            for metric in metrics:
+                rows += cell_rows(sel, method, metric, protocol, with_source)
+        return render_rows(rows, fmt)
     tables = []
     for method in selections:
         sel = select(df, method, selection_metric, protocol)

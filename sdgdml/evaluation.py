@@ -8,6 +8,12 @@ Metrics (all in [0, 1]):
   2020), R = number of gallery items of the query's class: (1/R) sum_{i<=R} P(i) rel(i).
 - ``map@all``: mean Average Precision over the full gallery ranking.
 - ``precision@K``: fraction of same-class items among the K nearest.
+- ``class_recall@K``: recall@K averaged per class first, then over the query classes (every
+  class weighs the same, however many images it has), beside the per-query mean ``recall@K``.
+- ``nmi``, ``ami``: normalised / adjusted mutual information between the query labels and a
+  k-means clustering of the query embeddings (scikit-learn ``KMeans``, k = number of query
+  classes, ``n_init=10``, ``random_state=0``: deterministic), the clustering quality the DML
+  tables report beside recall (AMI is corrected for chance: about 0 for random clusters).
 ``map@r``, ``map@all`` and ``precision@K`` average only over queries with at least one relevant
 gallery item (undefined otherwise).
 
@@ -34,13 +40,15 @@ broken deterministically: equal similarities rank by ascending gallery index.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 DEFAULT_METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+CLUSTERING_METRICS = ("nmi", "ami")
+METRIC_NAMES = "recall@K, class_recall@K, precision@K, map@r, map@all, nmi, ami"
 UCDR_METRICS = ("map@all", "precision@1", "precision@5", "precision@15")
 OPEN_RULES = ("threshold", "prototype")
 
@@ -128,22 +136,70 @@ def knn(
     return torch.cat(out_vals), torch.cat(out_idx)
 
 
-def _parse_metrics(metrics) -> tuple[list[int], list[int], bool, bool]:
-    recall_ks, precision_ks, need_map_r, need_map_all = [], [], False, False
+@dataclass
+class _MetricRequest:
+    recall_ks: list[int] = field(default_factory=list)
+    class_recall_ks: list[int] = field(default_factory=list)
+    precision_ks: list[int] = field(default_factory=list)
+    map_r: bool = False
+    map_all: bool = False
+    clustering: list[str] = field(default_factory=list)
+
+
+def _parse_metrics(metrics) -> _MetricRequest:
+    req = _MetricRequest()
     for m in metrics:
         name, _, arg = m.partition("@")
-        if name == "recall" and arg.isdigit():
-            recall_ks.append(int(arg))
-        elif name == "precision" and arg.isdigit():
-            precision_ks.append(int(arg))
+        lists = {"recall": req.recall_ks, "class_recall": req.class_recall_ks,
+                 "precision": req.precision_ks}
+        if name in lists and arg.isdigit():
+            lists[name].append(int(arg))
         elif m == "map@r":
-            need_map_r = True
+            req.map_r = True
         elif m == "map@all":
-            need_map_all = True
+            req.map_all = True
+        elif m in CLUSTERING_METRICS:
+            req.clustering.append(m)
         else:
-            raise ValueError(
-                f"unknown metric {m!r}; known: recall@K, precision@K, map@r, map@all")
-    return recall_ks, precision_ks, need_map_r, need_map_all
+            raise ValueError(f"unknown metric {m!r}; known: {METRIC_NAMES}")
+    return req
+
+
+def clustering_metrics(embeddings, labels, metrics=CLUSTERING_METRICS,
+                       seed: int = 0) -> dict[str, float]:
+    """NMI / AMI of the labels against a k-means clustering of the embeddings (k = number of
+    distinct labels; see the module docstring)."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    x = _as_tensor(embeddings, "cpu", torch.float32).numpy()
+    y = _as_tensor(labels, "cpu").long().numpy()
+    k = len(np.unique(y))
+    clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
+    scores = {"nmi": normalized_mutual_info_score, "ami": adjusted_mutual_info_score}
+    return {m: float(scores[m](y, clusters)) for m in metrics}
+
+
+def _class_mean(values: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean over classes of each class's mean value."""
+    classes, inverse = torch.unique(labels, return_inverse=True)
+    sums = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, inverse, values.double())
+    return (sums / torch.bincount(inverse, minlength=len(classes))).mean().item()
+
+
+def check_metrics(metrics) -> None:
+    """Raise ValueError naming the known metrics if any name is unknown."""
+    _parse_metrics(metrics)
+
+
+def ranking(query, gallery, k: int, chunk_size: int = 1024,
+            device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(similarities, indices) of each query's k nearest gallery items (fewer when the gallery
+    is smaller); ``gallery`` None: leave-one-out inside the queries (within-domain)."""
+    within = gallery is None
+    gallery = query if within else gallery
+    return knn(query, gallery, min(k, len(gallery) - int(within)), exclude_self=within,
+               chunk_size=chunk_size, device=device)
 
 
 def _relevant_counts(q_labels, g_labels, exclude_self) -> torch.Tensor:
@@ -197,7 +253,7 @@ def retrieval_metrics(
 
     With no gallery, the protocol is within-domain leave-one-out: the queries are the gallery and
     each query's own item is excluded. Embeddings are used as given (inner product); pass
-    L2-normalised embeddings for cosine similarity.
+    L2-normalised embeddings for cosine similarity. ``nmi`` / ``ami`` cluster the queries.
     """
     exclude_self = gallery is None
     if exclude_self:
@@ -206,26 +262,31 @@ def retrieval_metrics(
     g_labels = _as_tensor(gallery_labels, "cpu").long()
     if len(q_labels) != len(query) or len(g_labels) != len(gallery):
         raise ValueError("embeddings and labels must have the same length")
-    recall_ks, precision_ks, need_map_r, need_map_all = _parse_metrics(metrics)
+    req = _parse_metrics(metrics)
     relevant = _relevant_counts(q_labels, g_labels, exclude_self)
     has_rel = relevant > 0
-    kmax = max(recall_ks + precision_ks + ([int(relevant.max())] if need_map_r else []) + [1])
+    kmax = max(req.recall_ks + req.class_recall_ks + req.precision_ks
+               + ([int(relevant.max())] if req.map_r else []) + [1])
     kmax = min(kmax, len(gallery) - (1 if exclude_self else 0))
     _, idx = knn(query, gallery, kmax, exclude_self, chunk_size, device)
     hits = g_labels[idx] == q_labels.unsqueeze(1)
 
     out: dict[str, float] = {}
-    for k in recall_ks:
+    for k in req.recall_ks:
         out[f"recall@{k}"] = hits[:, :k].any(1).double().mean().item()
-    for k in precision_ks:      # / k, also when the gallery is smaller than k
+    for k in req.class_recall_ks:
+        out[f"class_recall@{k}"] = _class_mean(hits[:, :k].any(1), q_labels)
+    for k in req.precision_ks:      # / k, also when the gallery is smaller than k
         out[f"precision@{k}"] = (hits[has_rel, :k].double().sum(1) / k).mean().item()
-    if need_map_r:
+    if req.map_r:
         out["map@r"] = _map_at_r(hits[has_rel], relevant[has_rel]).mean().item()
-    if need_map_all:
+    if req.map_all:
         dev = _device(device)
         aps = _map_at_all(query, _as_tensor(gallery, dev, torch.float32), q_labels, g_labels,
                           exclude_self, chunk_size, dev)
         out["map@all"] = aps[has_rel].mean().item()
+    if req.clustering:
+        out.update(clustering_metrics(query, q_labels, req.clustering))
     return {k: (math.nan if v != v else float(v)) for k, v in out.items()}
 
 
@@ -307,20 +368,23 @@ def embed_split(embed_fn, split, transform, batch_size: int = 256, num_workers: 
 def evaluate(embed_fn, eval_splits, transform, metrics=DEFAULT_METRICS, batch_size: int = 256,
              num_workers: int = 0, device: str | torch.device = "cpu",
              chunk_size: int = 1024, ucdr_metrics=UCDR_METRICS,
-             open_set: OpenSetRule | None = None) -> dict[str, float]:
+             open_set: OpenSetRule | None = None,
+             embeddings: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """Metrics of every :class:`EvalSplit` under flat keys ``<split name>_<metric>``, e.g.
-    ``sketch_test_recall@1`` or ``sketch->mnist_test_map@r``. Each split is embedded once.
-    UCDR splits (``CrossDomainSplit``) get ``cross_domain_metrics`` with ``ucdr_metrics``, e.g.
-    ``mnist->uci_open_map@all`` and ``mnist->uci_open_open_acc``."""
+    ``sketch_test_recall@1`` or ``sketch->mnist_test_map@r``. Each split is embedded once;
+    ``embeddings`` (a dict, possibly empty) is filled with them, {split name: embeddings}, and
+    the ones already in it are reused. UCDR splits (``CrossDomainSplit``) get
+    ``cross_domain_metrics`` with ``ucdr_metrics``, e.g. ``mnist->uci_open_map@all`` and
+    ``mnist->uci_open_open_acc``."""
     from .datasets.ucdr import CrossDomainSplit
 
-    cache: dict[int, torch.Tensor] = {}
+    cache = {} if embeddings is None else embeddings
 
     def emb(split):
-        if id(split) not in cache:
-            cache[id(split)] = embed_split(embed_fn, split, transform, batch_size, num_workers,
-                                           device)
-        return cache[id(split)]
+        if split.name not in cache:
+            cache[split.name] = embed_split(embed_fn, split, transform, batch_size,
+                                            num_workers, device)
+        return cache[split.name]
 
     results = {}
     for ev in eval_splits:

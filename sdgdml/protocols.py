@@ -23,6 +23,7 @@ class SDGDMLProtocol:
 
     def __init__(self, args, dataset):
         self.args, self.dataset = args, dataset
+        self.open_set = None
 
     def check(self, needs: DataNeeds) -> None:
         """Raise for a method this protocol cannot train."""
@@ -34,10 +35,16 @@ class SDGDMLProtocol:
         targets = {t: self.dataset.unlabeled_split(t) for t in self.dataset.targets}
         return source, targets
 
-    def evaluate(self, embed, transform, device) -> dict[str, float]:
+    def eval_splits(self) -> list:
+        return self.dataset.eval_splits()
+
+    def evaluate(self, embed, transform, device, embeddings: dict | None = None
+                 ) -> dict[str, float]:
+        """Every evaluation's metrics (``embeddings``: filled with {split name: embeddings})."""
         a = self.args
-        return evaluation.evaluate(embed, self.dataset.eval_splits(), transform, a.metrics,
-                                   a.eval_batch_size, a.num_workers, device, a.eval_chunk_size)
+        return evaluation.evaluate(embed, self.eval_splits(), transform, a.metrics,
+                                   a.eval_batch_size, a.num_workers, device, a.eval_chunk_size,
+                                   a.ucdr_metrics, self.open_set, embeddings)
 
     def summary(self, records: list[dict], metric: str = "recall@1") -> str:
         """Each target's and the source's metric at the first and last checkpoint."""
@@ -82,11 +89,8 @@ class UCDRProtocol(SDGDMLProtocol):
         views = ucdr.train_views(self.dataset, self.protocol)
         return (views[self.dataset.source], {t: views[t] for t in self.dataset.targets})
 
-    def evaluate(self, embed, transform, device) -> dict[str, float]:
-        a = self.args
-        return evaluation.evaluate(embed, ucdr.eval_splits(self.dataset, self.protocol),
-                                   transform, a.metrics, a.eval_batch_size, a.num_workers,
-                                   device, a.eval_chunk_size, a.ucdr_metrics, self.open_set)
+    def eval_splits(self) -> list:
+        return ucdr.eval_splits(self.dataset, self.protocol)
 
     def summary(self, records: list[dict], metric: str = "map@all") -> str:
         first, last = records[0], records[-1]

@@ -97,13 +97,14 @@ def _load_hparams(args) -> dict:
                                         overrides)
 
 
-def _load_dataset(args):
+def load_dataset(args):
+    """The run's dataset, its data checked (a clear report before any model is built)."""
     dataset = create_dataset(
         args.dataset, args.data_dir, args.source, args.targets,
         config_file=args.dataset_config, skip_corrupt=args.skip_corrupt,
         trial_seed=args.trial_seed, protocol=args.protocol,
         label_noise=args.label_noise, val_protocol=args.val_protocol)
-    dataset.validate()      # missing or incomplete data: the check's report, before any model
+    dataset.validate()
     return dataset
 
 
@@ -152,7 +153,7 @@ def _build(args, out: Path) -> tuple[Run, TrainStreams, int | None]:
     (its step, or None for a new run); the data streams start at that step."""
     needs = data_needs(args.algorithm)
     hparams = _load_hparams(args)
-    dataset = _load_dataset(args)
+    dataset = load_dataset(args)
     protocol = make_protocol(args, dataset)
     protocol.check(needs)
     seed = args.trial_seed if args.seed is None else args.seed

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--label_noise", type=float, default=0.0,
       help="fraction of training labels replaced by another seen class (seeded by trial_seed)")
     a("--metrics", nargs="+", default=list(evaluation.DEFAULT_METRICS),
-      help="recall@K, precision@K, map@r, map@all")
+      help=evaluation.METRIC_NAMES)
     a("--proxy_alignment", action="store_true",
       help="also record, at every checkpoint, the proxy-data alignment of PFML Sec. 4.4 / "
            "Table 3 (mean over classes of the W2 distance between a class's proxies and the "

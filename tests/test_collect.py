@@ -243,3 +243,54 @@ def test_last_selection_of_label_free_runs_without_source_validation(tmp_path):
     write_run(tmp_path / "two", "b", ucdr, hseed=1)
     with pytest.warns(UserWarning, match="no last selection metric"):
         assert collect.select(collect.load_records(tmp_path / "two")[0], "last", "map@all").empty
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_csv_and_json_hold_the_table_cells_as_numbers(sweep, fmt, tmp_path):
+    import io
+
+    import pandas as pd
+
+    root, values = sweep
+    out = tmp_path / f"cells.{fmt}"
+    subprocess.run([PYTHON, str(REPO / "collect_results.py"), "--input_dir", str(root),
+                    "--format", fmt, "--selection", "oracle", "last", "--output", str(out),
+                    "--plots", str(tmp_path / "plots")],
+                   capture_output=True, text=True, env=subprocess_env(), check=True)
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 4     # bars + curves, 2 selections
+    text = out.read_text()
+    rows = (json.loads(text) if fmt == "json"
+            else pd.read_csv(io.StringIO(text)).to_dict("records"))
+    assert len(rows) == 2 * 2 * 3          # selections x algorithms x (t1, t2, average)
+    for r in rows:
+        chosen = [brute_force(values, r["algorithm"], t, r["selection"]) for t in range(3)]
+        per_trial = [(c["t1_test_recall@1"] + c["t2_test_recall@1"]) / 2
+                     if r["column"] == "average" else c[f"{r['column']}_test_recall@1"]
+                     for c in chosen]
+        assert r["mean"] == pytest.approx(np.mean(per_trial), abs=1e-12)
+        assert r["se"] == pytest.approx(stats.sem(per_trial), abs=1e-12)
+        assert r["n"] == 3 and r["dataset"] == "D" and r["metric"] == "recall@1"
+
+
+def test_plots_bars_with_standard_errors_and_checkpoint_curves(sweep, tmp_path):
+    from PIL import Image
+
+    root, values = sweep
+    df, _ = collect.load_records(root)
+    sel = collect.select(df, "last")
+    series = collect.checkpoint_series(df, sel, "D", "recall@1")
+    for alg in ("A", "B"):
+        steps, mean, se = series[alg]
+        runs = [values[alg, h, t] for t in range(3) for h in (0, 1)
+                if sel[(sel["algorithm"] == alg) & (sel["trial_seed"] == t)]["hparams_seed"]
+                .item() == h]
+        avg = np.array([[(r["t1_test_recall@1"] + r["t2_test_recall@1"]) / 2 for r in recs]
+                        for recs in runs])          # trials x checkpoints
+        assert list(steps) == [0, 10, 20]
+        assert np.allclose(mean, avg.mean(0)) and np.allclose(se, stats.sem(avg, axis=0))
+    files = collect.plots(df, tmp_path, ["last"], ["recall@1"])
+    assert sorted(f.name for f in files) == ["bars_D_recall_1_last.png",
+                                             "curves_D_recall_1_last.png"]
+    for f in files:
+        with Image.open(f) as im:
+            assert im.format == "PNG" and len(np.unique(np.asarray(im.convert("L")))) > 10

@@ -148,3 +148,45 @@ def test_unknown_metric_and_bad_k_are_clear_errors():
         retrieval_metrics(x, y, metrics=["ndcg"])
     with pytest.raises(ValueError, match="exceeds"):
         knn(x, x, 10, exclude_self=True)
+
+
+def test_class_recall_averages_classes_not_queries():
+    # class 0: three tight images (all hit); class 1: two images, each nearer to class 0 (miss)
+    x = F.normalize(torch.tensor([[1.0, 0.0], [0.99, 0.01], [0.98, 0.02],
+                                  [0.7, 0.3], [0.5, -0.5]]), dim=1)
+    y = torch.tensor([0, 0, 0, 1, 1])
+    m = retrieval_metrics(x, y, metrics=["recall@1", "class_recall@1"])
+    assert m["recall@1"] == pytest.approx(3 / 5)          # per query
+    assert m["class_recall@1"] == pytest.approx(0.5)      # (1 + 0) / 2
+
+
+def test_class_recall_equals_recall_on_balanced_classes_computed_by_hand():
+    x, y = _data(n=200, classes=4, seed=3)
+    m = retrieval_metrics(x, y, metrics=["class_recall@2"])
+    _, idx = knn(x, x, 2, exclude_self=True)
+    hit = (y[idx] == y.unsqueeze(1)).any(1).double()
+    per_class = [hit[y == c].mean().item() for c in torch.unique(y)]
+    assert m["class_recall@2"] == pytest.approx(np.mean(per_class), abs=1e-12)
+
+
+def test_nmi_ami_equal_scikit_learn_kmeans_on_a_fixed_embedding():
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    x, y = _data(n=300, classes=7, seed=5)
+    m = retrieval_metrics(x, y, metrics=["nmi", "ami", "recall@1"])
+    clusters = KMeans(n_clusters=7, n_init=10, random_state=0).fit_predict(x.numpy())
+    assert m["nmi"] == pytest.approx(normalized_mutual_info_score(y.numpy(), clusters), abs=1e-12)
+    assert m["ami"] == pytest.approx(adjusted_mutual_info_score(y.numpy(), clusters), abs=1e-12)
+    assert 0.05 < m["ami"] < m["nmi"] < 0.95      # noisy clusters: informative, not perfect
+
+
+def test_nmi_ami_are_one_for_separated_classes_and_near_zero_for_random_labels():
+    centres = torch.eye(4) * 10
+    y = torch.arange(4).repeat_interleave(25)
+    x = F.normalize(centres[y] + 0.01 * torch.randn(100, 4, generator=torch.Generator()
+                                                        .manual_seed(0)), dim=1)
+    assert retrieval_metrics(x, y, metrics=["nmi", "ami"]) == {"nmi": pytest.approx(1.0),
+                                                               "ami": pytest.approx(1.0)}
+    noise = y[torch.randperm(100, generator=torch.Generator().manual_seed(1))]
+    assert abs(retrieval_metrics(x, noise, metrics=["ami"])["ami"]) < 0.05
