@@ -106,6 +106,13 @@ def _train_args_from_mapping(mapping: dict) -> list[str]:
     return argv
 
 
+def _count(data: dict, key: str, path: Path) -> int:
+    value = data.get(key, 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SweepError(f"{path}: {key} must be an integer >= 1, got {value!r}")
+    return value
+
+
 def from_file(path: str | Path) -> SweepDefinition:
     """Read a sweep file (YAML); names are validated later by :func:`validate`."""
     import yaml
@@ -129,7 +136,7 @@ def from_file(path: str | Path) -> SweepDefinition:
     return SweepDefinition(
         splits=[str(s) for s in splits],
         algorithms=[_algorithm_entry(a) for a in data.get("algorithms") or []],
-        n_hparams=int(data.get("n_hparams", 1)), n_trials=int(data.get("n_trials", 1)),
+        n_hparams=_count(data, "n_hparams", path), n_trials=_count(data, "n_trials", path),
         hparams=dict(data.get("hparams") or {}),
         hparam_ranges=dict(data.get("hparam_ranges") or {}),
         train_args=_train_args_from_mapping(train_args),
@@ -187,6 +194,26 @@ def _check_ranges(ranges: dict, where: str) -> None:
             known = " | ".join(d + ": [...]" for d in DISTRIBUTIONS)
             raise SweepError(f"{where}: range of {name!r} must be one of {{{known}}}, "
                              f"got {spec!r}")
+        (dist, values), = spec.items()
+        problem = _range_problem(dist, values)
+        if problem:
+            raise SweepError(f"{where}: range of {name!r} ({dist}: {values}) {problem}")
+
+
+def _range_problem(dist: str, values: list) -> str:
+    """What is wrong with a distribution's values ('' if nothing)."""
+    if dist == "choice":
+        return "" if values else "needs at least one value"
+    number = int if dist == "int_uniform" else (int, float)
+    if len(values) != 2 or not all(isinstance(v, number) and not isinstance(v, bool)
+                                   for v in values):
+        kind = "integers" if dist == "int_uniform" else "numbers"
+        return f"needs two {kind} [low, high]"
+    if values[0] > values[1]:
+        return "has low > high"
+    if dist == "log_uniform" and values[0] <= 0:
+        return "needs low > 0"
+    return ""
 
 
 def _check_train_args(argv: list[str]) -> None:

@@ -279,7 +279,8 @@ def test_local_sweep_lifecycle(tmp_path, capsys):
         sweep.main(["status", "--output_dir", str(out)])
         text = capsys.readouterr().out
         total = [line for line in text.splitlines() if line.startswith("total")][0].split()
-        assert total[1:] == ["1", "1", "1", "1", "0", "4"]  # done running queued failed - runs
+        assert total[1:] == ["1", "1", "1", "1", "0", "0", "4"]  # done running queued failed
+        # cancelled not_launched runs
         assert "RuntimeError: out of memory" in text
         sweep.main(["delete_incomplete", "--output_dir", str(out), "--yes"])
         text = capsys.readouterr().out
