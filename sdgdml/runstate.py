@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
 import resource
 import time
 import zipfile
@@ -17,7 +18,8 @@ from .atomic import atomic_write
 
 # what checkpoints written before 0.1.0 was safe-loaded hold beyond tensors: NumPy's RNG state as an ndarray
 # (rebuilding a uint32 array runs no user code); newer checkpoints store it as a tensor
-LEGACY_SAFE_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype]
+LEGACY_SAFE_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype,
+                       type(np.dtype(np.uint32))]
 
 
 class CheckpointError(RuntimeError):
@@ -65,8 +67,10 @@ def load_checkpoint(path: Path, device) -> dict:
         with torch.serialization.safe_globals(LEGACY_SAFE_GLOBALS):
             state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:          # a class/function outside the allow-list
-        raise CheckpointError(f"{path} holds objects a checkpoint never contains and was not "
-                              f"loaded (nothing in it ran): {str(e).splitlines()[0]}") from None
+        found = re.search(r"(?:unsupported GLOBAL|but got) (\S+)", str(e))
+        raise CheckpointError(f"{path} holds objects a checkpoint never contains"
+                              f"{' (' + found.group(1).strip('<>') + ')' if found else ''} and "
+                              f"was not loaded (nothing in it ran)") from None
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(f"{path} is unreadable ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None

@@ -208,7 +208,9 @@ def _range_problem(dist: str, values: list) -> str:
     if len(values) != 2 or not all(isinstance(v, number) and not isinstance(v, bool)
                                    for v in values):
         kind = "integers" if dist == "int_uniform" else "numbers"
-        return f"needs two {kind} [low, high]"
+        hint = ("; YAML reads 1e-3 as text: write 1.0e-3" if any(isinstance(v, str)
+                                                                 for v in values) else "")
+        return f"needs two {kind} [low, high]{hint}"
     if values[0] > values[1]:
         return "has low > high"
     if dist == "log_uniform" and values[0] <= 0:
