@@ -132,9 +132,9 @@ def _parse_metrics(metrics) -> tuple[list[int], list[int], bool, bool]:
     recall_ks, precision_ks, need_map_r, need_map_all = [], [], False, False
     for m in metrics:
         name, _, arg = m.partition("@")
-        if name == "recall" and arg.isdigit():
+        if name == "recall" and arg.isdigit() and int(arg) >= 1:
             recall_ks.append(int(arg))
-        elif name == "precision" and arg.isdigit():
+        elif name == "precision" and arg.isdigit() and int(arg) >= 1:
             precision_ks.append(int(arg))
         elif m == "map@r":
             need_map_r = True
@@ -142,8 +142,13 @@ def _parse_metrics(metrics) -> tuple[list[int], list[int], bool, bool]:
             need_map_all = True
         else:
             raise ValueError(
-                f"unknown metric {m!r}; known: recall@K, precision@K, map@r, map@all")
+                f"unknown metric {m!r}; known: recall@K, precision@K (K >= 1), map@r, map@all")
     return recall_ks, precision_ks, need_map_r, need_map_all
+
+
+def check_metrics(metrics) -> None:
+    """Raise ValueError naming the first metric that is not known."""
+    _parse_metrics(metrics)
 
 
 def _relevant_counts(q_labels, g_labels, exclude_self) -> torch.Tensor:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from . import evaluation
+
 SEED_LIMIT = 2 ** 32          # NumPy's seeds are 32-bit
 
 
@@ -29,8 +31,8 @@ def _require(ok: bool, message: str) -> None:
 
 
 def check_train_args(args) -> dict:
-    """Ranges of the numeric flags, ``--hparams`` (returned parsed: a JSON object), the
-    device, the output folder and the local files named. Creates nothing."""
+    """Ranges of the numeric flags, metric names, ``--hparams`` (returned parsed: a JSON
+    object), the device, the output folder and the local files named. Creates nothing."""
     for name in ("trial_seed", "hparams_seed", "seed"):
         value = getattr(args, name)
         _require(value is None or 0 <= value < SEED_LIMIT,
@@ -49,6 +51,11 @@ def check_train_args(args) -> dict:
         _require(0 < value < 1, f"--{name} must be in (0, 1), got {value}")
     _require(-1 <= args.open_threshold <= 1,
              f"--open_threshold is a cosine similarity, in [-1, 1]; got {args.open_threshold}")
+    for flag in ("metrics", "ucdr_metrics"):
+        try:
+            evaluation.check_metrics(getattr(args, flag))
+        except ValueError as e:
+            raise InvalidValueError(f"--{flag}: {e}") from None
     check_device(args.device)
     check_output_dir(Path(args.output_dir))
     if args.pretrained_file:

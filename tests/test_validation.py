@@ -30,6 +30,8 @@ def _args(tmp_path, *flags):
     (["--num_workers", "-2"], "--num_workers must be >= 0"),
     (["--hparams", "[1,2]"], "--hparams must be a JSON object"),
     (["--hparams", "{lr: 1}"], "--hparams is not valid JSON"),
+    (["--metrics", "recall@0"], "--metrics: unknown metric 'recall@0'"),
+    (["--ucdr_metrics", "mAP"], "--ucdr_metrics: unknown metric 'mAP'"),
     (["--device", "cuda:7"], "--device cuda:7"),
     (["--device", "gpu"], "is not a device"),
     (["--pretrained_file", "/no/such.safetensors"], "--pretrained_file not found"),
