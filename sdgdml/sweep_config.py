@@ -220,6 +220,7 @@ def _range_problem(dist: str, values: list) -> str:
 
 def _check_train_args(argv: list[str]) -> None:
     from .train_args import build_parser
+    from .validation import InvalidValueError, check_ranges
 
     parser = build_parser()
     known = sorted(a.dest for a in parser._actions if a.dest != "help")
@@ -228,12 +229,16 @@ def _check_train_args(argv: list[str]) -> None:
         raise SweepError(f"train_args {owned} are set by the sweep for each run; use splits, "
                          f"algorithms, hparams, n_hparams and n_trials instead")
     try:
-        _, unknown = parser.parse_known_args(argv + ["--output_dir", "x"])
+        args, unknown = parser.parse_known_args(argv + ["--output_dir", "x"])
     except SystemExit:
         raise SweepError(f"invalid train_args {argv} (see python -m sdgdml.train --help)") from None
     if unknown:
         raise SweepError(f"unknown train_args {unknown}; known train flags: "
                          f"{', '.join(k for k in known if k not in SWEEP_OWNED)}")
+    try:
+        check_ranges(args)
+    except InvalidValueError as e:
+        raise SweepError(f"train_args: {e}") from None
 
 
 def validate(d: SweepDefinition) -> list[tuple[str, str, list[str]]]:

@@ -31,8 +31,20 @@ def _require(ok: bool, message: str) -> None:
 
 
 def check_train_args(args) -> dict:
-    """Ranges of the numeric flags, metric names, ``--hparams`` (returned parsed: a JSON
-    object), the device, the output folder and the local files named. Creates nothing."""
+    """:func:`check_ranges`, then ``--hparams`` (returned parsed: a JSON object), the device,
+    the output folder and the local files named. Creates nothing."""
+    check_ranges(args)
+    check_device(args.device)
+    check_output_dir(Path(args.output_dir))
+    if args.pretrained_file:
+        _require(Path(args.pretrained_file).is_file(),
+                 f"--pretrained_file not found: {args.pretrained_file}")
+    return parse_hparams(args.hparams)
+
+
+def check_ranges(args) -> None:
+    """The numeric flags' ranges and the metric names: what a sweep checks for every run
+    before launching (the device and paths are the machine's, checked where the run starts)."""
     for name in ("trial_seed", "hparams_seed", "seed"):
         value = getattr(args, name)
         _require(value is None or 0 <= value < SEED_LIMIT,
@@ -56,12 +68,6 @@ def check_train_args(args) -> dict:
             evaluation.check_metrics(getattr(args, flag))
         except ValueError as e:
             raise InvalidValueError(f"--{flag}: {e}") from None
-    check_device(args.device)
-    check_output_dir(Path(args.output_dir))
-    if args.pretrained_file:
-        _require(Path(args.pretrained_file).is_file(),
-                 f"--pretrained_file not found: {args.pretrained_file}")
-    return parse_hparams(args.hparams)
 
 
 def parse_hparams(text: str | None) -> dict:

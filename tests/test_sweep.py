@@ -350,6 +350,7 @@ def test_a_run_that_crashes_is_failed_with_its_error(tmp_path, capsys):
     ("hparam_ranges: {lr: {uniform: [0.3, 0.1]}}", "has low > high"),
     ("hparam_ranges: {batch_size: {int_uniform: [32, 64.5]}}", "needs two integers"),
     ("hparam_ranges: {batch_size: {choice: []}}", "needs at least one value"),
+    ("train_args: {steps: -3}", "train_args: --steps must be >= 1, got -3"),
 ])
 def test_bad_sweep_values_are_one_clear_line(tmp_path, text, message):
     f = tmp_path / "bad.yaml"
