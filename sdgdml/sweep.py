@@ -239,13 +239,16 @@ def launch(args) -> None:
     launcher = LAUNCHERS[args.launcher](args, output_dir)
     if launcher.records_jobs and not args.skip_data_check:
         _check_data(jobs, args)
-    if not launcher.records_jobs:        # a dry run: writes nothing, needs no lock
-        lines = launcher.submit(_todo(output_dir, jobs, definition, args, record=False))
-    else:       # one launch at a time decides what is new and submits it (see locking.py)
-        with launch_lock(output_dir):
-            todo = _todo(output_dir, jobs, definition, args, record=True)
-            lines = launcher.submit(todo)
-        lines += launcher.run(todo)
+    try:
+        if not launcher.records_jobs:        # a dry run: writes nothing, needs no lock
+            lines = launcher.submit(_todo(output_dir, jobs, definition, args, record=False))
+        else:   # one launch at a time decides what is new and submits it (see locking.py)
+            with launch_lock(output_dir):
+                todo = _todo(output_dir, jobs, definition, args, record=True)
+                lines = launcher.submit(todo)
+            lines += launcher.run(todo)
+    except SubmissionError as e:
+        raise SweepError(str(e)) from None
     for line in lines:
         print(line)
     if launcher.records_jobs and lines:
