@@ -2,6 +2,7 @@
 loaded without running code, and the peak memory recorded with each checkpoint."""
 from __future__ import annotations
 
+import math
 import pickle
 import random
 import re
@@ -77,6 +78,39 @@ def load_checkpoint(path: Path, device) -> dict:
     if not isinstance(state, dict) or not {"algorithm", "rng", "step"} <= set(state):
         raise CheckpointError(f"{path} is not an sdgdml checkpoint (no algorithm/rng/step)")
     return state
+
+
+def resume_state(path: Path, device, discard_bad: bool, log) -> dict | None:
+    """The checkpoint a restarted run resumes from (None: none, start from scratch). One that
+    cannot be loaded stops the run (:class:`CheckpointError`), or with ``discard_bad``
+    (``--discard_bad_checkpoint``) is set aside and the run starts over."""
+    if not path.exists():
+        return None
+    try:
+        return load_checkpoint(path, device)
+    except CheckpointError as e:
+        if not discard_bad:
+            raise CheckpointError(f"{e}; --discard_bad_checkpoint sets it aside and starts the "
+                                  f"run over") from None
+        log.warning("%s; set aside as %s, the run starts over", e, set_aside(path))
+        return None
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training loss became NaN or infinite."""
+
+
+def check_finite_losses(losses: dict[str, float], step: int, last_checkpoint: Path,
+                        last_step: int | None) -> None:
+    """Stop the run at the first NaN/inf loss (before it is checkpointed): the last good
+    checkpoint stays as it is."""
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        kept = (f"the last good checkpoint ({last_checkpoint}, step {last_step}) is kept"
+                if last_step is not None else "no checkpoint was written yet")
+        raise NonFiniteLossError(
+            f"{', '.join(f'{k} is {v}' for k, v in bad.items())} at step {step}: training "
+            f"stopped; {kept}. A lower lr or another seed may help")
 
 
 def set_aside(path: Path) -> Path:
