@@ -30,9 +30,10 @@ def disk_full_error(path: Path, cause: OSError) -> DiskFullError:
     except OSError:
         free = "free space unknown"
     what = "quota exceeded" if cause.errno == errno.EDQUOT else "no space left on the device"
-    return DiskFullError(cause.errno, f"cannot write {path}: {what} ({free} in {path.parent}); "
-                                      f"free some space and restart (nothing written before "
-                                      f"was damaged)")
+    error = DiskFullError(f"cannot write {path}: {what} ({free} in {path.parent}); free some "
+                          f"space and restart (nothing written before was damaged)")
+    error.errno = cause.errno
+    return error
 
 
 class _ErrorKeepingWriter:

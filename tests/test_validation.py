@@ -99,3 +99,32 @@ def test_a_batch_larger_than_the_training_images():
     with pytest.raises(InvalidValueError, match="batch_size=900 is larger than the 800"):
         check_batch_fits(900, 800, "DigitsDG/mnist")
     check_batch_fits(800, 800, "DigitsDG/mnist")
+
+
+# ----------------------------------------------------------------------------- train CLI
+@pytest.mark.parametrize("flags", [
+    ["--steps", "-5"], ["--steps", "0"], ["--epochs", "-1"], ["--checkpoint_freq", "-1"],
+    ["--hparams", "[1,2]"], ["--hparams", '{"lr": "abc"}'], ["--hparams", '{"batch_size": 0}'],
+    ["--hparams", '{"batch_size": 5000}'], ["--trial_seed", "-1"], ["--device", "cuda:3"],
+    ["--algorithm", "NoSuchLoss"], ["--hparams", '{"nope": 1}'], ["--targets", "nowhere"],
+])
+def test_train_refuses_bad_values_with_one_line_and_creates_nothing(tmp_path, flags):
+    from sdgdml import train
+
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        train.main([*flags, "--steps", "1", "--output_dir", str(run)] if "--steps" not in flags
+                   else [*flags, "--output_dir", str(run)])
+    message = str(e.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    assert not run.exists()
+
+
+def test_the_exit_code_is_1_and_stderr_one_line(tmp_path):
+    from helpers import PYTHON, subprocess_env
+
+    res = subprocess.run([PYTHON, "-m", "sdgdml.train", "--steps", "-5", "--output_dir",
+                          str(tmp_path / "run")], capture_output=True, text=True,
+                         env=subprocess_env())
+    assert res.returncode == 1 and res.stderr == "error: --steps must be >= 1, got -5\n"
+    assert not (tmp_path / "run").exists()
