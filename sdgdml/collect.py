@@ -32,16 +32,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .records import MACHINE_ARGS, read_records
+from .flags import CELL_ARGS, MACHINE_ARGS
+from .records import read_records
 from .tables import SE_NOTE, Table, cell, render
 
 SELECTION_METHODS = ("source_val", "oracle", "last")
 ID_COLUMNS = ("run", "dataset", "source", "targets", "algorithm", "hparams_seed", "trial_seed",
               "step")
 SKIP_DIRS = {"submitit", "__pycache__"}
-# recorded args that vary within one table's cells (the rest must agree: see _split_settings)
-CELL_ARGS = ("dataset", "source", "targets", "split", "algorithm", "hparams", "hparams_seed",
-             "trial_seed", "seed")
 
 
 # ----------------------------------------------------------------------------- loading

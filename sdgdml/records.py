@@ -12,13 +12,6 @@ from pathlib import Path
 from .atomic import append_line, atomic_write
 
 SCHEMA_VERSION = 1
-# recorded args that locate things on a machine or tune speed: not part of an experiment's
-# identity (a sweep's run hash, a resume's check, collect_results's settings)
-MACHINE_ARGS = ("data_dir", "output_dir", "device", "num_workers", "eval_batch_size",
-                "eval_chunk_size", "pretrained_file", "keep_checkpoint", "save_model", "quiet",
-                "dataset_config", "skip_corrupt")
-
-
 def write_json(path: str | Path, data: dict) -> None:
     """Write ``data`` as JSON atomically: a reader (or a restart after a kill) sees the old
     file or the new one, never half of it (``atomic.atomic_write``)."""

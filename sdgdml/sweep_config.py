@@ -15,7 +15,7 @@ pa_margin: {uniform: [0, 0.3]}}``.
 ``train_args`` holds any other ``python -m sdgdml.train`` flag (``steps``, ``protocol``, ...).
 
 A run's folder is ``<output_dir>/<md5 of its experiment identity>``: the train args that
-differ from their defaults, machine paths and speed knobs (``train_args.MACHINE_ARGS``) left out,
+differ from their defaults, machine paths and speed knobs (``flags.MACHINE_ARGS``) left out,
 so moving the data never renames a run, nor does a later release adding a train flag.
 """
 from __future__ import annotations
@@ -29,12 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from .flags import SWEEP_OWNED
+
 # every key a sweep file may hold (anything else is a typo and an error)
 FILE_KEYS = ("name", "description", "splits", "datasets", "algorithms", "n_hparams",
              "n_trials", "hparams", "hparam_ranges", "train_args")
-# train flags the sweep itself sets for each run
-SWEEP_OWNED = ("dataset", "split", "source", "targets", "algorithm", "hparams", "hparams_seed",
-               "trial_seed", "output_dir")
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice", "int_uniform")
 
 

@@ -1,5 +1,6 @@
 """The arguments of one training run: the command-line parser, and which arguments name an
-experiment (its identity: what a sweep hashes and what a resumed run must match)."""
+experiment (its identity: what a sweep hashes and what a resumed run must match; the roles of
+the flags are in ``flags.py``)."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,7 @@ import functools
 
 from . import evaluation
 from .datasets import DATASETS, ucdr
-from .records import MACHINE_ARGS
+from .flags import FLAG_ROLES, MACHINE_ARGS
 
 DESCRIPTION = """Train one SDG-DML model on a source domain and evaluate retrieval on the target domains.
 
@@ -22,10 +23,15 @@ a restarted run resumes from it) and ``done`` at the end.
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser (every flag has its role in ``flags.FLAG_ROLES``)."""
     p = argparse.ArgumentParser(
         prog="python -m sdgdml.train", description=DESCRIPTION, allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
+
+    def a(flag: str, **kwargs):
+        if flag[2:] not in FLAG_ROLES:
+            raise KeyError(f"train flag {flag} has no role in sdgdml/flags.py")
+        p.add_argument(flag, **kwargs)
     a("--dataset", default="DigitsDG", help=f"registered dataset: {', '.join(sorted(DATASETS))} "
       f"(or one registered in --dataset_config)")
     a("--split", default=None,

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from sdgdml.records import read_records
-from sdgdml.train_args import MACHINE_ARGS
+from sdgdml.flags import MACHINE_ARGS
 
 REPO = Path(__file__).resolve().parents[1]
 # keys that measure the machine, not the experiment

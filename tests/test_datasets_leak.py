@@ -10,7 +10,7 @@ import torch
 
 import datatrees as T
 import sdgdml.train
-from sdgdml.algorithms import MetricLearning, create_loss
+from sdgdml.algorithms import DataNeeds, MetricLearning, create_loss
 from sdgdml.datasets import create_dataset
 from sdgdml.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -50,12 +50,13 @@ def _run(data, tmp_path, monkeypatch, algorithm_cls=None, *extra):
     batches = []
     create = sdgdml.train.create_algorithm
 
-    def spying_create(name, network, num_classes, hparams, schedule):
+    def spying_create(name, network, num_classes, hparams, schedule, domain_sizes=None):
         if algorithm_cls is None:
-            algorithm = create(name, network, num_classes, hparams, schedule)
+            algorithm = create(name, network, num_classes, hparams, schedule, domain_sizes)
         else:   # the real loss, in a class that declares other data needs
             loss = create_loss(name, num_classes, hparams["embed_dim"], hparams)
-            algorithm = algorithm_cls(network, num_classes, hparams, schedule, loss)
+            algorithm = algorithm_cls(network, num_classes, hparams, schedule, loss,
+                                      domain_sizes)
         update = algorithm.update
 
         def recording_update(batch):
@@ -67,7 +68,7 @@ def _run(data, tmp_path, monkeypatch, algorithm_cls=None, *extra):
 
     monkeypatch.setattr(sdgdml.train, "create_algorithm", spying_create)
     if algorithm_cls is not None:
-        monkeypatch.setattr(sdgdml.train, "algorithm_class", lambda name: algorithm_cls)
+        monkeypatch.setattr(sdgdml.train, "data_needs", lambda name: algorithm_cls.NEEDS)
     sdgdml.train.main(["--split", "Leak6:src->tgt", "--data_dir", str(data), "--output_dir",
                        str(tmp_path / "run"), "--quiet", "--hparams", json.dumps(TINY),
                        "--metrics", "recall@1", "--epochs", "3", "--no_eval_at_start",
@@ -100,11 +101,11 @@ def test_supervised_batches_hold_only_source_training_images_with_true_labels(
 
 
 class Transductive(MetricLearning):
-    TRANSDUCTIVE = True
+    NEEDS = DataNeeds(unlabeled_targets=True)
 
 
 class LabelFree(MetricLearning):
-    USES_LABELS = False
+    NEEDS = DataNeeds(labels=False)
 
     def update(self, batch):
         self.step += 1

@@ -2,6 +2,7 @@
 import pytest
 
 from sdgdml import hparams_registry as H
+from sdgdml.algorithms.proxy_anchor import ProxyAnchor
 
 
 def test_seed_zero_is_defaults_and_samples_are_deterministic():
@@ -15,13 +16,13 @@ def test_seed_zero_is_defaults_and_samples_are_deterministic():
 def test_each_hparam_has_its_own_rng(monkeypatch):
     """Adding an hparam to an algorithm never changes the values of the others."""
     before = H.random_hparams("ProxyAnchor", "DigitsDG", 3)
-    original = H.COMPONENT_HPARAMS["ProxyAnchor"]
+    original = ProxyAnchor.declare_hparams
 
     def with_extra(hp, small):
         hp("aaa_new", 1.0, lambda r: r.uniform())
         original(hp, small)
 
-    monkeypatch.setitem(H.COMPONENT_HPARAMS, "ProxyAnchor", with_extra)
+    monkeypatch.setattr(ProxyAnchor, "declare_hparams", staticmethod(with_extra))
     after = H.random_hparams("ProxyAnchor", "DigitsDG", 3)
     assert {k: v for k, v in after.items() if k != "aaa_new"} == before
 

@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sdgdml.algorithms import (BASE_LOSSES, Schedule, UnknownAlgorithmError, create_algorithm,
-                               create_loss)
+from sdgdml.algorithms import (Schedule, UnknownAlgorithmError, create_algorithm, create_loss,
+                               names)
 from sdgdml.algorithms.see import SEE, expand, mmd_coefficients, random_frame
 from sdgdml.hparams_registry import default_hparams
 from sdgdml.networks import create_model
 
-PROXY_BASES = [b for b in BASE_LOSSES if b != "MultiSimilarity"]
+PROXY_BASES = [b for b in names("loss") if b != "MultiSimilarity"]
 
 
 def _unit(*shape, seed=0, dtype=torch.float64):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from sdgdml.algorithms import BASE_LOSSES
+from sdgdml.algorithms import names
 from sdgdml.train import build_parser, main, train
 
 SPLITS = ["mnist_val", "mnist_test", "uci_test", "sketch_test"]
@@ -15,7 +15,7 @@ def _run(tmp_path, *extra):
     return train(args)
 
 
-@pytest.mark.parametrize("algorithm", list(BASE_LOSSES))
+@pytest.mark.parametrize("algorithm", list(names("loss")))
 def test_short_run_writes_valid_records(tmp_path, algorithm):
     records = _run(tmp_path, "--algorithm", algorithm, "--steps", "4", "--checkpoint_freq", "2")
     assert [r["step"] for r in records] == [0, 2, 4]
@@ -53,7 +53,7 @@ def test_other_args_in_the_same_folder_are_refused(tmp_path):
 
 
 def test_bad_input_gives_a_clear_message(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="known base losses: ProxyAnchor"):
+    with pytest.raises(SystemExit, match="known base losses: .*ProxyAnchor"):
         main(["--output_dir", str(tmp_path / "a"), "--algorithm", "ProxyAnkor"])
     with pytest.raises(SystemExit, match="unknown domain 'svhn'"):
         main(["--output_dir", str(tmp_path / "b"), "--source", "svhn"])

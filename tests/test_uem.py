@@ -29,7 +29,7 @@ def _uem(num_classes=4, **overrides):
 
 def test_uem_is_unsupervised_and_transductive():
     cls = algorithm_class("UEM")
-    assert cls is UEM and not cls.USES_LABELS and cls.TRANSDUCTIVE
+    assert cls is UEM and not cls.NEEDS.labels and cls.NEEDS.unlabeled_targets
 
 
 def test_bad_choices_are_clear_errors():

@@ -1,94 +1,62 @@
-"""Algorithm registry.
+"""Algorithm registry: importing this package imports every module in it, and each module
+registers its components (``registry.register_loss`` / ``register_plugin`` /
+``register_algorithm``). Adding a loss, a plug-in or an algorithm is one new file here.
 
-An algorithm name is either a standalone algorithm (``ALGORITHMS``) or a base metric loss
-(``BASE_LOSSES``) followed by any number of ``+Wrapper`` plug-ins (``LOSS_WRAPPERS``), applied
-left to right: ``ProxyAnchor``, ``ProxyAnchor+SEE``, ``SoftTriple+SEE+PFML``.
-Loss-based names train with :class:`MetricLearning`. ``DEFAULT_COMPOSITIONS`` lets a bare
-plug-in name stand for a documented composition (``CenterPolar`` = ``ProxyAnchor+CenterPolar``).
+An algorithm name is a standalone algorithm, or a base loss followed by ``+Plugin``s applied
+left to right (``ProxyAnchor``, ``ProxyAnchor+SEE``, ``SoftTriple+SEE+PFML``), trained by
+:class:`MetricLearning`; a plug-in registered with a default base also stands alone
+(``CenterPolar`` = ``ProxyAnchor+CenterPolar``).
 """
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+import pkgutil
 
-from .base import (Algorithm, LossWrapper, MetricLearning, MetricLoss, Schedule,
-                   UnknownAlgorithmError, nearest_class_proxy)
-from .centerpolar import CenterPolar
-from .pfml import PFML, PFMLPlugin
-from .proxy import BASE_LOSSES
-from .see import SEE
-from .uem import UEM
+from .base import (Algorithm, EvalContext, LossWrapper, MetricLoss, Schedule, frozen,
+                   nearest_class_proxy)
+from .metric_learning import MetricLearning
+from .registry import (DataNeeds, UnknownAlgorithmError, components, known_components,
+                       names, parse_algorithm, register_algorithm, register_loss, register_plugin)
 
-BASE_LOSSES["PFML"] = PFML      # the paper's own loss, M learnable proxies per class
-
-LOSS_WRAPPERS: dict[str, Callable[..., LossWrapper]] = {
-    "SEE": SEE,
-    "PFML": PFMLPlugin,
-    "CenterPolar": CenterPolar,
-}
-ALGORITHMS: dict[str, type[Algorithm]] = {"UEM": UEM}
-# a bare name that stands for "Base+Plugin" (the plug-in with its documented default base)
-DEFAULT_COMPOSITIONS: dict[str, str] = {
-    "CenterPolar": "ProxyAnchor+CenterPolar",    # README: CenterPolar section
-}
-
-
-def _known() -> str:
-    shorthands = ", ".join(f"{k} = {v}" for k, v in DEFAULT_COMPOSITIONS.items())
-    return (f"base losses: {', '.join(BASE_LOSSES)}; "
-            f"plug-ins to append with '+' (e.g. ProxyAnchor+SEE): "
-            f"{', '.join(LOSS_WRAPPERS) or 'none'}; "
-            f"standalone: {', '.join(ALGORITHMS) or 'none'}; "
-            f"shorthands: {shorthands or 'none'}")
-
-
-def parse_algorithm(name: str) -> list[str]:
-    """The components of an algorithm name, validated: [base, wrapper, ...]. A leading
-    shorthand from ``DEFAULT_COMPOSITIONS`` is expanded first."""
-    parts = [p.strip() for p in name.split("+")]
-    if parts[0] in DEFAULT_COMPOSITIONS:
-        parts = DEFAULT_COMPOSITIONS[parts[0]].split("+") + parts[1:]
-    base, wrappers = parts[0], parts[1:]
-    if base in ALGORITHMS:
-        if wrappers:
-            raise UnknownAlgorithmError(f"{base} is a standalone algorithm and takes no plug-ins")
-    elif base not in BASE_LOSSES:
-        hint = (f" ({base} is a plug-in: put a base loss first, e.g. ProxyAnchor+{base})"
-                if base in LOSS_WRAPPERS else "")
-        raise UnknownAlgorithmError(f"unknown algorithm {name!r}{hint}; known {_known()}")
-    for w in wrappers:
-        if w not in LOSS_WRAPPERS:
-            raise UnknownAlgorithmError(
-                f"unknown plug-in {w!r} in {name!r}; known {_known()}")
-    if len(set(parts)) != len(parts):
-        raise UnknownAlgorithmError(f"a component appears twice in {name!r}")
-    return parts
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def algorithm_class(name: str) -> type[Algorithm]:
-    """The class that trains ``name`` (to read USES_LABELS / TRANSDUCTIVE before building)."""
-    base = parse_algorithm(name)[0]
-    return ALGORITHMS.get(base, MetricLearning)
+    """The class that trains ``name`` (to read its ``NEEDS`` before building)."""
+    head = components(name)[0]
+    return head.cls if head.kind == "algorithm" else MetricLearning
+
+
+def data_needs(name: str) -> DataNeeds:
+    """What ``name`` needs from the data: its algorithm's needs and every component's."""
+    needs = algorithm_class(name).NEEDS
+    for c in components(name):
+        needs = needs | c.cls.NEEDS
+    return needs
 
 
 def create_loss(name: str, num_classes: int, embed_dim: int, hparams: dict) -> MetricLoss:
-    base, *wrappers = parse_algorithm(name)
-    loss = BASE_LOSSES[base](num_classes, embed_dim, hparams)
-    for w in wrappers:
-        loss = LOSS_WRAPPERS[w](loss, num_classes, embed_dim, hparams)
+    base, *plugins = components(name)
+    loss = base.cls(num_classes, embed_dim, hparams)
+    for p in plugins:
+        loss = p.cls(loss, num_classes, embed_dim, hparams)
     return loss
 
 
 def create_algorithm(name: str, network, num_classes: int, hparams: dict,
-                     schedule: Schedule) -> Algorithm:
+                     schedule: Schedule, domain_sizes: dict[str, int] | None = None
+                     ) -> Algorithm:
     """Build the algorithm ``name`` around ``network`` (timm-style factory)."""
-    base = parse_algorithm(name)[0]
-    if base in ALGORITHMS:
-        return ALGORITHMS[base](network, num_classes, hparams, schedule)
+    head = components(name)[0]
+    if head.kind == "algorithm":
+        return head.cls(network, num_classes, hparams, schedule, domain_sizes)
     loss = create_loss(name, num_classes, hparams["embed_dim"], hparams)
-    return MetricLearning(network, num_classes, hparams, schedule, loss)
+    return MetricLearning(network, num_classes, hparams, schedule, loss, domain_sizes)
 
 
-__all__ = ["ALGORITHMS", "BASE_LOSSES", "DEFAULT_COMPOSITIONS", "LOSS_WRAPPERS", "Algorithm",
-           "LossWrapper", "MetricLearning", "MetricLoss", "Schedule", "UnknownAlgorithmError",
-           "algorithm_class", "create_algorithm", "create_loss",
-           "nearest_class_proxy", "parse_algorithm"]
+__all__ = ["Algorithm", "DataNeeds", "EvalContext", "LossWrapper", "MetricLearning",
+           "MetricLoss", "Schedule", "UnknownAlgorithmError", "algorithm_class", "components",
+           "create_algorithm", "create_loss", "data_needs", "frozen", "known_components",
+           "names", "nearest_class_proxy", "parse_algorithm", "register_algorithm",
+           "register_loss", "register_plugin"]

@@ -1,29 +1,39 @@
 """The algorithm interface (DomainBed style) and the metric-loss interface.
 
-An :class:`Algorithm` owns its network, losses, optimizers and schedulers:
+An :class:`Algorithm` owns its network, losses, optimizers and schedulers. The trainer
+(``sdgdml.train``) knows it only through this interface:
 
-- ``update(batch) -> dict[str, float]`` takes one optimisation step on a batch dict
-  (``x``: images; ``y``: labels when ``USES_LABELS``; ``unlabeled``: {domain: images} when
-  ``TRANSDUCTIVE``) and returns the scalars to log;
-- ``embed(x)`` returns L2-normalised embeddings (no grad, eval mode);
-- ``state_dict()`` / ``load_state_dict()`` cover modules (network and proxies), optimizers,
-  schedulers and the step counter, so that a run can resume exactly.
+- ``NEEDS`` (:class:`DataNeeds`): the data streams it trains on; the trainer builds them and
+  calls ``train_step(batch)`` with a dict: ``x`` source images; ``y`` labels (``needs.labels``);
+  ``index`` the images' indices in the source view (``needs.indices``); ``unlabeled``
+  {domain: images} and ``unlabeled_index`` {domain: indices} (``needs.unlabeled_targets``);
+- ``update(batch) -> dict[str, float]``: one optimisation step, the scalars to log;
+- stages: ``stage_at(step)`` names the stage of a step; ``train_step`` calls
+  ``enter_stage(name)`` (snapshot or freeze modules there) when it changes. The stage is saved
+  in ``state_dict``, so a run killed in stage 2 resumes in stage 2;
+- ``embed(x)``: L2-normalised embeddings (no grad, eval mode);
+- ``check_options(options)``: refuse run options the method cannot serve (before training);
+  ``extra_metrics(ctx)``: method-specific metrics recorded with every checkpoint;
+- ``state_dict()`` / ``load_state_dict()``: modules (network, proxies, memories, frozen
+  copies), optimizers, schedulers, step and stage, so that a run resumes exactly.
 
 A :class:`MetricLoss` maps (embeddings, labels) to a scalar and exposes its proxies uniformly
-(``proxies()``) so that plug-ins such as SEE and PFML can wrap any proxy baseline.
+(``proxies()``) so that plug-ins (:class:`LossWrapper`) can wrap any proxy baseline. A plug-in
+may also create extra training images (``expand_inputs``), see :class:`MetricLoss`.
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-class UnknownAlgorithmError(ValueError):
-    """An algorithm name, or a composition of components, that cannot be built."""
+from .registry import DataNeeds
 
 
 @dataclass(frozen=True)
@@ -38,17 +48,58 @@ class Schedule:
         return self.total_steps / self.steps_per_epoch
 
 
+@dataclass
+class EvalContext:
+    """What ``extra_metrics`` may use: the source training split, a function embedding any
+    split with the evaluation transform, and the run's options (its parsed arguments)."""
+
+    train_split: Any
+    embed_split: Callable[[Any], np.ndarray]
+    options: Any
+
+
+@contextmanager
+def frozen(network: nn.Module):
+    """The network as an input-space plug-in may use it: eval mode (BatchNorm uses and keeps its
+    running statistics), parameters without gradients, autograd on (gradients flow to the
+    inputs only). Modes and ``requires_grad`` flags are restored afterwards."""
+    params = list(network.parameters())
+    flags, was_training = [p.requires_grad for p in params], network.training
+    network.eval()
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            yield network
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        network.train(was_training)
+
+
 class MetricLoss(nn.Module):
     """A loss on L2-normalised embeddings ``z`` (B, d) and integer labels ``y`` (B,).
+
+    Declared with ``@register_loss``; ``declare_hparams(hp, small)`` declares its hparams
+    (``sdgdml.search_space``); ``HAS_PROXIES`` says whether ``proxies()`` returns proxies;
+    ``SAMPLER`` is the batch sampler it needs by default.
 
     A forward stores named components for logging in ``raw_terms`` as detached tensors (or
     floats): converting them to Python floats would make the forward wait for the device.
     ``terms`` converts them when read, after the optimiser step.
     """
 
+    HAS_PROXIES = False
+    SAMPLER = "random"      # or "m_per_class" (class-balanced batches, pair-based losses)
+    NEEDS = DataNeeds()
+
     def __init__(self):
         super().__init__()
         self.raw_terms: dict[str, torch.Tensor | float] = {}
+
+    @staticmethod
+    def declare_hparams(hp, small: bool) -> None:
+        """Declare this component's hparams: ``hp(name, default, sampler)``."""
 
     @property
     def terms(self) -> dict[str, float]:
@@ -65,6 +116,17 @@ class MetricLoss(nn.Module):
     def set_progress(self, epoch: float, total_epochs: float) -> None:
         """Called before every step (curricula and schedules inside losses)."""
 
+    def expand_inputs(self, x: torch.Tensor, y: torch.Tensor, network: nn.Module
+                      ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Extra training images and their labels made from the batch (x, y), or None.
+
+        Called before the step's forward pass with ``network`` under :func:`frozen`: eval
+        mode, parameters without gradients, autograd on, so a plug-in can run forward and
+        backward passes to the images (e.g. adversarial ascent). The images returned are
+        detached and appended to the batch: the step's forward embeds ``cat([x, x_extra])``
+        in train mode, and ``forward`` receives the embeddings of both, real ones first."""
+        return None
+
     def bare(self) -> "MetricLoss":
         """The base loss without plug-ins: what synthetic embeddings are scored with (SEE's
         L_SEE, CenterPolar's expanded samples), so that stacked plug-ins neither expand samples
@@ -73,7 +135,8 @@ class MetricLoss(nn.Module):
 
 
 class LossWrapper(MetricLoss):
-    """A plug-in around a base loss (``Base+Wrapper`` names). Delegates proxies and progress."""
+    """A plug-in around a base loss (``Base+Wrapper`` names), declared with
+    ``@register_plugin``. Delegates proxies, progress and input expansion to the base."""
 
     def __init__(self, base: MetricLoss):
         super().__init__()
@@ -88,6 +151,9 @@ class LossWrapper(MetricLoss):
     def set_progress(self, epoch: float, total_epochs: float) -> None:
         self.base.set_progress(epoch, total_epochs)
 
+    def expand_inputs(self, x, y, network):
+        return self.base.expand_inputs(x, y, network)
+
 
 def nearest_class_proxy(z: torch.Tensor, y: torch.Tensor, proxies: torch.Tensor,
                         proxy_labels: torch.Tensor) -> torch.Tensor:
@@ -100,27 +166,62 @@ def nearest_class_proxy(z: torch.Tensor, y: torch.Tensor, proxies: torch.Tensor,
 
 
 class Algorithm(nn.Module):
-    """Base of every algorithm. Subclasses build ``self.optimizers`` / ``self.schedulers``."""
+    """Base of every algorithm. Subclasses build ``self.optimizers`` / ``self.schedulers``.
+    ``domain_sizes`` ({domain: training images}) is given when ``NEEDS.indices``."""
 
-    USES_LABELS = True      # False: training batches carry no labels (unsupervised methods)
-    TRANSDUCTIVE = False    # True: batches carry unlabeled target-domain images
+    NEEDS = DataNeeds()
+    SAMPLER = "random"
 
-    def __init__(self, network: nn.Module, num_classes: int, hparams: dict, schedule: Schedule):
+    def __init__(self, network: nn.Module, num_classes: int, hparams: dict, schedule: Schedule,
+                 domain_sizes: dict[str, int] | None = None):
         super().__init__()
         self.network = network
         self.num_classes = num_classes
         self.hparams = hparams
         self.schedule = schedule
+        self.domain_sizes = domain_sizes or {}
         self.step = 0
+        self.stage: str | None = None     # entered by the first train_step
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+
+    @staticmethod
+    def declare_hparams(hp, small: bool) -> None:
+        """A standalone algorithm's own hparams: ``hp(name, default, sampler)``."""
+
+    @classmethod
+    def declare_training_hparams(cls, hp, small: bool, base: type) -> None:
+        """Hparams of how this class trains the component ``base`` (proxy learning rate,
+        warm-up...); standalone algorithms declare everything in ``declare_hparams``."""
 
     @property
     def epoch(self) -> float:
         return self.step / self.schedule.steps_per_epoch
 
+    def stage_at(self, step: int) -> str:
+        """The stage that step ``step`` belongs to (one stage: "main")."""
+        return "main"
+
+    def enter_stage(self, stage: str) -> None:
+        """Called once when training reaches ``stage`` (snapshot or freeze modules here)."""
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """Switch stage if this step starts a new one, then ``update``."""
+        stage = self.stage_at(self.step)
+        if stage != self.stage:
+            self.enter_stage(stage)
+            self.stage = stage
+        return self.update(batch)
+
     def update(self, batch: dict) -> dict[str, float]:
         raise NotImplementedError
+
+    def check_options(self, options) -> None:
+        """Raise ``UnknownAlgorithmError`` for run options this method cannot serve."""
+
+    def extra_metrics(self, ctx: EvalContext) -> dict[str, float]:
+        """Method-specific metrics recorded with every checkpoint."""
+        return {}
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,6 +237,7 @@ class Algorithm(nn.Module):
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "step": self.step,
+            "stage": self.stage,
         }
 
     def load_state_dict(self, state: dict, strict: bool = True):
@@ -145,6 +247,7 @@ class Algorithm(nn.Module):
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
         self.step = state["step"]
+        self.stage = state.get("stage")
 
 
 def lr_lambda(schedule: Schedule, kind: str):
@@ -165,49 +268,3 @@ def make_optimizer(kind: str, groups: list[dict], weight_decay: float) -> torch.
     if kind == "sgd":
         return torch.optim.SGD(groups, momentum=0.9, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {kind!r}; known: adamw, adam, sgd")
-
-
-class MetricLearning(Algorithm):
-    """Supervised DML: network + a (possibly wrapped) metric loss.
-
-    Optimiser groups: backbone and embedding head at ``lr``; the loss's parameters (proxies) at
-    ``lr * proxy_lr_mult`` (x100 in ProxyAnchor / ProxyNCA / SoftTriple / PFML recipes).
-    Warm-up (ProxyAnchor's recipe): for the first ``warmup_epochs`` the backbone is frozen and
-    only the embedding head and the proxies train.
-    """
-
-    def __init__(self, network, num_classes, hparams, schedule, loss: MetricLoss):
-        super().__init__(network, num_classes, hparams, schedule)
-        self.loss = loss
-        lr = hparams["lr"]
-        groups = [
-            {"params": list(network.backbone.parameters()), "lr": lr, "name": "backbone"},
-            {"params": list(network.embedding.parameters()), "lr": lr, "name": "embedding"},
-        ]
-        loss_params = list(loss.parameters())
-        if loss_params:
-            groups.append({"params": loss_params, "lr": lr * hparams.get("proxy_lr_mult", 1.0),
-                           "name": "proxies"})
-        opt = make_optimizer(hparams.get("optimizer", "adamw"), groups, hparams["weight_decay"])
-        self.optimizers["main"] = opt
-        self.schedulers["main"] = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(schedule, hparams.get("lr_schedule", "constant")))
-        self.warmup_steps = round(hparams.get("warmup_epochs", 0) * schedule.steps_per_epoch)
-
-    def _freeze_backbone(self, frozen: bool) -> None:
-        for p in self.network.backbone.parameters():
-            p.requires_grad_(not frozen)
-
-    def update(self, batch: dict) -> dict[str, float]:
-        self._freeze_backbone(self.step < self.warmup_steps)
-        self.loss.set_progress(self.epoch, self.schedule.total_epochs)
-        self.network.train()
-        z = self.network(batch["x"])
-        loss = self.loss(z, batch["y"])
-        opt = self.optimizers["main"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        self.schedulers["main"].step()
-        self.step += 1
-        return {"loss": loss.item(), **self.loss.terms}

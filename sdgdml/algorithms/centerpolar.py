@@ -49,7 +49,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..search_space import choice, log_uniform, uniform
 from .base import LossWrapper, MetricLoss
+from .registry import register_plugin
 
 SCHEDULES = ("constant", "linear", "cosine")
 SEPARATIONS = ("margin", "softmax")
@@ -161,8 +163,28 @@ def c4_loss(z: torch.Tensor, y: torch.Tensor, cents: torch.Tensor, valid: torch.
     return pull, sep_weight * sep
 
 
+@register_plugin("CenterPolar", default_base="ProxyAnchor")
 class CenterPolar(LossWrapper):
-    """``Base+CenterPolar``: C3E expansion and C4 constraint around any base metric loss."""
+    """``Base+CenterPolar``: C3E expansion and C4 constraint around any base metric loss.
+    The bare name ``CenterPolar`` is ``ProxyAnchor+CenterPolar``."""
+
+    @staticmethod
+    def declare_hparams(hp, small):
+        """The open design choices (module docstring says what each means)."""
+        hp("cp_expand", 1.0, uniform(0.25, 2.0))                 # C3E max strength s_max
+        hp("cp_expand_schedule", "linear", choice("constant", "linear", "cosine"))
+        hp("cp_adaptive", True, choice(True, False))             # delta in class radii
+        hp("cp_expand_jitter", 0.5, uniform(0.0, 1.0))
+        hp("cp_max_angle_deg", 90.0, uniform(45.0, 120.0))
+        hp("cp_expand_weight", 1.0, log_uniform(-1, 0.3))
+        hp("cp_detach_expanded", False, choice(False, True))
+        hp("cp_momentum", 0.9, uniform(0.0, 0.99))               # centroid EMA (0: batch)
+        hp("cp_c4_weight", 1.0, log_uniform(-1, 0.5))
+        hp("cp_c4_on_expanded", True, choice(True, False))
+        hp("cp_separation", "margin", choice("margin", "softmax"))
+        hp("cp_sep_weight", 1.0, log_uniform(-1, 0.5))
+        hp("cp_margin", 1.2, uniform(0.8, 1.5))                  # distance of unit centroids
+        hp("cp_scale", 16.0, uniform(8.0, 32.0))                 # centroid softmax scale
 
     def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__(base)

@@ -39,7 +39,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..search_space import fixed, log_uniform, uniform
 from .base import LossWrapper, MetricLoss
+from .registry import register_loss, register_plugin
 
 MIN_DISTANCE = 1e-3
 
@@ -115,8 +117,24 @@ def _charges(z, y, proxies):
     return torch.cat([z, p.to(z.dtype)]), torch.cat([y, p_labels.to(y.device)])
 
 
+def declare_pfml_hparams(hp, small):
+    """Sec. 4.1/4.5: delta in [0.1, 0.35], alpha in [0, 6] with 3-6 best (alpha = 0 gives no
+    force, so the search starts at 1), M = 15 (CUB, Cars). ``pfml_m`` is used by standalone
+    PFML, ``pfml_weight`` by the Base+PFML plug-in; ``pfml_delta_rep`` None means equal to
+    ``pfml_delta`` (Fig. 3(d) ablation otherwise). Declared once for both roles."""
+    hp("pfml_m", 15, lambda r: int(r.choice([2, 5, 10, 15, 30])))
+    hp("pfml_delta", 0.2, uniform(0.1, 0.35))
+    hp("pfml_delta_rep", None, fixed())
+    hp("pfml_alpha", 4.0, uniform(1, 6))
+    hp("pfml_weight", 1.0, log_uniform(-1.5, 0.5))
+
+
+@register_loss("PFML")
 class PFML(MetricLoss):
     """Standalone PFML: batch embeddings and M learnable proxies per class (Eq. 3-6)."""
+
+    HAS_PROXIES = True
+    declare_hparams = staticmethod(declare_pfml_hparams)
 
     def __init__(self, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__()
@@ -141,9 +159,12 @@ class PFML(MetricLoss):
         return loss
 
 
+@register_plugin("PFML")
 class PFMLPlugin(LossWrapper):
     """``Base+PFML``: base loss + pfml_weight * energy of the batch embeddings and the base
     loss's proxies (batch embeddings only when the base has no proxies)."""
+
+    declare_hparams = staticmethod(declare_pfml_hparams)
 
     def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__(base)

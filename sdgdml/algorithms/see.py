@@ -44,7 +44,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import LossWrapper, MetricLoss, UnknownAlgorithmError, nearest_class_proxy
+from ..search_space import log_uniform, uniform
+from .base import LossWrapper, MetricLoss, nearest_class_proxy
+from .registry import UnknownAlgorithmError, proxy_losses, register_plugin
 
 DEGENERATE_NORM = 1e-6
 
@@ -132,16 +134,27 @@ def expand(z: torch.Tensor, w: torch.Tensor, n_aug: int, frame: torch.Tensor) ->
     return (along * w).unsqueeze(1) + r.norm(dim=1, keepdim=True).unsqueeze(1) * mu
 
 
+@register_plugin("SEE")
 class SEE(LossWrapper):
     """``Base+SEE``: L = L_ML + lambda * L_SEE (Eq. 3-4) on any proxy-based base loss."""
+
+    @staticmethod
+    def declare_hparams(hp, small):
+        """n_aug, lambda and the curriculum are not given in the extended abstract; n_aug = 3
+        is its Fig. 1. The curriculum expands the top fraction of the batch (smallest distance
+        to the proxy), growing linearly over epochs from start to end."""
+        hp("see_n_aug", 3, lambda r: int(r.choice([1, 2, 3, 4, 6, 8])))
+        hp("see_lambda", 0.5, log_uniform(-1.5, 0.5))
+        hp("see_topk_start", 0.25, uniform(0.0, 0.5))
+        hp("see_topk_end", 1.0, uniform(0.5, 1.0))
 
     def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__(base)
         if base.proxies() is None:
             raise UnknownAlgorithmError(
                 f"SEE expands embeddings around their class proxy, and {type(base).__name__} "
-                f"has no proxies: put SEE after a proxy-based loss (ProxyAnchor, ProxyNCA, "
-                f"NormSoftmax, SoftTriple, ArcFace, CosFace, PFML)")
+                f"has no proxies: put SEE after a proxy-based loss "
+                f"({', '.join(proxy_losses())})")
         self.n_aug = int(hparams["see_n_aug"])
         if not 1 <= self.n_aug <= embed_dim - 2:
             raise ValueError(f"see_n_aug must be in [1, embed_dim - 2 = {embed_dim - 2}], "

@@ -3,7 +3,7 @@
 
 Two unlabeled domains A (the source view, ``batch["x"]``) and B (``batch["unlabeled"]``, one or
 more targets) whose label spaces may differ. The algorithm never receives a label
-(``USES_LABELS = False``). What the slides give, and what we chose where they are silent (every
+(``NEEDS.labels`` is False). What the slides give, and what we chose where they are silent (every
 choice an hparam ``uem_*``; the ablation switches reproduce the slides' ablation table):
 
 Intra-domain Semantic-Enhanced Learning (stage 1, from step 0)
@@ -51,7 +51,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..clustering import BACKENDS, equiangular_anchors, match_to_anchors, spherical_kmeans
+from ..search_space import choice, fixed, log_uniform, uniform
 from .base import Algorithm, lr_lambda, make_optimizer
+from .registry import DataNeeds, register_algorithm
 
 ANCHOR_SEED = 20240101      # the pre-set structure is a constant of the method
 SOURCE = "source"
@@ -135,15 +137,42 @@ class DomainMemory(nn.Module):
         return self.queue[: self.n]
 
 
+@register_algorithm("UEM")
 class UEM(Algorithm):
     """UEM (see the module docstring). ``batch["x"]``: domain A images, ``batch["unlabeled"]``:
     {domain: images} of B; no labels."""
 
-    USES_LABELS = False
-    TRANSDUCTIVE = True
+    NEEDS = DataNeeds(labels=False, unlabeled_targets=True)
 
-    def __init__(self, network, num_classes, hparams, schedule):
-        super().__init__(network, num_classes, hparams, schedule)
+    @staticmethod
+    def declare_hparams(hp, small):
+        """The choices where the slides are silent (module docstring); the four switches
+        uem_proto_mix / uem_sel / uem_spda / uem_sn2m are the slides' ablations."""
+        hp("uem_temperature", 0.1, log_uniform(-1.5, -0.5))
+        hp("uem_proto_temperature", 0.1, log_uniform(-1.5, -0.5))
+        hp("uem_num_prototypes", 0, fixed())            # 0: the dataset's number of classes
+        hp("uem_queue_size", 0, fixed())                # 0: one source epoch of samples
+        hp("uem_cluster_every", 1.0, choice(0.5, 1.0, 2.0))  # epochs between k-means runs
+        hp("uem_kmeans_iters", 20, fixed())
+        hp("uem_kmeans_backend", "torch", fixed())      # torch | sklearn
+        hp("uem_proto_mix", True, fixed())              # False: "w/o P.M." (no L_PNCE)
+        hp("uem_sel", True, fixed())                    # False: "w/o SEL"
+        hp("uem_sel_weight", 1.0, log_uniform(-1, 0.5))
+        hp("uem_spda", True, fixed())                   # False: "w/o SPDA"
+        hp("uem_spda_weight", 0.1, log_uniform(-2, 0))
+        hp("uem_disc_hidden", 256, fixed())
+        hp("uem_disc_lr_mult", 1.0, log_uniform(-0.5, 1))
+        hp("uem_sn2m", True, fixed())                   # False: "w/o SN2M"
+        hp("uem_sn2m_mode", "switch", fixed())          # switch | instance | prototype
+        hp("uem_sn2m_weight", 1.0, log_uniform(-1, 0.5))
+        hp("uem_sn2m_threshold", 0.5, uniform(0.0, 0.8))
+        hp("uem_stage2_start", 0.5, uniform(0.2, 0.7))  # fraction of training
+        hp("uem_crop_scale", 0.6 if small else 0.2, uniform(0.2, 0.8))
+        hp("uem_color_jitter", 0.4, uniform(0.0, 0.6))
+        hp("uem_flip", not small, fixed())              # a flipped digit is another glyph
+
+    def __init__(self, network, num_classes, hparams, schedule, domain_sizes=None):
+        super().__init__(network, num_classes, hparams, schedule, domain_sizes)
         h = hparams
         self.k = h["uem_num_prototypes"] or num_classes
         dim = h["embed_dim"]

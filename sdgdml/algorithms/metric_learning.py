@@ -1,0 +1,91 @@
+"""How loss compositions train: :class:`MetricLearning` (network + a possibly wrapped metric
+loss), the algorithm behind every ``Base+Plugin`` name."""
+from __future__ import annotations
+
+import torch
+
+from .. import evaluation
+from ..search_space import log_uniform, fixed
+from .base import Algorithm, EvalContext, MetricLoss, frozen, lr_lambda, make_optimizer
+from .registry import UnknownAlgorithmError
+
+
+class MetricLearning(Algorithm):
+    """Supervised DML: network + a (possibly wrapped) metric loss.
+
+    Optimiser groups: backbone and embedding head at ``lr``; the loss's parameters (proxies) at
+    ``lr * proxy_lr_mult`` (x100 in ProxyAnchor / ProxyNCA / SoftTriple / PFML recipes).
+    Warm-up (ProxyAnchor's recipe): for the first ``warmup_epochs`` the backbone is frozen and
+    only the embedding head and the proxies train. A plug-in's extra images
+    (``MetricLoss.expand_inputs``) join the batch of the step that made them.
+    """
+
+    def __init__(self, network, num_classes, hparams, schedule, loss: MetricLoss,
+                 domain_sizes=None):
+        super().__init__(network, num_classes, hparams, schedule, domain_sizes)
+        self.loss = loss
+        lr = hparams["lr"]
+        groups = [
+            {"params": list(network.backbone.parameters()), "lr": lr, "name": "backbone"},
+            {"params": list(network.embedding.parameters()), "lr": lr, "name": "embedding"},
+        ]
+        loss_params = list(loss.parameters())
+        if loss_params:
+            groups.append({"params": loss_params, "lr": lr * hparams.get("proxy_lr_mult", 1.0),
+                           "name": "proxies"})
+        opt = make_optimizer(hparams.get("optimizer", "adamw"), groups, hparams["weight_decay"])
+        self.optimizers["main"] = opt
+        self.schedulers["main"] = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda(schedule, hparams.get("lr_schedule", "constant")))
+        self.warmup_steps = round(hparams.get("warmup_epochs", 0) * schedule.steps_per_epoch)
+
+    @classmethod
+    def declare_training_hparams(cls, hp, small: bool, base: type) -> None:
+        hp("warmup_epochs", 0 if small else 1, fixed())
+        if base.HAS_PROXIES:        # the loss's own parameters (proxies) train faster
+            hp("proxy_lr_mult", 100.0, log_uniform(1, 3))
+
+    def _freeze_backbone(self, frozen_: bool) -> None:
+        for p in self.network.backbone.parameters():
+            p.requires_grad_(not frozen_)
+
+    def _with_expanded(self, x: torch.Tensor, y: torch.Tensor):
+        """The batch plus the images a plug-in makes from it (``MetricLoss.expand_inputs``)."""
+        with frozen(self.network) as net:
+            extra = self.loss.expand_inputs(x, y, net)
+        if extra is None:
+            return x, y
+        x_extra, y_extra = extra
+        return torch.cat([x, x_extra.detach()]), torch.cat([y, y_extra])
+
+    def update(self, batch: dict) -> dict[str, float]:
+        self._freeze_backbone(self.step < self.warmup_steps)
+        self.loss.set_progress(self.epoch, self.schedule.total_epochs)
+        x, y = self._with_expanded(batch["x"], batch["y"])
+        self.network.train()
+        z = self.network(x)
+        loss = self.loss(z, y)
+        opt = self.optimizers["main"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        self.schedulers["main"].step()
+        self.step += 1
+        return {"loss": loss.item(), **self.loss.terms}
+
+    def check_options(self, options) -> None:
+        if getattr(options, "proxy_alignment", False) and self.loss.proxies() is None:
+            raise UnknownAlgorithmError(f"--proxy_alignment needs an algorithm with proxies; "
+                                        f"{options.algorithm} has none")
+
+    def extra_metrics(self, ctx: EvalContext) -> dict[str, float]:
+        """``--proxy_alignment``: PFML Sec. 4.4, the proxies vs the training split's
+        embeddings (eval transform), as ``<train split>_proxy_w2``."""
+        if not getattr(ctx.options, "proxy_alignment", False):
+            return {}
+        emb = ctx.embed_split(ctx.train_split)
+        with torch.no_grad():
+            proxies, proxy_labels = self.loss.proxies()
+        w2 = evaluation.proxy_alignment(proxies.cpu(), proxy_labels.cpu(), emb,
+                                        ctx.train_split.labels)
+        return {f"{ctx.train_split.name}_proxy_w2": w2}

@@ -1,0 +1,31 @@
+"""MultiSimilarity (Wang et al., CVPR 2019) with its pair miner, on pytorch-metric-learning:
+pair-based, no proxies, needs class-balanced batches (``SAMPLER = "m_per_class"``)."""
+from __future__ import annotations
+
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners as pml_miners
+
+from ..search_space import uniform
+from .base import MetricLoss
+from .registry import register_loss
+
+
+@register_loss("MultiSimilarity")
+class MultiSimilarity(MetricLoss):
+    SAMPLER = "m_per_class"
+
+    @staticmethod
+    def declare_hparams(hp, small):
+        hp("ms_alpha", 2.0, uniform(1, 4))
+        hp("ms_beta", 50.0, uniform(20, 60))
+        hp("ms_base", 0.5, uniform(0.3, 0.7))
+        hp("ms_epsilon", 0.1, uniform(0.05, 0.2))
+
+    def __init__(self, num_classes: int, embed_dim: int, hparams: dict):
+        super().__init__()
+        self.pml = pml_losses.MultiSimilarityLoss(alpha=hparams["ms_alpha"],
+                                                  beta=hparams["ms_beta"], base=hparams["ms_base"])
+        self.miner = pml_miners.MultiSimilarityMiner(epsilon=hparams["ms_epsilon"])
+
+    def forward(self, z, y):
+        return self.pml(z, y, self.miner(z, y))

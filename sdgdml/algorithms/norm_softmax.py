@@ -1,0 +1,22 @@
+"""NormSoftmax (Zhai & Wu, BMVC 2019) on pytorch-metric-learning: cross-entropy over
+cos / temperature (0.05, the paper's)."""
+from __future__ import annotations
+
+from pytorch_metric_learning import losses as pml_losses
+
+from ..search_space import log_uniform
+from .pml_proxy import PMLProxyLoss
+from .registry import register_loss
+
+
+@register_loss("NormSoftmax")
+class NormSoftmax(PMLProxyLoss):
+    PROXY_ATTR, PROXIES_AS_COLUMNS = "W", True
+
+    @staticmethod
+    def declare_hparams(hp, small):
+        hp("nsm_temperature", 0.05, log_uniform(-2, -0.5))
+
+    def make(self, num_classes, embed_dim, hparams):
+        return pml_losses.NormalizedSoftmaxLoss(num_classes, embed_dim,
+                                                temperature=hparams["nsm_temperature"])

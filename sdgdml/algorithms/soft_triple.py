@@ -1,0 +1,28 @@
+"""SoftTriple (Qian et al., ICCV 2019, Eq. 8-10) on pytorch-metric-learning: K centres per
+class (``st_centers``), lambda, gamma and margin at the paper's values."""
+from __future__ import annotations
+
+from pytorch_metric_learning import losses as pml_losses
+
+from ..search_space import log_uniform, uniform
+from .pml_proxy import PMLProxyLoss
+from .registry import register_loss
+
+
+@register_loss("SoftTriple")
+class SoftTriple(PMLProxyLoss):
+    """K centres per class: pml's column j belongs to class j // K."""
+
+    PROXY_ATTR, PROXIES_AS_COLUMNS = "fc", True
+
+    @staticmethod
+    def declare_hparams(hp, small):
+        hp("st_centers", 10, lambda r: int(r.choice([2, 5, 10])))
+        hp("st_lambda", 20.0, uniform(5, 30))
+        hp("st_gamma", 0.1, log_uniform(-2, -0.5))
+        hp("st_margin", 0.01, uniform(0.0, 0.1))
+
+    def make(self, num_classes, embed_dim, hparams):
+        return pml_losses.SoftTripleLoss(
+            num_classes, embed_dim, centers_per_class=hparams["st_centers"],
+            la=hparams["st_lambda"], gamma=hparams["st_gamma"], margin=hparams["st_margin"])
