@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--eval_chunk_size", type=int, default=1024, help="query rows per k-NN chunk")
     a("--pretrained_file", default=None,
       help="local weights (.safetensors/.pth) for the backbone, for machines without internet")
+    a("--discard_bad_checkpoint", action="store_true",
+      help="a checkpoint.pt that cannot be loaded safely (corrupt, foreign, or holding "
+           "anything but tensors and numbers) is renamed checkpoint.pt.bad-<time> and the run "
+           "starts over (default: stop with an error naming it)")
     a("--keep_checkpoint", action="store_true",
       help="keep checkpoint.pt after the run is done (default: delete it)")
     a("--save_model", action="store_true", help="save the final network weights to model.pt")
