@@ -18,7 +18,9 @@ DESCRIPTION = """Train one SDG-DML model on a source domain and evaluate retriev
 Writes to ``--output_dir``: ``args.json``, ``hparams.json``, ``results.jsonl`` (one JSON line
 per checkpoint: step, epoch, losses, step time, memory and every split's metrics under flat
 keys ``<split>_<metric>``), ``out.txt`` (the log), ``checkpoint.pt`` while running (atomic;
-a restarted run resumes from it) and ``done`` at the end.
+a restarted run resumes from it) and ``done`` at the end. Every value is checked before the
+folder is created (bad input: one ``error:`` line, exit code 1); ``.lock`` is held by the
+process training the run: a second one on the same folder stops without writing.
 """
 
 
