@@ -104,6 +104,7 @@ def load_records(input_dirs, include_incomplete: bool = False
                    "trial_seed": args.get("trial_seed"),
                    "setting": json.dumps({k: v for k, v in args.items() if k not in CELL_ARGS
                                           and k not in MACHINE_ARGS}, sort_keys=True)}
+            _warn_non_finite(run_dir, records)
             for r in records:
                 rows.append({**ids, **{k: v for k, v in r.items()
                                        if isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -115,6 +116,16 @@ def load_records(input_dirs, include_incomplete: bool = False
     if df.empty:
         return pd.DataFrame(columns=list(ID_COLUMNS)), hparams
     return _split_settings(df), hparams
+
+
+def _warn_non_finite(run_dir: Path, records: list[dict]) -> None:
+    """Say which metrics of a run are NaN/inf (kept: its means and selections become NaN)."""
+    bad = sorted({k for r in records for k, v in r.items()
+                  if isinstance(v, float) and not math.isfinite(v)})
+    if bad:
+        warnings.warn(f"{run_dir}: NaN/inf values in {', '.join(bad[:5])}"
+                      f"{' ...' if len(bad) > 5 else ''} (the cells using them are NaN)",
+                      stacklevel=3)
 
 
 def _split_settings(df: pd.DataFrame) -> pd.DataFrame:

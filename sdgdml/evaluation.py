@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 DEFAULT_METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
 CLUSTERING_METRICS = ("nmi", "ami")
-METRIC_NAMES = "recall@K, class_recall@K, precision@K, map@r, map@all, nmi, ami"
+METRIC_NAMES = "recall@K, class_recall@K, precision@K (K >= 1), map@r, map@all, nmi, ami"
 UCDR_METRICS = ("map@all", "precision@1", "precision@5", "precision@15")
 OPEN_RULES = ("threshold", "prototype")
 
@@ -152,7 +152,7 @@ def _parse_metrics(metrics) -> _MetricRequest:
         name, _, arg = m.partition("@")
         lists = {"recall": req.recall_ks, "class_recall": req.class_recall_ks,
                  "precision": req.precision_ks}
-        if name in lists and arg.isdigit():
+        if name in lists and arg.isdigit() and int(arg) >= 1:
             lists[name].append(int(arg))
         elif m == "map@r":
             req.map_r = True

@@ -51,6 +51,7 @@ FLAG_ROLES: dict[str, frozenset] = {
     "eval_chunk_size":       MACHINE,
     "pretrained_file":       MACHINE,
     "keep_checkpoint":       MACHINE,
+    "discard_bad_checkpoint": MACHINE,
     "save_model":            MACHINE,
     "quiet":                 MACHINE,
 }

@@ -33,6 +33,7 @@ from pathlib import Path
 import submitit
 from tqdm import tqdm
 
+from .locking import LockedError, RunLock
 from .records import write_json
 
 JOB_FILE, ATTEMPT_FILE = "job.json", "attempt.json"
@@ -62,6 +63,13 @@ class TrainJob(submitit.helpers.Checkpointable):
         from . import train  # imported here: unpickling a job stays cheap
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with RunLock(self.run_dir):    # train takes it again (re-entrant): one holder
+                return self._train(train)
+        except LockedError as e:         # another process trains this run: write nothing
+            raise SystemExit(f"error: {e}") from None
+
+    def _train(self, train) -> str:
         env = os.environ
         attempt = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
                    "slurm_job_id": env.get("SLURM_JOB_ID"),
@@ -113,7 +121,8 @@ def pid_alive(pid: int) -> bool:
 
 # ----------------------------------------------------------------------------- launchers
 class Launcher:
-    """Base: ``launch(jobs)`` submits/runs; ``scheduler_states(job records)`` asks back."""
+    """Base: ``submit(jobs)`` (under the launch lock), ``run(jobs)`` (after it, for
+    launchers that execute here); ``scheduler_states(job records)`` asks back."""
 
     name = ""
     records_jobs = True       # False: the launcher leaves no job.json (dummy)
@@ -125,9 +134,15 @@ class Launcher:
     def add_arguments(parser) -> None:
         pass
 
-    def launch(self, jobs) -> list[str]:
-        """Submit or run ``jobs``; returns lines for the user (ids, where logs are)."""
+    def submit(self, jobs) -> list[str]:
+        """Submit ``jobs`` and write their ``job.json`` (called under the sweep's launch
+        lock: keep it short); returns lines for the user (ids, where logs are)."""
         raise NotImplementedError
+
+    def run(self, jobs) -> list[str]:
+        """Run the submitted ``jobs`` here, after the launch lock is released (launchers that
+        execute in this process); returns lines for the user."""
+        return []
 
     def _record(self, job, job_id: str, **extra) -> None:
         job.run_dir.mkdir(parents=True, exist_ok=True)
@@ -137,17 +152,18 @@ class Launcher:
 
     @classmethod
     def scheduler_states(cls, job_records: list[dict]) -> dict[str, str]:
-        """{job_id: QUEUED | RUNNING | FAILED | FINISHED} for the ids the scheduler knows."""
+        """{job_id: QUEUED | RUNNING | FAILED | CANCELLED | FINISHED} for the ids the
+        scheduler knows."""
         return {}
 
 
 class DummyLauncher(Launcher):
     name, records_jobs = "dummy", False
 
-    def launch(self, jobs):
+    def submit(self, jobs):
         for job in jobs:
             print(command_line(job.argv))
-        return [f"dummy: printed {len(jobs)} commands, submitted nothing"]
+        return [f"dummy: printed {len(jobs)} commands, submitted nothing"] if jobs else []
 
 
 def _local_states(job_records):
@@ -171,7 +187,17 @@ class LocalLauncher(Launcher):
                        help="inprocess: train in this process, one run after the other; "
                             "subprocess: one child process per run (log: <run>/launcher.log)")
 
-    def launch(self, jobs):
+    def submit(self, jobs):
+        """Claim the runs for this process (job.json naming it): a concurrent launch sees
+        them RUNNING while this one works through them."""
+        for job in jobs:
+            self._record(job, f"{socket.gethostname()}:{os.getpid()}", pid=os.getpid(),
+                         log=str(job.run_dir / "out.txt"))
+        return []
+
+    def run(self, jobs):
+        if not jobs:
+            return []
         workers = max(1, self.opts.local_workers)
         subproc = workers > 1 or self.opts.local_mode == "subprocess"
         failed = []
@@ -197,8 +223,6 @@ class LocalLauncher(Launcher):
         return lines
 
     def _run_inprocess(self, job) -> bool:
-        self._record(job, f"{socket.gethostname()}:{os.getpid()}", pid=os.getpid(),
-                     log=str(job.run_dir / "out.txt"))
         try:
             TrainJob(job.argv)()
             return True
@@ -231,7 +255,7 @@ class SubmititLauncher(Launcher):
     def _executor(self) -> submitit.AutoExecutor:
         raise NotImplementedError
 
-    def launch(self, jobs):
+    def submit(self, jobs):
         if not jobs:
             return []
         try:
@@ -343,6 +367,7 @@ class SlurmLauncher(SubmititLauncher):
             state = state.split()[0] if state else "UNKNOWN"
             out[job_id] = ("QUEUED" if state in SLURM_QUEUED else
                            "RUNNING" if state in SLURM_RUNNING else
+                           "CANCELLED" if state == "CANCELLED" else
                            "FINISHED" if state in ("COMPLETED", "FINISHED") else "FAILED")
         return out
 

@@ -6,34 +6,31 @@ with a warning, never an exception.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
+
+from .atomic import append_line, atomic_write
 
 SCHEMA_VERSION = 1
 def write_json(path: str | Path, data: dict) -> None:
     """Write ``data`` as JSON atomically: a reader (or a restart after a kill) sees the old
-    file or the new one, never half of it."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    file or the new one, never half of it (``atomic.atomic_write``)."""
+    text = json.dumps(data, indent=1, sort_keys=True).encode()
+    atomic_write(path, lambda f: f.write(text))
 
 
 def read_json(path: str | Path) -> dict | None:
-    """The JSON object in ``path``; None if it is missing or unreadable."""
+    """The JSON object in ``path``; None if it is missing, unreadable or not an object."""
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def append_record(path: str | Path, record: dict) -> None:
-    """Append one record and flush it to disk."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one record and flush it to disk (a failed append leaves no half line)."""
+    append_line(path, json.dumps(record, sort_keys=True) + "\n")
 
 
 def read_records(path: str | Path) -> list[dict]:
@@ -69,8 +66,6 @@ def truncate_records(path: str | Path, max_step: int) -> int:
     kept = [r for r in records if r.get("step", -1) <= max_step]
     with open(path) as f:
         n_lines = sum(1 for line in f if line.strip())
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-    os.replace(tmp, path)
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode()
+    atomic_write(path, lambda f: f.write(text))
     return n_lines - len(kept)

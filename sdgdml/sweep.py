@@ -12,11 +12,16 @@ Idempotent: a run's folder is the hash of its experiment args; ``launch`` again 
 what is missing (never launched, or failed: those resume from their checkpoint) and skips
 runs that are done, queued or running. ``<output_dir>/sweep.json`` keeps the definition(s) and
 every run; relaunching with another definition is refused (nothing launched, nothing lost)
-unless ``--extend`` adds the new runs next to the old ones.
+unless ``--extend`` adds the new runs next to the old ones. Concurrent launches into one
+folder are safe: each takes the folder's launch lock (``locking.py``) to decide what is new,
+submit it and write its ``job.json``, so every run is submitted once; a run's job takes the
+run's own lock, so no run ever trains twice at once. ``status`` reads the run folders
+when ``sweep.json`` is unreadable.
 
-States: NOT_LAUNCHED, QUEUED, RUNNING, FAILED, DONE. DONE = the run's ``done`` file; FAILED
-= an error recorded by the job in ``attempt.json`` (unless Slurm holds the job queued again:
-a requeue); otherwise the scheduler says (Slurm:
+States: NOT_LAUNCHED, QUEUED, RUNNING, FAILED, CANCELLED, DONE. DONE = the run's ``done``
+file; CANCELLED = Slurm says a user cancelled the job (``launch`` resubmits it only with
+``--resubmit_cancelled``); FAILED = an error recorded by the job in ``attempt.json`` (unless
+Slurm holds the job queued again: a requeue); otherwise the scheduler says (Slurm:
 ``sacct``, else ``squeue``; local launchers: the process), and when it cannot, the run folder
 does (never started = QUEUED, started = RUNNING unless its process on this host is gone).
 ``delete_incomplete`` deletes FAILED runs and empty never-launched folders only (a folder
@@ -29,6 +34,7 @@ import json
 import shutil
 import socket
 import sys
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +43,11 @@ from tabulate import tabulate
 
 from . import sweep_config
 from .launchers import ATTEMPT_FILE, JOB_FILE, LAUNCHERS, SubmissionError, pid_alive
-from .records import read_json
+from .locking import launch_lock
+from .records import read_json, write_json
 from .sweep_config import Job, SweepError
 
-STATES = ("DONE", "RUNNING", "QUEUED", "FAILED", "NOT_LAUNCHED")
+STATES = ("DONE", "RUNNING", "QUEUED", "FAILED", "CANCELLED", "NOT_LAUNCHED")
 SWEEP_FILE = "sweep.json"
 
 
@@ -75,6 +82,16 @@ def _fallback(job: dict | None, attempt: dict | None) -> tuple[str, str]:
     return "RUNNING", "started (not verified: no scheduler answer)"
 
 
+def _job_record(run_dir: Path) -> dict | None:
+    """The run's job.json; None if missing, unreadable or not naming a launcher (then the
+    state comes from the run folder alone)."""
+    job = read_json(run_dir / JOB_FILE)
+    if job is not None and not isinstance(job.get("launcher"), str):
+        warnings.warn(f"{run_dir / JOB_FILE} names no launcher: ignored", stacklevel=2)
+        return None
+    return job
+
+
 def _started(run_dir: Path) -> bool:
     return any((run_dir / f).exists() for f in ("args.json", "results.jsonl", "checkpoint.pt"))
 
@@ -86,7 +103,7 @@ def run_states(run_dirs: dict[str, tuple[Path, dict]]) -> list[RunState]:
         if (d / "done").exists():
             files[rid] = "DONE"
             continue
-        job, attempt = read_json(d / JOB_FILE), read_json(d / ATTEMPT_FILE)
+        job, attempt = _job_record(d), read_json(d / ATTEMPT_FILE)
         if job and attempt and attempt.get("started", 0) < job.get("submitted", 0):
             attempt = None          # left by an earlier submission of this run
         files[rid] = (job, attempt)
@@ -110,6 +127,10 @@ def run_states(run_dirs: dict[str, tuple[Path, dict]]) -> list[RunState]:
         err = (attempt or {}).get("error")
         if s == "QUEUED":                        # requeued: an earlier attempt's error is old
             state, detail = s, f"{job['launcher']} job {job_id}"
+        elif s == "CANCELLED":                   # by a user (scancel), whatever it recorded
+            state = s
+            detail = (f"{job['launcher']} job {job_id} was cancelled; `launch "
+                      f"--resubmit_cancelled` resubmits it")
         elif err:                                # the job recorded its own crash
             state, detail = "FAILED", err.strip().splitlines()[-1]
         elif s == "RUNNING":
@@ -133,14 +154,20 @@ def _load_sweep(output_dir: Path) -> dict | None:
     if not path.exists():
         return None
     data = read_json(path)
-    if data is None:
+    if data is None or not isinstance(data.get("runs"), dict) or not isinstance(
+            data.get("definitions"), list):
         raise SweepError(f"{path} is unreadable; move it away to start a new sweep here")
     return data
 
 
 def _known_runs(output_dir: Path) -> dict[str, tuple[Path, dict]]:
-    """Runs of sweep.json plus any other run folder found in ``output_dir``."""
-    data = _load_sweep(output_dir) or {"runs": {}}
+    """Runs of sweep.json plus any other run folder found in ``output_dir`` (all of them
+    when sweep.json is unreadable: every run folder tells its own state)."""
+    try:
+        data = _load_sweep(output_dir) or {"runs": {}}
+    except SweepError as e:
+        warnings.warn(f"{e}; reading the run folders instead", stacklevel=2)
+        data = {"runs": {}}
     runs = {rid: (output_dir / rid, info) for rid, info in data["runs"].items()}
     if output_dir.exists():
         for d in sorted(output_dir.iterdir()):
@@ -212,35 +239,46 @@ def launch(args) -> None:
     launcher = LAUNCHERS[args.launcher](args, output_dir)
     if launcher.records_jobs and not args.skip_data_check:
         _check_data(jobs, args)
-    prev = _load_sweep(output_dir)
-    _check_relaunch(output_dir, prev, jobs, definition.to_dict(), args.extend)
-    states = {s.run_id: s for s in run_states({j.run_id: (j.run_dir, j.info) for j in jobs})}
-    counts = Counter(s.state for s in states.values())
-    todo = [j for j in jobs if states[j.run_id].state in ("NOT_LAUNCHED", "FAILED")]
-    print(f"sweep {output_dir}: {len(jobs)} runs: {counts['NOT_LAUNCHED']} new, "
-          f"{counts['FAILED']} failed (resubmitted; they resume from their checkpoint), "
-          f"skipped: {counts['DONE']} done, {counts['RUNNING']} running, "
-          f"{counts['QUEUED']} queued")
-    if launcher.records_jobs:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        data = prev or {"version": 1, "definitions": [], "runs": {}}
-        if definition.to_dict() not in data["definitions"]:
-            data["definitions"].append(definition.to_dict())
-        data["runs"].update({j.run_id: {**j.info, "argv": list(j.argv)} for j in jobs})
-        tmp = output_dir / (SWEEP_FILE + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(output_dir / SWEEP_FILE)
-    if not todo:
-        print("nothing to launch")
-        return
     try:
-        lines = launcher.launch(todo)
+        if not launcher.records_jobs:        # a dry run: writes nothing, needs no lock
+            lines = launcher.submit(_todo(output_dir, jobs, definition, args, record=False))
+        else:   # one launch at a time decides what is new and submits it (see locking.py)
+            with launch_lock(output_dir):
+                todo = _todo(output_dir, jobs, definition, args, record=True)
+                lines = launcher.submit(todo)
+            lines += launcher.run(todo)
     except SubmissionError as e:
         raise SweepError(str(e)) from None
     for line in lines:
         print(line)
-    if launcher.records_jobs:
+    if launcher.records_jobs and lines:
         print(f"status: python -m sdgdml.sweep status --output_dir {output_dir}")
+
+
+def _todo(output_dir: Path, jobs: list[Job], definition, args, record: bool) -> list[Job]:
+    """The runs to submit (new, failed, and cancelled ones if asked); ``record``: add the
+    definition and runs to sweep.json."""
+    prev = _load_sweep(output_dir)
+    _check_relaunch(output_dir, prev, jobs, definition.to_dict(), args.extend)
+    states = {s.run_id: s for s in run_states({j.run_id: (j.run_dir, j.info) for j in jobs})}
+    counts = Counter(s.state for s in states.values())
+    again = ("NOT_LAUNCHED", "FAILED") + (("CANCELLED",) if args.resubmit_cancelled else ())
+    todo = [j for j in jobs if states[j.run_id].state in again]
+    print(f"sweep {output_dir}: {len(jobs)} runs: {counts['NOT_LAUNCHED']} new, "
+          f"{counts['FAILED']} failed (resubmitted; they resume from their checkpoint), "
+          f"{counts['CANCELLED']} cancelled ("
+          f"{'resubmitted' if args.resubmit_cancelled else 'kept; --resubmit_cancelled'}), "
+          f"skipped: {counts['DONE']} done, {counts['RUNNING']} running, "
+          f"{counts['QUEUED']} queued")
+    if record:
+        data = prev or {"version": 1, "definitions": [], "runs": {}}
+        if definition.to_dict() not in data["definitions"]:
+            data["definitions"].append(definition.to_dict())
+        data["runs"].update({j.run_id: {**j.info, "argv": list(j.argv)} for j in jobs})
+        write_json(output_dir / SWEEP_FILE, data)
+    if not todo:
+        print("nothing to launch")
+    return todo
 
 
 def status(args) -> list[RunState]:
@@ -322,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="do not check that every dataset domain loads before launching")
     a("--extend", action="store_true",
       help="allow adding runs to a sweep folder that holds another definition")
+    a("--resubmit_cancelled", action="store_true",
+      help="also resubmit runs whose Slurm job a user cancelled (default: leave them)")
     for cls in LAUNCHERS.values():
         cls.add_arguments(la)
     st = sub.add_parser("status", help="count runs per state (from the scheduler and files)")

@@ -105,6 +105,13 @@ def _train_args_from_mapping(mapping: dict) -> list[str]:
     return argv
 
 
+def _count(data: dict, key: str, path: Path) -> int:
+    value = data.get(key, 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SweepError(f"{path}: {key} must be an integer >= 1, got {value!r}")
+    return value
+
+
 def from_file(path: str | Path) -> SweepDefinition:
     """Read a sweep file (YAML); names are validated later by :func:`validate`."""
     import yaml
@@ -128,7 +135,7 @@ def from_file(path: str | Path) -> SweepDefinition:
     return SweepDefinition(
         splits=[str(s) for s in splits],
         algorithms=[_algorithm_entry(a) for a in data.get("algorithms") or []],
-        n_hparams=int(data.get("n_hparams", 1)), n_trials=int(data.get("n_trials", 1)),
+        n_hparams=_count(data, "n_hparams", path), n_trials=_count(data, "n_trials", path),
         hparams=dict(data.get("hparams") or {}),
         hparam_ranges=dict(data.get("hparam_ranges") or {}),
         train_args=_train_args_from_mapping(train_args),
@@ -186,10 +193,33 @@ def _check_ranges(ranges: dict, where: str) -> None:
             known = " | ".join(d + ": [...]" for d in DISTRIBUTIONS)
             raise SweepError(f"{where}: range of {name!r} must be one of {{{known}}}, "
                              f"got {spec!r}")
+        (dist, values), = spec.items()
+        problem = _range_problem(dist, values)
+        if problem:
+            raise SweepError(f"{where}: range of {name!r} ({dist}: {values}) {problem}")
+
+
+def _range_problem(dist: str, values: list) -> str:
+    """What is wrong with a distribution's values ('' if nothing)."""
+    if dist == "choice":
+        return "" if values else "needs at least one value"
+    number = int if dist == "int_uniform" else (int, float)
+    if len(values) != 2 or not all(isinstance(v, number) and not isinstance(v, bool)
+                                   for v in values):
+        kind = "integers" if dist == "int_uniform" else "numbers"
+        hint = ("; YAML reads 1e-3 as text: write 1.0e-3" if any(isinstance(v, str)
+                                                                 for v in values) else "")
+        return f"needs two {kind} [low, high]{hint}"
+    if values[0] > values[1]:
+        return "has low > high"
+    if dist == "log_uniform" and values[0] <= 0:
+        return "needs low > 0"
+    return ""
 
 
 def _check_train_args(argv: list[str]) -> None:
     from .train_args import build_parser
+    from .validation import InvalidValueError, check_ranges
 
     parser = build_parser()
     known = sorted(a.dest for a in parser._actions if a.dest != "help")
@@ -198,12 +228,16 @@ def _check_train_args(argv: list[str]) -> None:
         raise SweepError(f"train_args {owned} are set by the sweep for each run; use splits, "
                          f"algorithms, hparams, n_hparams and n_trials instead")
     try:
-        _, unknown = parser.parse_known_args(argv + ["--output_dir", "x"])
+        args, unknown = parser.parse_known_args(argv + ["--output_dir", "x"])
     except SystemExit:
         raise SweepError(f"invalid train_args {argv} (see python -m sdgdml.train --help)") from None
     if unknown:
         raise SweepError(f"unknown train_args {unknown}; known train flags: "
                          f"{', '.join(k for k in known if k not in SWEEP_OWNED)}")
+    try:
+        check_ranges(args)
+    except InvalidValueError as e:
+        raise SweepError(f"train_args: {e}") from None
 
 
 def validate(d: SweepDefinition) -> list[tuple[str, str, list[str]]]:

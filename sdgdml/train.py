@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from . import __version__, evaluation, hparams_registry
 from .algorithms import (Algorithm, EvalContext, Schedule, UnknownAlgorithmError,
-                         algorithm_class, create_algorithm, data_needs)
+                         create_algorithm, data_needs)
 from .datasets import (DatasetError, create_dataset, format_split, get_dataset_class,
                        load_dataset_config, parse_split)
 from .datasets import transforms as T
@@ -32,12 +32,18 @@ from .networks import PretrainedWeightsError, create_model
 from .protocols import SDGDMLProtocol, make_protocol
 from .records import (SCHEMA_VERSION, append_record, read_json, read_records,
                       truncate_records, write_json)
-from .runstate import atomic_save, peak_memory_gb, rng_state, seed_everything, set_rng_state
+from .atomic import DiskFullError
+from .locking import LockedError, RunLock
+from .runstate import (CheckpointError, NonFiniteLossError, atomic_save, check_finite_losses,
+                       peak_memory_gb, resume_state, rng_state, seed_everything, set_rng_state)
 from .streams import TrainStreams, steps_per_epoch
 from .train_args import build_parser, experiment_identity
+from .validation import InvalidValueError, check_batch_fits, check_hparams, check_train_args
 
 log = logging.getLogger("sdgdml")
-USER_ERRORS = (DatasetError, UnknownAlgorithmError, UnknownHparamError, PretrainedWeightsError)
+USER_ERRORS = (DatasetError, UnknownAlgorithmError, UnknownHparamError, PretrainedWeightsError,
+               InvalidValueError, LockedError, CheckpointError, NonFiniteLossError,
+               DiskFullError)
 
 
 def _setup_logging(out: Path, quiet: bool) -> None:
@@ -88,15 +94,6 @@ def resolve_split(args: argparse.Namespace) -> None:
         args.dataset_definition = cls.DEFINITION    # are part of the experiment
 
 
-def _load_hparams(args) -> dict:
-    try:
-        overrides = json.loads(args.hparams) if args.hparams else {}
-    except json.JSONDecodeError as e:
-        raise UnknownHparamError(f"--hparams is not valid JSON ({e}): {args.hparams}") from e
-    return hparams_registry.get_hparams(args.algorithm, args.dataset, args.hparams_seed,
-                                        overrides)
-
-
 def load_dataset(args):
     """The run's dataset, its data checked (a clear report before any model is built)."""
     dataset = create_dataset(
@@ -106,6 +103,24 @@ def load_dataset(args):
         label_noise=args.label_noise, val_protocol=args.val_protocol)
     dataset.validate()
     return dataset
+
+
+def _prepare(args) -> tuple[dict, object, SDGDMLProtocol]:
+    """Every check that needs no run folder (values, names, hparams, data, protocol, batch
+    size), before anything is created: (hparams, dataset, protocol)."""
+    overrides = check_train_args(args)
+    resolve_split(args)
+    needs = data_needs(args.algorithm)      # a bad name fails before anything is loaded
+    check_hparams(overrides, hparams_registry.default_hparams(args.algorithm, args.dataset))
+    hparams = hparams_registry.get_hparams(args.algorithm, args.dataset, args.hparams_seed,
+                                           overrides)
+    dataset = load_dataset(args)
+    protocol = make_protocol(args, dataset)
+    protocol.check(needs)
+    source, _ = protocol.training_views(needs)
+    check_batch_fits(hparams["batch_size"], len(source),
+                     format_split(args.dataset, dataset.source, []))
+    return hparams, dataset, protocol
 
 
 @dataclass
@@ -148,14 +163,11 @@ class Run:
         log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
 
 
-def _build(args, out: Path) -> tuple[Run, TrainStreams, int | None]:
-    """Validate, write args/hparams, build the algorithm and restore it from a checkpoint
-    (its step, or None for a new run); the data streams start at that step."""
+def _build(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol
+           ) -> tuple[Run, TrainStreams, int | None]:
+    """Write args/hparams, build the algorithm and restore it from a checkpoint (its step,
+    or None for a new run); the data streams start at that step."""
     needs = data_needs(args.algorithm)
-    hparams = _load_hparams(args)
-    dataset = load_dataset(args)
-    protocol = make_protocol(args, dataset)
-    protocol.check(needs)
     seed = args.trial_seed if args.seed is None else args.seed
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if args.device == "auto" else args.device)
@@ -195,12 +207,13 @@ def _build(args, out: Path) -> tuple[Run, TrainStreams, int | None]:
 
 
 def _restore(run: Run) -> int | None:
-    """Load the checkpoint if there is one: its step (None for a new run)."""
+    """Load the checkpoint if there is one (safely: ``runstate.resume_state``): its step
+    (None for a new run)."""
     path = run.out / "checkpoint.pt"
-    if not path.exists():
+    state = resume_state(path, run.device, run.args.discard_bad_checkpoint, log)
+    if state is None:
         truncate_records(run.out / "results.jsonl", -1)
         return None
-    state = torch.load(path, map_location=run.device, weights_only=False)
     run.algorithm.load_state_dict(state["algorithm"])
     set_rng_state(state["rng"])
     dropped = truncate_records(run.out / "results.jsonl", state["step"])
@@ -214,31 +227,40 @@ def _train_loop(run: Run, streams: TrainStreams, start: int) -> None:
     logged: dict[str, list[float]] = defaultdict(list)
     bar = tqdm(range(start, total), initial=start, total=total, desc="train",
                disable=args.quiet, mininterval=1 if sys.stderr.isatty() else 30)
+    ckpt_path = run.out / "checkpoint.pt"
+    saved = start if ckpt_path.exists() else None       # the last good checkpoint's step
     t_step = time.time()
     for step in bar:
-        for k, v in run.algorithm.train_step(streams.next_batch()).items():
+        losses = run.algorithm.train_step(streams.next_batch())
+        check_finite_losses(losses, step + 1, ckpt_path, saved)
+        for k, v in losses.items():
             logged[k].append(v)
         logged["step_time"].append(time.time() - t_step)
         bar.set_postfix(loss=f"{logged['loss'][-1]:.4f}" if logged.get("loss") else "")
         if (step + 1) % run.freq == 0 or step + 1 == total:
             run.checkpoint(step + 1, logged)
-            logged = defaultdict(list)
+            saved, logged = step + 1, defaultdict(list)
         t_step = time.time()
     bar.close()
 
 
 def train(args: argparse.Namespace) -> list[dict]:
-    """Run (or resume) one experiment; returns its records."""
-    resolve_split(args)
+    """Run (or resume) one experiment; returns its records. Every value is checked before
+    the run folder exists; the run's lock (``locking.RunLock``) is held while it runs."""
+    hparams, dataset, protocol = _prepare(args)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        return _run(args, out, hparams, dataset, protocol)
+
+
+def _run(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol) -> list[dict]:
     _setup_logging(out, args.quiet)
     _check_same_experiment(out, vars(args))
     if (out / "done").exists():
         log.info("%s is already done; nothing to do", out)
         return read_records(out / "results.jsonl")
-    algorithm_class(args.algorithm)       # a bad name fails before anything is loaded
-    run, streams, resumed_at = _build(args, out)
+    run, streams, resumed_at = _build(args, out, hparams, dataset, protocol)
     if resumed_at is None and not args.no_eval_at_start:   # a checkpoint's record is kept
         run.checkpoint(0, {})
     _train_loop(run, streams, resumed_at or 0)

@@ -18,7 +18,9 @@ DESCRIPTION = """Train one SDG-DML model on a source domain and evaluate retriev
 Writes to ``--output_dir``: ``args.json``, ``hparams.json``, ``results.jsonl`` (one JSON line
 per checkpoint: step, epoch, losses, step time, memory and every split's metrics under flat
 keys ``<split>_<metric>``), ``out.txt`` (the log), ``checkpoint.pt`` while running (atomic;
-a restarted run resumes from it) and ``done`` at the end.
+a restarted run resumes from it) and ``done`` at the end. Every value is checked before the
+folder is created (bad input: one ``error:`` line, exit code 1); ``.lock`` is held by the
+process training the run: a second one on the same folder stops without writing.
 """
 
 
@@ -102,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--eval_chunk_size", type=int, default=1024, help="query rows per k-NN chunk")
     a("--pretrained_file", default=None,
       help="local weights (.safetensors/.pth) for the backbone, for machines without internet")
+    a("--discard_bad_checkpoint", action="store_true",
+      help="a checkpoint.pt that cannot be loaded safely (corrupt, foreign, or holding "
+           "anything but tensors and numbers) is renamed checkpoint.pt.bad-<time> and the run "
+           "starts over (default: stop with an error naming it)")
     a("--keep_checkpoint", action="store_true",
       help="keep checkpoint.pt after the run is done (default: delete it)")
     a("--save_model", action="store_true", help="save the final network weights to model.pt")

@@ -206,6 +206,13 @@ def test_a_user_datasets_definition_is_part_of_the_run_identity(tmp_path):
     ("datasets: {X: {domains: ['a->b'], classes: [c, d]}}", "domain names"),
     ("paths: {Nope: {root: x}}", "unknown datasets"),
     ("datasets: [1, 2", "cannot read"),
+    ("datasets: {X: {domains: [a], classes: [c, d], val_fraction: abc}}",
+     "'val_fraction' must be a number between 0 and 1, got 'abc'"),
+    ("datasets: {X: {domains: [a], classes: [c, d], epochs: 0}}", "'epochs' must be a number > 0"),
+    ("datasets: {X: {domains: [photo], classes: [c, d], expected_images: {photo: many}}}",
+     "'expected_images' of 'photo' must be an image count"),
+    ("datasets: {X: {domains: [a], classes: [c, d], expected_images: {b: 3}}}",
+     "'expected_images' names 'b', not a domain"),
 ])
 def test_bad_configs_are_named(tmp_path, body, message):
     config = tmp_path / "c.yaml"

@@ -280,7 +280,8 @@ def test_local_sweep_lifecycle(tmp_path, capsys):
         sweep.main(["status", "--output_dir", str(out)])
         text = capsys.readouterr().out
         total = [line for line in text.splitlines() if line.startswith("total")][0].split()
-        assert total[1:] == ["1", "1", "1", "1", "0", "4"]  # done running queued failed - runs
+        assert total[1:] == ["1", "1", "1", "1", "0", "0", "4"]  # done running queued failed
+        # cancelled not_launched runs
         assert "RuntimeError: out of memory" in text
         sweep.main(["delete_incomplete", "--output_dir", str(out), "--yes"])
         text = capsys.readouterr().out
@@ -338,3 +339,60 @@ def test_a_run_that_crashes_is_failed_with_its_error(tmp_path, capsys):
     (state,) = sweep.status(sweep.build_parser().parse_args(["status", "--output_dir", str(out)]))
     assert state.state == "FAILED" and "TypeError" in state.detail
     assert "log:" in state.detail
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("text,message", [
+    ("n_trials: two", "n_trials must be an integer >= 1, got 'two'"),
+    ("n_hparams: 0", "n_hparams must be an integer >= 1, got 0"),
+    ("hparam_ranges: {lr: {log_uniform: [1e-5]}}", "needs two numbers [low, high]"),
+    ("hparam_ranges: {lr: {log_uniform: [0, 1.0e-3]}}", "needs low > 0"),
+    ("hparam_ranges: {lr: {log_uniform: [1e-4, 1e-3]}}", "YAML reads 1e-3 as text"),
+    ("hparam_ranges: {lr: {uniform: [0.3, 0.1]}}", "has low > high"),
+    ("hparam_ranges: {batch_size: {int_uniform: [32, 64.5]}}", "needs two integers"),
+    ("hparam_ranges: {batch_size: {choice: []}}", "needs at least one value"),
+    ("train_args: {steps: -3}", "train_args: --steps must be >= 1, got -3"),
+])
+def test_bad_sweep_values_are_one_clear_line(tmp_path, text, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(f"splits: [DigitsDG]\nalgorithms: [ProxyAnchor]\n{text}\n")
+    with pytest.raises(SystemExit) as e:
+        sweep.main(["launch", "--config", str(f), "--output_dir", str(tmp_path / "out"),
+                    "--launcher", "dummy"])
+    assert message in str(e.value) and str(e.value).startswith("error: ")
+    assert "Traceback" not in str(e.value) and not (tmp_path / "out").exists()
+
+
+def test_a_cancelled_slurm_job_is_resubmitted_only_when_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(launchers, "_sacct", lambda mains: {"7_0": "CANCELLED by 0",
+                                                            "7_1": "FAILED"})
+    assert launchers.SlurmLauncher.scheduler_states(
+        [{"job_id": "7_0"}, {"job_id": "7_1"}]) == {"7_0": "CANCELLED", "7_1": "FAILED"}
+    out = tmp_path / "sweep"
+    for job in sweep_config.make_jobs(definition(), out):
+        _write(job.run_dir / JOB_FILE, {"launcher": "slurm", "job_id": "7_0", "submitted": 1.0})
+        _write(job.run_dir / ATTEMPT_FILE, {"host": "n1", "pid": 1, "started": 2.0,
+                                            "error": "Traceback\nKeyboardInterrupt\n"})
+    (state,) = sweep.run_states({"r": (job.run_dir, {})})
+    assert state.state == "CANCELLED" and "--resubmit_cancelled" in state.detail
+    launch(out, "--launcher", "dummy")
+    text = capsys.readouterr().out
+    assert "2 cancelled (kept; --resubmit_cancelled)" in text and "sdgdml.train" not in text
+    launch(out, "--launcher", "dummy", "--resubmit_cancelled")
+    assert capsys.readouterr().out.count("-m sdgdml.train") == 2
+
+
+def test_status_reads_the_run_folders_when_sweep_json_is_corrupt(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    jobs = sweep_config.make_jobs(definition(), out)
+    for job in jobs:
+        _write(job.run_dir / "args.json", {"dataset": "DigitsDG", "algorithm": "ProxyAnchor"})
+    (jobs[0].run_dir / "done").write_text("done\n")
+    _write(jobs[1].run_dir / JOB_FILE, {"job_id": "5"})         # names no launcher
+    (out / "sweep.json").write_text('{"runs": {"abc')
+    with pytest.warns(UserWarning) as warned:
+        states = sweep.status(sweep.build_parser().parse_args(
+            ["status", "--output_dir", str(out)]))
+    assert sorted(s.state for s in states) == ["DONE", "NOT_LAUNCHED"]
+    text = " ".join(str(w.message) for w in warned)
+    assert "sweep.json is unreadable" in text and "names no launcher" in text

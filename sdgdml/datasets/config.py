@@ -79,6 +79,32 @@ def _names(value, what: str, where: str) -> list[str]:
     return names
 
 
+def _number(spec: dict, key: str, default: float, where: str, low: float, high: float) -> float:
+    """A number strictly between ``low`` and ``high``."""
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < high:
+        bounds = f"between {low} and {high}" if high != float("inf") else f"> {low}"
+        raise DatasetError(f"{where}: '{key}' must be a number {bounds}, got {value!r}")
+    return float(value)
+
+
+def _expected_images(value, domains: dict, where: str) -> dict[str, int]:
+    """{domain: image count}: counts are integers >= 0, domains are the dataset's."""
+    value = value or {}
+    if not isinstance(value, dict):
+        raise DatasetError(f"{where}: 'expected_images' must map domains to image counts")
+    out = {}
+    for domain, count in value.items():
+        if str(domain) not in domains:
+            raise DatasetError(f"{where}: 'expected_images' names {domain!r}, not a domain "
+                               f"({', '.join(domains)})")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise DatasetError(f"{where}: 'expected_images' of {domain!r} must be an image "
+                               f"count (an integer >= 0), got {count!r}")
+        out[str(domain)] = count
+    return out
+
+
 def make_dataset_class(name: str, spec: dict, path: Path) -> type[ConfigFolderDataset]:
     """An :class:`ImageFolderDataset` subclass from one ``datasets:`` entry (validated)."""
     where = f"{path}: dataset {name!r}"
@@ -115,12 +141,12 @@ def make_dataset_class(name: str, spec: dict, path: Path) -> type[ConfigFolderDa
         NAME=str(name), DOMAINS=tuple(domain_dirs), CLASSES=tuple(classes),
         SEEN_CLASS_IDS=tuple(classes.index(c) for c in seen), DEFAULT_SOURCE=source,
         DEFAULT_PROTOCOL=protocol, VAL_PROTOCOL=val_protocol,
-        VAL_FRACTION=float(spec.get("val_fraction", 0.2)),
-        DEFAULT_EPOCHS=float(spec.get("epochs", 40)),
+        VAL_FRACTION=_number(spec, "val_fraction", 0.2, where, 0, 1),
+        DEFAULT_EPOCHS=_number(spec, "epochs", 40, where, 0, float("inf")),
         DOMAIN_DIRS={d: (f,) for d, f in domain_dirs.items()},
         IMAGES_SUBDIR=str(spec.get("images_subdir", "") or ""),
         ROOTS=(str(spec.get("root", name)),),
-        EXPECTED_IMAGES={str(k): int(v) for k, v in (spec.get("expected_images") or {}).items()},
+        EXPECTED_IMAGES=_expected_images(spec.get("expected_images"), domain_dirs, where),
         __doc__=str(spec.get("description", f"User dataset {name} registered in {path}.")),
     )
     # what defines the experiment (not where the files are): part of a run's identity

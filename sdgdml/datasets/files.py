@@ -248,7 +248,8 @@ class FileDataset(SDGDataset):
         flags = (None if index.official_test is None
                  else np.asarray(index.official_test, dtype=bool)[keep])
         return FileSamples(index.domain, [p for p, k in zip(index.paths, keep) if k],
-                           np.asarray(index.labels, dtype=np.int64)[keep], flags)
+                           np.asarray(index.labels, dtype=np.int64)[keep], flags,
+                           blank_corrupt=self.skip_corrupt)
 
     def load_domain(self, domain: str) -> FileSamples:
         if domain not in self._samples:

@@ -4,6 +4,7 @@ split, and the dataset errors."""
 from __future__ import annotations
 
 import abc
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -61,12 +62,15 @@ class ArraySamples(DomainSamples):
 
 
 class FileSamples(DomainSamples):
-    """Images stored as files on disk."""
+    """Images stored as files on disk. ``blank_corrupt`` (``--skip_corrupt``): a file that
+    no longer decodes (damaged after the dataset check) loads as a grey image, with a
+    warning naming it, instead of stopping the run; the check leaves it out next time."""
 
     def __init__(self, domain: str, paths: Sequence[str | Path], labels: Sequence[int],
-                 official_test: Sequence[bool] | None = None):
+                 official_test: Sequence[bool] | None = None, blank_corrupt: bool = False):
         super().__init__(domain, labels, official_test)
         self.paths = [str(p) for p in paths]
+        self.blank_corrupt = blank_corrupt
         if len(self.paths) != len(self.labels):
             raise ValueError("one label per image is needed")
 
@@ -78,6 +82,10 @@ class FileSamples(DomainSamples):
         except FileNotFoundError as e:
             raise DatasetError(f"image file is missing: {path}") from e
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            if self.blank_corrupt:
+                warnings.warn(f"cannot decode image file {path} ({e}): a grey image stands "
+                              f"in for it (--skip_corrupt)", stacklevel=2)
+                return Image.new("RGB", (32, 32), (128, 128, 128))
             raise CorruptImageError(f"cannot decode image file {path}: {e}") from e
 
     def describe(self, i: int) -> str:

@@ -1,0 +1,194 @@
+"""A run survives faults: 10 SIGKILLs of a real DigitsDG training process at random points
+(while it starts, steps, evaluates or writes its checkpoint), each followed by the same
+command, end in exactly the records of an uninterrupted run (timing and memory fields aside)
+and leave no temporary file; a second process on a running run, a planted checkpoint, a NaN
+loss and a full disk each stop with one line and lose nothing."""
+from __future__ import annotations
+
+import errno
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+import sdgdml.train as train_mod
+from helpers import PYTHON, TINY_TRAIN, run_records, subprocess_env
+from sdgdml import atomic
+from sdgdml.records import read_records
+from sdgdml.runstate import load_checkpoint
+
+ARGS = TINY_TRAIN + ["--steps", "8", "--checkpoint_freq", "2"]
+KILLS = 10
+MODES = ("checkpoint", "eval", "step")
+
+
+def _count(path, text: str) -> int:
+    return path.read_text().count(text) if path.exists() else 0
+
+
+def _records(run) -> int:
+    path = run / "results.jsonl"
+    return sum(1 for line in path.read_text().splitlines() if line.endswith("}")) \
+        if path.exists() else 0
+
+
+def _wait(condition, timeout: float, proc) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not condition():
+        time.sleep(0.002)
+
+
+def _kill_once(run, attempt: int, mode: str, rng: random.Random) -> bool:
+    """Start the run, SIGKILL it at a point chosen by ``mode``; False if it finished first."""
+    proc = subprocess.Popen([PYTHON, "-m", "sdgdml.train", *ARGS, "--output_dir", str(run)],
+                            env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    # this attempt's setup is logged (attempts before it logged theirs)
+    _wait(lambda: _count(run / "out.txt", "checkpoint every") > attempt, 120, proc)
+    if mode == "checkpoint":        # while checkpoint.pt.tmp is being written
+        _wait(lambda: (run / "checkpoint.pt.tmp").exists(), 60, proc)
+    elif mode == "step":            # just after a record: stepping or saving its checkpoint
+        seen = _records(run)
+        _wait(lambda: _records(run) > seen, 60, proc)
+        time.sleep(rng.uniform(0, 0.05))
+    else:                           # a random moment: mostly evaluating
+        time.sleep(rng.uniform(0, 3))
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train_mod.train(train_mod.build_parser().parse_args(ARGS + ["--output_dir", str(out)]))
+    records = run_records(out)
+    assert [r["step"] for r in records] == [0, 2, 4, 6, 8]
+    return records
+
+
+def test_ten_random_sigkills_then_identical_records(tmp_path, reference):
+    seed = time.time_ns() % 10 ** 6
+    rng = random.Random(seed)
+    run = tmp_path / "run"
+    kills = [_kill_once(run, i, MODES[i % len(MODES)], rng) for i in range(KILLS)]
+    assert all(kills), f"the run finished before all {KILLS} kills (seed {seed})"
+    assert not (run / "done").exists()
+    subprocess.run([PYTHON, "-m", "sdgdml.train", *ARGS, "--output_dir", str(run)],
+                   env=subprocess_env(), check=True, stdout=subprocess.DEVNULL)
+    assert (run / "done").exists()
+    assert run_records(run) == reference, f"seed {seed}"
+    assert not list(run.glob("*.tmp")), f"seed {seed}"
+
+
+# ----------------------------------------------------------------------------- other faults
+def _main(run, *extra):
+    """``python -m sdgdml.train`` in this process; the SystemExit's message, or None."""
+    try:
+        train_mod.main(ARGS + list(extra) + ["--output_dir", str(run)])
+    except SystemExit as e:
+        return str(e.code)
+    return None
+
+
+def test_a_second_train_on_a_locked_run_exits_without_writing(tmp_path):
+    from test_locking import hold_in_subprocess
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = hold_in_subprocess(run)
+    try:
+        message = _main(run)
+        assert message.startswith("error: ") and f"pid {holder.pid}" in message
+        assert "\n" not in message
+        assert [p.name for p in run.iterdir()] == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_planted_checkpoint_never_runs_and_can_be_set_aside(tmp_path, reference):
+    from test_safe_files import RunsCode
+
+    run, marker = tmp_path / "run", tmp_path / "ran"
+    assert _main(run, "--keep_checkpoint") is None
+    (run / "done").unlink()
+    torch.save({"algorithm": {}, "rng": RunsCode(marker), "step": 8}, run / "checkpoint.pt")
+    message = _main(run)
+    assert message.startswith("error: ") and "nothing in it ran" in message
+    assert "--discard_bad_checkpoint" in message and not marker.exists()
+    assert _main(run, "--discard_bad_checkpoint") is None
+    assert not marker.exists() and len(list(run.glob("checkpoint.pt.bad-*"))) == 1
+    assert run_records(run) == reference             # restarted from scratch
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from sdgdml.algorithms import MetricLearning
+
+    real, calls = MetricLearning.update, []
+
+    def update(self, batch):
+        calls.append(1)
+        out = real(self, batch)
+        return {**out, "loss": float("nan")} if len(calls) == 3 else out
+
+    monkeypatch.setattr(MetricLearning, "update", update)
+    run = tmp_path / "run"
+    message = _main(run)
+    assert message.startswith("error: ") and "loss is nan at step 3" in message
+    assert "step 2" in message
+    assert [r["step"] for r in read_records(run / "results.jsonl")] == [0, 2]
+    assert load_checkpoint(run / "checkpoint.pt", "cpu")["step"] == 2
+    assert not (run / "done").exists()
+
+
+def test_a_full_disk_stops_with_one_line_and_the_run_resumes(tmp_path, monkeypatch, reference):
+    """The disk fills up before the step-2 checkpoint (a real 4 MiB tmpfs when root, else a
+    writer that raises ENOSPC): one line naming the file and the free space, no *.tmp, the
+    step-0 checkpoint intact; with space again the run resumes to the reference records."""
+    disk = tmp_path / "fs"
+    disk.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)]).returncode == 0
+    run, saves = disk / "run", []
+    real_save, real_write = train_mod.atomic_save, atomic._ErrorKeepingWriter.write
+
+    def no_space(self, data):
+        self.error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise self.error
+
+    def save(obj, path):
+        saves.append(path)
+        if len(saves) == 2:          # room for half a checkpoint
+            if mounted:
+                free = shutil.disk_usage(disk).free - path.stat().st_size // 2
+                (disk / "filler").write_bytes(b"\0" * free)
+            else:
+                monkeypatch.setattr(atomic._ErrorKeepingWriter, "write", no_space)
+        return real_save(obj, path)
+
+    monkeypatch.setattr(train_mod, "atomic_save", save)
+    try:
+        message = _main(run)
+        assert message.startswith("error: cannot write ") and "\n" not in message
+        assert str(run / "checkpoint.pt") in message and "MiB free" in message
+        assert not list(run.glob("*.tmp"))
+        assert load_checkpoint(run / "checkpoint.pt", "cpu")["step"] == 0
+        monkeypatch.setattr(train_mod, "atomic_save", real_save)
+        monkeypatch.setattr(atomic._ErrorKeepingWriter, "write", real_write)
+        (disk / "filler").unlink(missing_ok=True)
+        assert _main(run) is None
+        assert run_records(run) == reference
+    finally:
+        for handler in list(train_mod.log.handlers):      # out.txt, open on the tmpfs
+            handler.close()
+            train_mod.log.removeHandler(handler)
+        if mounted:
+            subprocess.run(["umount", str(disk)], check=True)
