@@ -9,7 +9,8 @@ average) and averaged over datasets, after model selection.
     python collect_results.py --input_dir sweeps_out/ --format csv --plots plots/
 
 Cells: mean ± standard error over trials, in %; SE = sample std (ddof=1) / sqrt(n).
-See sdgdml/collect.py for the selection methods.
+See sdgdml/collect.py for the selection methods. Exit status 1 (``error: ...``) when an input
+folder does not exist or no completed run is found.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from sdgdml.collect import DATA_FORMATS, SELECTION_METHODS, collect
+from sdgdml.collect import DATA_FORMATS, SELECTION_METHODS, NoResultsError, collect
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,9 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-    text = collect(args.input_dir, args.selection, args.metrics, args.selection_metric,
-                   args.protocol, args.with_source, args.include_incomplete,
-                   args.show_hparams, args.digits, args.format, args.plots)
+    missing = [d for d in args.input_dir if not Path(d).is_dir()]
+    if missing:
+        raise SystemExit(f"error: no such folder: {', '.join(missing)}")
+    try:
+        text = collect(args.input_dir, args.selection, args.metrics, args.selection_metric,
+                       args.protocol, args.with_source, args.include_incomplete,
+                       args.show_hparams, args.digits, args.format, args.plots)
+    except NoResultsError as e:
+        raise SystemExit(f"error: {e}") from None
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)

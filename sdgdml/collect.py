@@ -70,13 +70,21 @@ def _sweep_labels(sweep_dir: Path) -> dict[str, str]:
         return {}
 
 
+class NoResultsError(ValueError):
+    """No run with records below the input folders."""
+
+
+def dirs_of(input_dirs) -> list:
+    """One folder or several, as a list."""
+    return [input_dirs] if isinstance(input_dirs, (str, Path)) else list(input_dirs)
+
+
 def load_records(input_dirs, include_incomplete: bool = False
                  ) -> tuple[pd.DataFrame, dict[str, dict]]:
     """(one row per record: ids + numeric metrics, {run: hparams}) from every run found.
     The ``algorithm`` column is the sweep's label of the run when it has one."""
     rows, hparams, incomplete, labels = [], {}, [], {}
-    dirs = [input_dirs] if isinstance(input_dirs, (str, Path)) else list(input_dirs)
-    for root in dirs:
+    for root in dirs_of(input_dirs):
         if not Path(root).is_dir():
             warnings.warn(f"{root}: no such folder (skipped)", stacklevel=2)
             continue
@@ -413,8 +421,9 @@ def collect(input_dirs, selections=("source_val",), metrics=("recall@1",),
     latex, csv or json); ``plots_dir``: also draw the plots there."""
     df, hparams = load_records(input_dirs, include_incomplete)
     if df.empty:
-        return "no completed runs found" + ("" if include_incomplete else
-                                            " (--include_incomplete to use unfinished ones)") + "\n"
+        raise NoResultsError("no completed runs found in " + ", ".join(map(str, dirs_of(
+            input_dirs))) + ("" if include_incomplete else
+                             " (--include_incomplete to use unfinished ones)"))
     if plots_dir:
         plots(df, plots_dir, selections, metrics, selection_metric, protocol, with_source)
     if fmt in DATA_FORMATS:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib.util
 import io
 from pathlib import Path
 
@@ -150,11 +151,7 @@ def retrieval_gallery(query, query_emb, gallery, gallery_emb, out_stem: str | Pa
 
 # ----------------------------------------------------------------------------- embedding map
 def umap_available() -> bool:
-    try:
-        import umap  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("umap") is not None
 
 
 def project_2d(x: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:

@@ -54,6 +54,9 @@ FLAG_ROLES: dict[str, frozenset] = {
     "discard_bad_checkpoint": MACHINE,
     "save_model":            MACHINE,
     "quiet":                 MACHINE,
+    "logger":                MACHINE,
+    "log_interval":          MACHINE,
+    "config":                MACHINE,
 }
 
 MACHINE_ARGS = tuple(k for k, r in FLAG_ROLES.items() if MACHINE <= r)

@@ -25,15 +25,16 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import submitit
-from tqdm import tqdm
 
 from .locking import LockedError, RunLock
+from .progress import Progress
 from .records import write_json
 
 JOB_FILE, ATTEMPT_FILE = "job.json", "attempt.json"
@@ -201,13 +202,15 @@ class LocalLauncher(Launcher):
         workers = max(1, self.opts.local_workers)
         subproc = workers > 1 or self.opts.local_mode == "subprocess"
         failed = []
-        bar = tqdm(total=len(jobs), desc="runs", unit="run")
+        bar = Progress(len(jobs), desc="runs", unit="run")
+        lock = threading.Lock()
 
         def run(job):
             ok = self._run_subprocess(job) if subproc else self._run_inprocess(job)
-            if not ok:
-                failed.append(job.run_dir)
-            bar.update(1)
+            with lock:
+                if not ok:
+                    failed.append(job.run_dir)
+                bar.update(failed=len(failed))
 
         if subproc:
             with ThreadPoolExecutor(workers) as pool:

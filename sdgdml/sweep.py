@@ -18,6 +18,10 @@ submit it and write its ``job.json``, so every run is submitted once; a run's jo
 run's own lock, so no run ever trains twice at once. ``status`` reads the run folders
 when ``sweep.json`` is unreadable.
 
+Exit status 1 (``error: ...``) when a run that ``launch`` ran or submitted has FAILED by the
+time it returns (a local launcher's runs have finished), and when ``status`` shows FAILED runs
+(``--allow_failed`` relaxes that).
+
 States: NOT_LAUNCHED, QUEUED, RUNNING, FAILED, CANCELLED, DONE. DONE = the run's ``done``
 file; CANCELLED = Slurm says a user cancelled the job (``launch`` resubmits it only with
 ``--resubmit_cancelled``); FAILED = an error recorded by the job in ``attempt.json`` (unless
@@ -253,6 +257,11 @@ def launch(args) -> None:
         print(line)
     if launcher.records_jobs and lines:
         print(f"status: python -m sdgdml.sweep status --output_dir {output_dir}")
+        failed = [s for s in run_states({j.run_id: (j.run_dir, j.info) for j in todo})
+                  if s.state == "FAILED"]
+        if failed:
+            raise SweepError(f"{len(failed)} of the {len(todo)} runs launched failed "
+                             f"(e.g. {failed[0].run_id}: {failed[0].detail})")
 
 
 def _todo(output_dir: Path, jobs: list[Job], definition, args, record: bool) -> list[Job]:
@@ -304,6 +313,9 @@ def status(args) -> list[RunState]:
                          s.info.get("trial_seed"), s.state, s.job_id or "", s.detail]
                         for s in shown],
                        headers=["run", "algorithm", "hseed", "trial", "state", "job", "detail"]))
+    if total["FAILED"] and not args.allow_failed:
+        raise SweepError(f"{total['FAILED']} runs FAILED (relaunch resumes them; "
+                         f"--allow_failed to exit 0 anyway)")
     return states
 
 
@@ -367,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="count runs per state (from the scheduler and files)")
     st.add_argument("--output_dir", required=True, help="sweep folder")
     st.add_argument("--runs", action="store_true", help="list every run, not only failed ones")
+    st.add_argument("--allow_failed", action="store_true",
+                    help="exit 0 even when some runs FAILED (default: exit 1)")
     de = sub.add_parser("delete_incomplete",
                         help="delete FAILED run folders and empty never-launched ones (never "
                              "running, queued, done or hand-started ones)")

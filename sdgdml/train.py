@@ -19,21 +19,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import __version__, evaluation, hparams_registry
+from .atomic import DiskFullError
 from .algorithms import (Algorithm, EvalContext, Schedule, UnknownAlgorithmError,
                          create_algorithm, data_needs)
 from .datasets import (DatasetError, create_dataset, format_split, get_dataset_class,
                        load_dataset_config, parse_split)
 from .datasets import transforms as T
 from .hparams_registry import UnknownHparamError
+from .locking import LockedError, RunLock
+from .loggers import LoggerError, RunMonitor, check_loggers
 from .networks import PretrainedWeightsError, create_model
 from .protocols import SDGDMLProtocol, make_protocol
 from .records import (SCHEMA_VERSION, append_record, read_json, read_records,
                       truncate_records, write_json)
-from .atomic import DiskFullError
-from .locking import LockedError, RunLock
+from .run_config import parse_with_config
 from .runstate import (CheckpointError, NonFiniteLossError, atomic_save, check_finite_losses,
                        peak_memory_gb, resume_state, rng_state, seed_everything, set_rng_state)
 from .streams import TrainStreams, steps_per_epoch
@@ -43,7 +44,7 @@ from .validation import InvalidValueError, check_batch_fits, check_hparams, chec
 log = logging.getLogger("sdgdml")
 USER_ERRORS = (DatasetError, UnknownAlgorithmError, UnknownHparamError, PretrainedWeightsError,
                InvalidValueError, LockedError, CheckpointError, NonFiniteLossError,
-               DiskFullError)
+               DiskFullError, LoggerError)
 
 
 def _setup_logging(out: Path, quiet: bool) -> None:
@@ -139,6 +140,7 @@ class Run:
     device: torch.device
     seed: int
     freq: int
+    monitor: RunMonitor | None = None     # progress and live loggers, once the start is known
 
     def evaluate(self) -> dict[str, float]:
         a, alg = self.args, self.algorithm
@@ -152,10 +154,11 @@ class Run:
         metrics = self.evaluate()
         record = {"step": step, "epoch": step / self.schedule.steps_per_epoch,
                   **{k: float(np.mean(v)) for k, v in logged.items()},
-                  "eval_time": time.time() - t0, "mem_gb": peak_memory_gb(self.device),
+                  **self.monitor.learning_rates(), "eval_time": time.time() - t0, "mem_gb": peak_memory_gb(self.device),
                   **metrics, "args": vars(self.args), "hparams": self.hparams,
                   "schema_version": SCHEMA_VERSION, "sdgdml_version": __version__}
         append_record(self.out / "results.jsonl", record)
+        self.monitor.after_checkpoint(step, metrics)
         atomic_save({"algorithm": self.algorithm.state_dict(), "rng": rng_state(), "step": step},
                     self.out / "checkpoint.pt")
         shown = {k: round(v, 4) for k, v in metrics.items()
@@ -222,32 +225,37 @@ def _restore(run: Run) -> int | None:
     return state["step"]
 
 
+def _monitor(run: Run, start: int) -> RunMonitor:
+    a = run.args
+    return RunMonitor(a.logger, run.out, {**vars(a), "hparams": run.hparams},
+                      run.algorithm.optimizers, run.schedule.total_steps, start, a.quiet,
+                      a.log_interval)
+
+
 def _train_loop(run: Run, streams: TrainStreams, start: int) -> None:
-    total, args = run.schedule.total_steps, run.args
+    total = run.schedule.total_steps
     logged: dict[str, list[float]] = defaultdict(list)
-    bar = tqdm(range(start, total), initial=start, total=total, desc="train",
-               disable=args.quiet, mininterval=1 if sys.stderr.isatty() else 30)
     ckpt_path = run.out / "checkpoint.pt"
     saved = start if ckpt_path.exists() else None       # the last good checkpoint's step
     t_step = time.time()
-    for step in bar:
+    for step in range(start, total):
         losses = run.algorithm.train_step(streams.next_batch())
         check_finite_losses(losses, step + 1, ckpt_path, saved)
         for k, v in losses.items():
             logged[k].append(v)
         logged["step_time"].append(time.time() - t_step)
-        bar.set_postfix(loss=f"{logged['loss'][-1]:.4f}" if logged.get("loss") else "")
+        run.monitor.after_step(step + 1, losses, logged["step_time"][-1])
         if (step + 1) % run.freq == 0 or step + 1 == total:
             run.checkpoint(step + 1, logged)
             saved, logged = step + 1, defaultdict(list)
         t_step = time.time()
-    bar.close()
 
 
 def train(args: argparse.Namespace) -> list[dict]:
     """Run (or resume) one experiment; returns its records. Every value is checked before
     the run folder exists; the run's lock (``locking.RunLock``) is held while it runs."""
     hparams, dataset, protocol = _prepare(args)
+    check_loggers(args.logger)            # before the run folder is made
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
@@ -261,9 +269,13 @@ def _run(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol) -> l
         log.info("%s is already done; nothing to do", out)
         return read_records(out / "results.jsonl")
     run, streams, resumed_at = _build(args, out, hparams, dataset, protocol)
-    if resumed_at is None and not args.no_eval_at_start:   # a checkpoint's record is kept
-        run.checkpoint(0, {})
-    _train_loop(run, streams, resumed_at or 0)
+    run.monitor = _monitor(run, resumed_at or 0)
+    try:
+        if resumed_at is None and not args.no_eval_at_start:   # a checkpoint's record is kept
+            run.checkpoint(0, {})
+        _train_loop(run, streams, resumed_at or 0)
+    finally:
+        run.monitor.close()
     records = read_records(out / "results.jsonl")
     if args.save_model:
         torch.save(run.algorithm.network.state_dict(), out / "model.pt")
@@ -275,7 +287,7 @@ def _run(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol) -> l
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
+    args = parse_with_config(build_parser(), argv)
     try:
         train(args)
     except USER_ERRORS as e:  # bad names, paths or hparams: a clear message, no traceback

@@ -9,6 +9,9 @@ import functools
 from . import evaluation
 from .datasets import DATASETS, ucdr
 from .flags import FLAG_ROLES, MACHINE_ARGS
+from .loggers import LOGGERS
+from .progress import LOG_INTERVAL_S
+from .run_config import CONFIG_FLAG, CONFIG_HELP
 
 DESCRIPTION = """Train one SDG-DML model on a source domain and evaluate retrieval on the target domains.
 
@@ -17,10 +20,11 @@ DESCRIPTION = """Train one SDG-DML model on a source domain and evaluate retriev
 
 Writes to ``--output_dir``: ``args.json``, ``hparams.json``, ``results.jsonl`` (one JSON line
 per checkpoint: step, epoch, losses, step time, memory and every split's metrics under flat
-keys ``<split>_<metric>``), ``out.txt`` (the log), ``checkpoint.pt`` while running (atomic;
-a restarted run resumes from it) and ``done`` at the end. Every value is checked before the
-folder is created (bad input: one ``error:`` line, exit code 1); ``.lock`` is held by the
-process training the run: a second one on the same folder stops without writing.
+keys ``<split>_<metric>``, the lr of each optimizer group), ``out.txt`` (the log),
+``checkpoint.pt`` while running (atomic; a restarted run resumes from it) and ``done`` at the
+end. Every value is checked before the folder is created (bad input: one ``error:`` line, exit
+code 1); ``.lock`` is held by the process training the run: a second one on the same folder
+stops without writing.
 """
 
 
@@ -111,7 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--keep_checkpoint", action="store_true",
       help="keep checkpoint.pt after the run is done (default: delete it)")
     a("--save_model", action="store_true", help="save the final network weights to model.pt")
-    a("--quiet", action="store_true", help="no progress bar")
+    a("--quiet", action="store_true", help="no progress output")
+    a("--logger", nargs="*", choices=LOGGERS, default=[],
+      help="live logging of the losses, the lr of each optimizer group and the step time (every "
+           "step) and of every split's metrics (every checkpoint): tensorboard (event files in "
+           "<output_dir>/tensorboard), wandb (optional package; offline unless WANDB_MODE says "
+           "otherwise)")
+    a("--log_interval", type=float, default=LOG_INTERVAL_S,
+      help="seconds between progress lines when stderr is not a terminal (a Slurm log); a "
+           "terminal gets a progress bar")
+    a(CONFIG_FLAG, default=None, metavar="FILE", help=CONFIG_HELP)
     return p
 
 

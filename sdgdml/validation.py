@@ -5,7 +5,9 @@ Hparam rule (values given with ``--hparams`` or a sweep, checked against the reg
 defaults): a value has its default's kind (a bool for a bool, an integer for an int, a finite
 number for a float, a string for a string; a default of None accepts anything); a number
 whose default is >= 0 must be >= 0; an integer whose default is >= 1 (a size or a count: batch
-size, embedding size, centres, ...) must be >= 1; a learning rate or temperature must be > 0.
+size, embedding size, centres, ...) must be >= 1, except a duration (a name ending in ``_epochs``,
+``_steps`` or ``_every``), where 0 switches the phase off (``warmup_epochs: 0``: no warm-up); a
+learning rate or temperature must be > 0.
 """
 from __future__ import annotations
 
@@ -126,6 +128,9 @@ def _kind_ok(value, default) -> bool:
     return isinstance(value, type(default))
 
 
+DURATIONS = ("_epochs", "_steps", "_every")     # integer hparams where 0 means "off"
+
+
 def check_hparams(overrides: dict, defaults: dict) -> None:
     """Each override has its default's kind and lies in its range (the module's rule)."""
     for name, value in overrides.items():
@@ -140,7 +145,7 @@ def check_hparams(overrides: dict, defaults: dict) -> None:
             continue
         if name == "lr" or name.endswith(("_lr", "temperature")):
             _require(value > 0, f"hparam {name} must be > 0, got {value}")
-        if isinstance(default, int) and default >= 1:
+        if isinstance(default, int) and default >= 1 and not name.endswith(DURATIONS):
             _require(value >= 1, f"hparam {name} must be >= 1, got {value}")
         if default >= 0:
             _require(value >= 0, f"hparam {name} must be >= 0, got {value}")

@@ -151,7 +151,8 @@ def test_bad_records_warn_and_lose_nothing_else(tmp_path):
 
 def test_missing_input_dir_and_no_runs(tmp_path):
     with pytest.warns(UserWarning, match="no such folder"):
-        assert collect.collect(tmp_path / "nope").startswith("no completed runs found")
+        with pytest.raises(collect.NoResultsError, match="no completed runs found"):
+            collect.collect(tmp_path / "nope")
 
 
 def test_hparams_table_lists_what_varies(sweep):
@@ -294,3 +295,18 @@ def test_plots_bars_with_standard_errors_and_checkpoint_curves(sweep, tmp_path):
     for f in files:
         with Image.open(f) as im:
             assert im.format == "PNG" and len(np.unique(np.asarray(im.convert("L")))) > 10
+
+
+def test_cli_exit_status_on_a_missing_folder_or_no_results(tmp_path, sweep):
+    root, _ = sweep
+    base = [PYTHON, str(REPO / "collect_results.py"), "--output", str(tmp_path / "t.md")]
+    for dirs, message in (([root, tmp_path / "nope"], f"error: no such folder: {tmp_path}/nope"),
+                          ([tmp_path / "empty"], "error: no completed runs found in ")):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        res = subprocess.run(base + ["--input_dir", *map(str, dirs)], capture_output=True,
+                             text=True, env=subprocess_env())
+        assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith(message)
+        assert not (tmp_path / "t.md").exists()                  # nothing written
+    ok = subprocess.run(base + ["--input_dir", str(root)], capture_output=True, text=True,
+                        env=subprocess_env())
+    assert ok.returncode == 0 and "| algorithm" in (tmp_path / "t.md").read_text()

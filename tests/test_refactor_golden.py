@@ -16,8 +16,10 @@ GOLDEN = json.loads((REPO / "tests" / "golden" / "steps40_records.json").read_te
 
 
 def _numbers(record: dict) -> dict:
-    return {k: v for k, v in record.items()
-            if isinstance(v, float) and k not in VOLATILE_KEYS} | {"step": record["step"]}
+    """The record's numbers (the lr_<group> keys were added to records after the golden file
+    was written)."""
+    return {k: v for k, v in record.items() if isinstance(v, float) and k not in VOLATILE_KEYS
+            and not k.startswith("lr_")} | {"step": record["step"]}
 
 
 @pytest.mark.slow

@@ -277,8 +277,13 @@ def test_local_sweep_lifecycle(tmp_path, capsys):
             _write(out / name / "args.json", args)
             _write(out / name / JOB_FILE, {**job, "submitted": time.time()})
         capsys.readouterr()
-        sweep.main(["status", "--output_dir", str(out)])
+        with pytest.raises(SystemExit) as e:        # FAILED runs: exit status 1
+            sweep.main(["status", "--output_dir", str(out)])
+        assert e.value.code == "error: 1 runs FAILED (relaunch resumes them; --allow_failed " \
+                               "to exit 0 anyway)"
         text = capsys.readouterr().out
+        sweep.main(["status", "--output_dir", str(out), "--allow_failed"])      # relaxed
+        assert capsys.readouterr().out == text
         total = [line for line in text.splitlines() if line.startswith("total")][0].split()
         assert total[1:] == ["1", "1", "1", "1", "0", "0", "4"]  # done running queued failed
         # cancelled not_launched runs
@@ -334,10 +339,14 @@ def test_missing_data_is_reported_before_anything_is_launched(tmp_path):
 
 def test_a_run_that_crashes_is_failed_with_its_error(tmp_path, capsys):
     out = tmp_path / "sweep"
-    launch(out, "--launcher", "local", "--hparams", '{"lr": "fast"}', trials=1)
+    with pytest.raises(SystemExit) as e:            # a failed run: exit status 1
+        launch(out, "--launcher", "local", "--hparams", '{"lr": "fast"}', trials=1)
+    assert e.value.code.startswith("error: 1 of the 1 runs launched failed (e.g. ")
+    assert 'hparam lr="fast"' in e.value.code
     assert "ran 1 runs (in-process, serially); 1 failed" in capsys.readouterr().out
-    (state,) = sweep.status(sweep.build_parser().parse_args(["status", "--output_dir", str(out)]))
-    assert state.state == "FAILED" and "TypeError" in state.detail
+    (state,) = sweep.status(sweep.build_parser().parse_args(["status", "--output_dir", str(out),
+                                                             "--allow_failed"]))
+    assert state.state == "FAILED" and 'hparam lr="fast"' in state.detail
     assert "log:" in state.detail
 
 

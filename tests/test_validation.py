@@ -90,6 +90,15 @@ def test_bad_hparam_values(overrides, message):
     assert str(e.value).startswith(message)
 
 
+def test_a_zero_duration_switches_a_phase_off():
+    """warmup_epochs defaults to 1 on photo datasets; 0 (no warm-up) is a valid value."""
+    large = hparams_registry.default_hparams("ProxyAnchor", "PACS")
+    assert large["warmup_epochs"] == 1
+    check_hparams({"warmup_epochs": 0}, large)
+    with pytest.raises(InvalidValueError, match="warmup_epochs must be >= 0"):
+        check_hparams({"warmup_epochs": -1}, large)
+
+
 def test_good_hparam_values_pass():
     check_hparams({"lr": 1, "batch_size": 32, "pa_margin": 0.0, "freeze_bn": True,
                    "backbone": "resnet18", "not_known": "left to the registry"}, DEFAULTS)

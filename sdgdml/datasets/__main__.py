@@ -4,11 +4,17 @@
     python -m sdgdml.datasets splits PACS                # every single-source split (for sweeps)
     python -m sdgdml.datasets check --data_dir D [--dataset PACS ...]
     python -m sdgdml.datasets scaffold --root D/mydata --name MyData   # a config entry to edit
+    python -m sdgdml.datasets download PACS --data_dir D   # official files, unpacked, checked
+    python -m sdgdml.datasets download --list            # every address (and what is not public)
 
 ``check`` reports, per dataset and domain, the images and classes found against what the
 protocol expects (and the seen/unseen image counts), lists exactly what is missing or corrupt
 with the expected layout, and exits with status 1 unless every dataset checked is ready.
 Training on a dataset that is not ready fails with the same report before building a model.
+
+``download`` fetches a dataset's official files (resuming an interrupted transfer, verifying
+published sizes/checksums), unpacks them into the layout ``check`` expects, then runs
+``check`` (without decoding images) and exits with its status.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from tabulate import tabulate
 from . import (DATASETS, DatasetError, FileDataset, create_dataset, get_dataset_class,
                load_dataset_config, single_source_splits)
 from .config import CONFIG_NAME, scaffold
+from . import download
 
 
 def _list(args) -> int:
@@ -68,6 +75,31 @@ def _scaffold(args) -> int:
     return 0
 
 
+def _download(args) -> int:
+    if args.list:
+        print(tabulate(download.table_rows(), headers=["dataset", "file", "address",
+                                                       "verified by"]))
+        return 0
+    if not args.dataset or not args.data_dir:
+        raise DatasetError("download needs a dataset name and --data_dir (or --list)")
+    cls = get_dataset_class(args.dataset)
+    if not issubclass(cls, FileDataset):
+        print(f"{args.dataset}: embedded in the package, nothing to download")
+        return 0
+    for d in args.domains or []:
+        if d not in cls.DOMAINS:
+            raise DatasetError(f"unknown domain {d!r}; {cls.NAME} has: {', '.join(cls.DOMAINS)}")
+    for line in download.download(cls.NAME, args.data_dir, args.domains, args.base_url,
+                                  args.keep_archives, args.quiet):
+        print(line)
+    dataset = create_dataset(cls.NAME, args.data_dir)
+    ok, report = dataset.check(args.domains, verify=False)
+    print(report, end="\n\n")
+    print(f"{cls.NAME}: {'ready' if ok else 'NOT READY'} (check --data_dir {args.data_dir} "
+          f"--dataset {cls.NAME} also decodes every image)")
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sdgdml.datasets", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,12 +129,28 @@ def build_parser() -> argparse.ArgumentParser:
                                         "tree")
     q.add_argument("--root", required=True, help="the dataset folder")
     q.add_argument("--name", required=True, help="the name to register it under")
+    q = sub.add_parser("download", help="fetch a dataset's official files into the layout "
+                                        "check expects (resumable; checksums verified)")
+    q.add_argument("dataset", nargs="?", default=None, help="registered dataset name")
+    q.add_argument("--data_dir", default=None, help="the folder holding the datasets")
+    q.add_argument("--domains", nargs="+", default=None,
+                   help="only the files of these domains (DomainNet: one zip and two lists "
+                        "per domain)")
+    q.add_argument("--base_url", default=None,
+                   help="fetch the same file names from this mirror instead of the official "
+                        "addresses (a local file server, ...)")
+    q.add_argument("--keep_archives", action="store_true",
+                   help="keep the downloaded archives (in <data_dir>/.sdgdml_downloads/)")
+    q.add_argument("--quiet", action="store_true", help="no progress output")
+    q.add_argument("--list", action="store_true",
+                   help="print every dataset's files and addresses, and exit")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"list": _list, "splits": _splits, "check": _check, "scaffold": _scaffold}
+    command = {"list": _list, "splits": _splits, "check": _check, "scaffold": _scaffold,
+               "download": _download}
     try:
         return command[args.command](args)
     except DatasetError as e:

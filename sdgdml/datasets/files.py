@@ -26,8 +26,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 from tabulate import tabulate
-from tqdm import tqdm
 
+from ..progress import Progress
 from .base import SDGDataset
 from .samples import DatasetError, FileSamples
 
@@ -80,9 +80,12 @@ def verify_image(path: str) -> str | None:
 def verify_images(paths: list[str], workers: int, desc: str) -> dict[str, list]:
     """{path: [mtime_ns, error]} for every file that does not decode (threads: PIL's decoders
     release the GIL)."""
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        errors = list(tqdm(pool.map(verify_image, paths), total=len(paths), desc=desc,
-                           unit="img", disable=len(paths) < 2000, mininterval=2))
+    errors = []
+    with ThreadPoolExecutor(max(1, workers)) as pool, \
+            Progress(len(paths), desc=desc, unit="image", disable=len(paths) < 2000) as bar:
+        for error in pool.map(verify_image, paths):
+            errors.append(error)
+            bar.update()
     return {p: [_mtime(p), e] for p, e in zip(paths, errors) if e is not None}
 
 
