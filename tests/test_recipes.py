@@ -79,6 +79,7 @@ def test_frozen_batchnorm_keeps_statistics_and_with_freeze_bn_affine_its_weights
     assert all(not p.requires_grad for m in bns for p in m.parameters()) == affine
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_gradient_clipping_by_value_bounds_every_gradient(monkeypatch):
     seen = {}
     for clip in (0.0, 1e-3):
