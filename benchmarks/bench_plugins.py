@@ -35,7 +35,8 @@ DEFAULT_LOSSES = ["ProxyAnchor", "ProxyAnchor+SEE", "ProxyAnchor+PFML",
 def _hparams(name: str, args) -> dict:
     hp = {**default_hparams(name, "benchmark"), "embed_dim": args.dim}
     hp.update({k: v for k, v in {"pfml_m": args.m, "st_centers": args.m,
-                                 "see_topk_start": 1.0}.items() if k in hp})
+                                 "see_topk_start": 1.0, "see_topk_end": 1.0}.items()
+              if k in hp})
     return hp
 
 

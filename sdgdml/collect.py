@@ -106,12 +106,15 @@ def load_records(input_dirs, include_incomplete: bool = False
             if run_dir.parent not in labels:
                 labels[run_dir.parent] = _sweep_labels(run_dir.parent)
             label = labels[run_dir.parent].get(run_dir.name, args.get("algorithm"))
+            if args.get("recipe"):                      # a named recipe shows in the tables
+                label = f"{label} [{args['recipe']}]"
             ids = {"run": run, "dataset": args.get("dataset"), "source": args.get("source"),
                    "targets": ",".join(args.get("targets") or []),
                    "algorithm": label, "hparams_seed": args.get("hparams_seed"),
                    "trial_seed": args.get("trial_seed"),
                    "setting": json.dumps({k: v for k, v in args.items() if k not in CELL_ARGS
-                                          and k not in MACHINE_ARGS}, sort_keys=True)}
+                                          and k not in MACHINE_ARGS and k != "recipe"},
+                                         sort_keys=True)}
             _warn_non_finite(run_dir, records)
             for r in records:
                 rows.append({**ids, **{k: v for k, v in r.items()
@@ -448,8 +451,12 @@ def collect(input_dirs, selections=("source_val",), metrics=("recall@1",),
     n_runs = df["run"].nunique()
     note = (f"Cells: {SE_NOTE}; in %. {n_runs} runs, {len(df)} records. Selection by "
             f"{selection_metric}: " + "; ".join(f"{m} = {_SELECTION_DOC[m]}" for m in selections)
-            + ".")
+            + ". " + ORACLE_NOTE)
     return render(tables, fmt, note)
+
+
+ORACLE_NOTE = ("The official codes of ProxyAnchor, SEE and PFML report the best test epoch: "
+               "compare with paper tables under --selection oracle.")
 
 
 _SELECTION_DOC = {

@@ -30,6 +30,7 @@ FLAG_ROLES: dict[str, frozenset] = {
     "seed":                  CELL,
     "epochs":                EXPERIMENT,
     "steps":                 EXPERIMENT,
+    "recipe":                EXPERIMENT,
     "checkpoint_freq":       EXPERIMENT,
     "protocol":              EXPERIMENT,
     "val_protocol":          EXPERIMENT,

@@ -39,6 +39,8 @@ def _common(hp: Declare, small: bool, sampler: str) -> None:
     hp("pretrained", not small, fixed())
     hp("embed_dim", 64 if small else 512, fixed())
     hp("freeze_bn", not small, fixed())
+    hp("freeze_bn_affine", False, fixed())      # BN weight/bias never train (ProxyAnchor's)
+    hp("pooling", "avg", fixed())               # or "avg+max": GAP + GMP (ProxyAnchor's head)
     hp("image_size", 32 if small else 224, fixed())
     hp("normalization", "imagenet", fixed())    # or "timm": the backbone's data config
     hp("optimizer", "adamw", fixed())

@@ -34,9 +34,10 @@ class PretrainedWeightsError(RuntimeError):
 
 
 class DigitsCNN(nn.Module):
-    """A small conv net for 32x32 inputs (three conv-BN-ReLU stages, global average pool)."""
+    """A small conv net for 32x32 inputs (three conv-BN-ReLU stages, global average pool;
+    ``global_pool=""``: the feature map, as timm's models)."""
 
-    def __init__(self, in_chans: int = 3, width: int = 32):
+    def __init__(self, in_chans: int = 3, width: int = 32, global_pool: str = "avg"):
         super().__init__()
 
         def stage(cin, cout):
@@ -46,7 +47,8 @@ class DigitsCNN(nn.Module):
         self.features = nn.Sequential(
             *stage(in_chans, width), nn.MaxPool2d(2),
             *stage(width, 2 * width), nn.MaxPool2d(2),
-            *stage(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            *stage(2 * width, 4 * width),
+            *([nn.AdaptiveAvgPool2d(1), nn.Flatten()] if global_pool == "avg" else []))
         self.num_features = 4 * width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,20 +130,39 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | 
     return _timm_model(name, pretrained, pretrained_file, **kwargs)
 
 
+POOLINGS = ("avg", "avg+max")
+
+
 class EmbeddingNet(nn.Module):
     """backbone -> linear embedding -> L2 normalisation.
 
     ``freeze_bn`` keeps the backbone's BatchNorm layers in eval mode during training (the usual
-    DML recipe for ResNets with small per-class batches).
+    DML recipe for ResNets with small per-class batches); ``freeze_bn_affine`` also keeps their
+    weight and bias out of training (``fixed_parameters``; ProxyAnchor's bn_freeze).
+    ``pooling``: "avg" (the backbone's own pooling) or "avg+max", the sum of global average
+    and global max pooling of the backbone's feature map (ProxyAnchor's official head; the
+    backbone is then built without pooling).
     """
 
-    def __init__(self, backbone: nn.Module, embed_dim: int, freeze_bn: bool = False):
+    def __init__(self, backbone: nn.Module, embed_dim: int, freeze_bn: bool = False,
+                 pooling: str = "avg", freeze_bn_affine: bool = False):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
         self.backbone = backbone
         self.embedding = nn.Linear(backbone.num_features, embed_dim)
-        self.freeze_bn = freeze_bn
+        self.freeze_bn, self.pooling = freeze_bn, pooling
         nn.init.kaiming_normal_(self.embedding.weight, mode="fan_out")
         nn.init.zeros_(self.embedding.bias)
+        self._fixed = [p for m in backbone.modules()
+                       if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                       for p in (m.weight, m.bias) if p is not None] if freeze_bn_affine else []
+        for p in self._fixed:
+            p.requires_grad_(False)
+
+    def fixed_parameters(self) -> list[nn.Parameter]:
+        """Parameters that never train (BatchNorm affine with ``freeze_bn_affine``)."""
+        return list(self._fixed)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -151,13 +172,25 @@ class EmbeddingNet(nn.Module):
                     m.eval()
         return self
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.backbone(x)
+        if self.pooling == "avg+max":
+            if f.ndim != 4:
+                raise ValueError(f"pooling avg+max needs a feature map (B, C, H, W) from the "
+                                 f"backbone, got shape {tuple(f.shape)}")
+            f = F.adaptive_avg_pool2d(f, 1).flatten(1) + F.adaptive_max_pool2d(f, 1).flatten(1)
+        return f
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.embedding(self.backbone(x)), dim=1)
+        return F.normalize(self.embedding(self.features(x)), dim=1)
 
 
 def create_model(hparams: dict, pretrained_file: str | None = None) -> EmbeddingNet:
     """The embedding network an algorithm trains, from the hparams ``backbone``, ``pretrained``,
-    ``embed_dim`` and ``freeze_bn``."""
+    ``embed_dim``, ``freeze_bn``, ``freeze_bn_affine`` and ``pooling``."""
+    pooling = hparams.get("pooling", "avg")
     backbone = create_backbone(hparams["backbone"], hparams.get("pretrained", False),
-                               pretrained_file)
-    return EmbeddingNet(backbone, hparams["embed_dim"], hparams.get("freeze_bn", False))
+                               pretrained_file, **({"global_pool": ""} if pooling == "avg+max"
+                                                   else {}))
+    return EmbeddingNet(backbone, hparams["embed_dim"], hparams.get("freeze_bn", False),
+                        pooling, hparams.get("freeze_bn_affine", False))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, evaluation, hparams_registry
+from . import __version__, evaluation, hparams_registry, recipes
 from .atomic import DiskFullError
 from .algorithms import (Algorithm, EvalContext, Schedule, UnknownAlgorithmError,
                          create_algorithm, data_needs)
@@ -112,7 +112,10 @@ def _prepare(args) -> tuple[dict, object, SDGDMLProtocol]:
     overrides = check_train_args(args)
     resolve_split(args)
     needs = data_needs(args.algorithm)      # a bad name fails before anything is loaded
-    check_hparams(overrides, hparams_registry.default_hparams(args.algorithm, args.dataset))
+    defaults = hparams_registry.default_hparams(args.algorithm, args.dataset)
+    overrides = {**{k: v for k, v in recipes.recipe_hparams(args.recipe, args.dataset).items()
+                    if k in defaults}, **overrides}          # explicit --hparams win
+    check_hparams(overrides, defaults)
     hparams = hparams_registry.get_hparams(args.algorithm, args.dataset, args.hparams_seed,
                                            overrides)
     dataset = load_dataset(args)
@@ -184,7 +187,8 @@ def _build(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol
 
     source, targets = protocol.training_views(needs)
     per_epoch = steps_per_epoch(source, hparams, seed)
-    epochs = args.epochs if args.epochs is not None else dataset.DEFAULT_EPOCHS
+    epochs = next(e for e in (args.epochs, recipes.recipe_epochs(args.recipe),
+                              dataset.DEFAULT_EPOCHS) if e is not None)
     schedule = Schedule(args.steps if args.steps is not None
                         else max(1, round(epochs * per_epoch)), per_epoch)
     freq = args.checkpoint_freq or max(1, schedule.total_steps // 10)

@@ -11,6 +11,7 @@ from .datasets import DATASETS, ucdr
 from .flags import FLAG_ROLES, MACHINE_ARGS
 from .loggers import LOGGERS
 from .progress import LOG_INTERVAL_S
+from .recipes import RECIPES
 from .run_config import CONFIG_FLAG, CONFIG_HELP
 
 DESCRIPTION = """Train one SDG-DML model on a source domain and evaluate retrieval on the target domains.
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--epochs", type=float, default=None, help="length of training in epochs of the source "
       "training split; default: the dataset's DEFAULT_EPOCHS")
     a("--steps", type=int, default=None, help="length of training in steps (overrides --epochs)")
+    a("--recipe", choices=sorted(RECIPES), default=None,
+      help="a paper's official training setting as hparam defaults (and run length in epochs "
+           "unless --epochs/--steps); explicit --hparams still win (sdgdml/recipes.py)")
     a("--checkpoint_freq", type=int, default=None,
       help="evaluate, record and checkpoint every N steps; default: about 10 per run")
     a("--protocol", choices=("within", "cross", "both"), default=None,

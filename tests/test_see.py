@@ -1,4 +1,6 @@
-"""SEE (Le & Woo): the paper's claims about the synthetic embeddings, Eq. 2-4 and Alg. 1."""
+"""SEE (Le & Woo): the paper's claims about the synthetic embeddings, Eq. 2-4 and Alg. 1, and the
+authors' released settings (repository Leminhbinh0209/PAKDD24-SEE): L_SEE trains the proxies
+only, computed once, lambda 0.2, n_aug 8, cosine ramp 0 -> 0.4 of the batch."""
 import copy
 import math
 
@@ -8,7 +10,8 @@ import torch.nn.functional as F
 
 from sdgdml.algorithms import (Schedule, UnknownAlgorithmError, create_algorithm, create_loss,
                                names)
-from sdgdml.algorithms.see import SEE, expand, mmd_coefficients, random_frame
+from sdgdml.algorithms import see as see_module
+from sdgdml.algorithms.see import SEE, SEEFirstReading, expand, mmd_coefficients, random_frame
 from sdgdml.hparams_registry import default_hparams
 from sdgdml.networks import create_model
 
@@ -112,7 +115,7 @@ def _see_loss(base="NormSoftmax", classes=4, dim=16, **over):
 
 
 def test_curriculum_expands_a_growing_top_fraction():
-    loss, _ = _see_loss(see_topk_start=0.25, see_topk_end=1.0)
+    loss, _ = _see_loss(see_topk_start=0.25, see_topk_end=1.0, see_schedule="linear")
     ks = []
     for epoch in [0.0, 0.9, 1.0, 2.5, 4.0, 9.99, 12.0]:
         loss.set_progress(epoch, 10.0)
@@ -137,7 +140,8 @@ def test_the_expanded_samples_are_those_closest_to_their_proxy():
 def test_loss_is_eq4_with_eq3_written_out_for_normsoftmax():
     """L = L_ML + lambda * E_{z in M_k} sum_i l(z*_i) with l the normalised-softmax loss,
     computed here by an explicit loop over the expanded samples and their copies."""
-    loss, hp = _see_loss("NormSoftmax", see_n_aug=3, see_lambda=0.7, see_topk_start=0.5)
+    loss, hp = _see_loss("NormSoftmax", see_n_aug=3, see_lambda=0.7, see_topk_start=0.5,
+                         see_topk_end=0.5, see_aug_weighting="per_aug")
     loss.set_progress(0.0, 5.0)
     z, y = _unit(10, 16, seed=3, dtype=torch.float32), torch.arange(10) % 4
     torch.manual_seed(11)
@@ -160,7 +164,7 @@ def test_loss_is_eq4_with_eq3_written_out_for_normsoftmax():
 
 @pytest.mark.parametrize("base", PROXY_BASES)
 def test_see_wraps_every_proxy_loss_and_keeps_distances_to_the_nearest_own_proxy(base):
-    loss, _ = _see_loss(base, see_topk_start=1.0)
+    loss, _ = _see_loss(base, see_topk_start=1.0, see_topk_end=1.0, see_n_aug=3)
     z = _unit(16, 16, seed=1, dtype=torch.float32).requires_grad_()
     y = torch.arange(16) % 4
     out = loss(z, y)
@@ -177,8 +181,8 @@ def test_see_wraps_every_proxy_loss_and_keeps_distances_to_the_nearest_own_proxy
     assert torch.equal(ys, y[order].repeat_interleave(3))
 
 
-def test_gradients_of_the_synthetic_loss_reach_the_backbone():
-    name = "ProxyAnchor+SEE"
+def test_first_reading_gradients_of_the_synthetic_loss_reach_the_backbone():
+    name = "ProxyAnchor+SEEFirstReading"
     hp = default_hparams(name, "DigitsDG")
     torch.manual_seed(0)
     algo = create_algorithm(name, create_model(hp), 5, hp, Schedule(10, 5))
@@ -226,3 +230,117 @@ def test_a_resumed_algorithm_continues_identically(name):
         algo.update(batch(7))
     for k, v in a.state_dict()["modules"].items():
         assert torch.equal(v, b.state_dict()["modules"][k]), k
+
+
+# ------------------------------------------------------------------ the released settings
+def test_defaults_are_the_released_ones_and_the_first_reading_is_kept_by_name():
+    hp = default_hparams("ProxyAnchor+SEE", "DigitsDG")
+    assert (hp["see_lambda"], hp["see_n_aug"], hp["see_topk_start"], hp["see_topk_end"],
+            hp["see_schedule"], hp["see_grad"], hp["see_aug_weighting"]) == (
+        0.2, 8, 0.0, 0.4, "cosine", "proxies", "once")
+    old = default_hparams("ProxyAnchor+SEEFirstReading", "DigitsDG")
+    assert (old["see_lambda"], old["see_n_aug"], old["see_topk_start"], old["see_topk_end"],
+            old["see_schedule"], old["see_grad"], old["see_aug_weighting"]) == (
+        0.5, 3, 0.25, 1.0, "linear", "all", "per_aug")
+    assert isinstance(create_loss("ProxyAnchor+SEEFirstReading", 4, 16, old), SEEFirstReading)
+    with pytest.raises(ValueError, match="known: proxies, all"):
+        create_loss("ProxyAnchor+SEE", 4, 16, {**hp, "see_grad": "backbone"})
+
+
+@pytest.mark.parametrize("total", [10.0, 30.0])
+def test_fraction_schedule_is_the_released_cosine_ramp(total):
+    """f(e) = max - (max - min) (cos(pi e / E) + 1) / 2, min 0, max 0.4: 0 at e = 0, the middle
+    at E/2, 0.4 at E; constant within an epoch (updated at its start)."""
+    loss, _ = _see_loss("ProxyAnchor")
+    for epoch, want in [(0.0, 0.0), (total / 2, 0.2), (total, 0.4), (0.7, 0.0)]:
+        loss.set_progress(epoch, total)
+        assert loss.expanded_fraction() == pytest.approx(want, abs=1e-12)
+    e = 3.0
+    loss.set_progress(e + 0.5, total)
+    assert loss.expanded_fraction() == pytest.approx(
+        0.4 - 0.4 * (math.cos(math.pi * e / total) + 1) / 2)
+    loss.set_progress(total / 2, total)
+    assert loss.num_expanded(90) == 18
+
+
+def _released_proxy_anchor(x, y, proxies, num_classes, alpha=32.0, mrg=0.1):
+    """ProxyAnchor as the released SEEProxyAnchor.proxy_loss computes it (written here)."""
+    cos = F.normalize(x, dim=1) @ F.normalize(proxies, dim=1).T
+    pos = F.one_hot(y, num_classes).to(cos.dtype)
+    pos_sum = (pos * torch.exp(-alpha * (cos - mrg))).sum(0)
+    neg_sum = ((1 - pos) * torch.exp(alpha * (cos + mrg))).sum(0)
+    n_valid = (pos.sum(0) != 0).sum()
+    return torch.log1p(pos_sum).sum() / n_valid + torch.log1p(neg_sum).sum() / num_classes
+
+
+def _released_coefficients(n):
+    """The released ``init_bweights`` recurrence (lower-triangular, last diagonal set to 0)."""
+    b = torch.zeros(n + 1, n + 1, dtype=torch.float64)
+    b[:, 0] = -1.0 / n
+    b[0, 0] = 1.0
+    for i in range(1, n + 1):
+        for j in range(1, i):
+            b[i, j] = (-1.0 / n - b[i, :] @ b[j, :]) / b[j, j]
+        b[i, i] = math.sqrt(max(0.0, 1 - float((b[i, :i + 1] ** 2).sum())))
+    b[-1, -1] = 0.0
+    return b
+
+
+def test_loss_equals_the_released_algorithm_on_fixed_inputs(monkeypatch):
+    """ProxyAnchor+SEE = batch loss + 0.2 * proxy loss of the synthetic batch, computed once,
+    from the top round(f B) samples by cosine to their own proxy; the reference below redoes
+    the released computation with the same random basis (any orthonormal completion is a
+    valid draw of its Gram-Schmidt) and checks that basis."""
+    classes, dim, n_aug, b = 4, 16, 8, 12
+    loss, hp = _see_loss("ProxyAnchor", classes=classes, dim=dim)
+    loss.set_progress(5.0, 10.0)                                  # f = 0.2: 2 of 12 expanded
+    bases = []
+    real_basis = see_module.null_space_basis
+    monkeypatch.setattr(see_module, "null_space_basis",
+                        lambda *a: (bases.append(real_basis(*a)), bases[-1])[1])
+    z = _unit(b, dim, seed=21, dtype=torch.float32)
+    y = torch.arange(b) % classes
+    got = loss(z, y)
+    proxies = loss.base.pml.proxies.detach()
+    # reference
+    P = F.normalize(proxies, dim=1)
+    score = (z * P[y]).sum(1)
+    top = torch.topk(score, round(0.2 * b)).indices
+    coef = _released_coefficients(n_aug).to(torch.float32)
+    basis, = bases
+    synth, labels = [], []
+    for row, i in enumerate(top.tolist()):
+        w = P[y[i]]
+        m = (z[i] @ w) * w
+        r1 = z[i] - m
+        v = basis[row]                                            # (n_aug + 1, d)
+        assert torch.allclose(v[0], r1 / r1.norm(), atol=1e-6)
+        assert torch.allclose(v @ v.T, torch.eye(n_aug + 1), atol=1e-5)
+        assert (v @ w).abs().max() < 1e-5
+        u = coef @ v
+        synth.append((m + r1.norm() * u[1:])[-n_aug:])
+        labels += [int(y[i])] * n_aug
+    zs, ys = torch.cat(synth), torch.tensor(labels)
+    want = (_released_proxy_anchor(z, y, proxies, classes)
+            + 0.2 * _released_proxy_anchor(zs, ys, proxies, classes))
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    assert loss.terms["see_expanded"] == 2
+
+
+def test_with_the_released_settings_no_gradient_reaches_the_backbone_from_l_see():
+    hp = default_hparams("ProxyAnchor+SEE", "DigitsDG")
+    torch.manual_seed(0)
+    algo = create_algorithm("ProxyAnchor+SEE", create_model(hp), 5, hp, Schedule(10, 5))
+    see = algo.loss
+    see.set_progress(5.0, 5.0)                                     # f = 0.4
+    x, y = torch.randn(20, 3, 32, 32), torch.arange(20) % 5
+    z = algo.network(x)
+    params = list(algo.network.parameters())
+    total = see(z, y)
+    assert see.terms["see_expanded"] == 8 and see.terms["loss_see"] > 0
+    g_total = torch.autograd.grad(total, params + list(see.base.parameters()))
+    z = algo.network(x)
+    g_ml = torch.autograd.grad(see.base(z, y), params + list(see.base.parameters()))
+    n = len(params)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(g_total[:n], g_ml[:n]))
+    assert not torch.allclose(g_total[n], g_ml[n])                 # the proxies get L_SEE

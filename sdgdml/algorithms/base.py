@@ -250,14 +250,20 @@ class Algorithm(nn.Module):
         self.stage = state.get("stage")
 
 
-def lr_lambda(schedule: Schedule, kind: str):
-    """Multiplicative LR factor per step: ``constant`` or ``cosine`` (to 0 at the last step)."""
+def lr_lambda(schedule: Schedule, kind: str, step_epochs: float = 0.0, gamma: float = 0.5):
+    """Multiplicative LR factor per step: ``constant``, ``cosine`` (to 0 at the last step) or
+    ``step`` (x ``gamma`` every ``step_epochs`` epochs: torch's StepLR stepped per epoch)."""
     if kind == "constant":
         return lambda step: 1.0
+    if kind == "step":
+        if step_epochs <= 0:
+            raise ValueError("lr_schedule step needs lr_step_epochs > 0")
+        every = max(1, round(step_epochs * schedule.steps_per_epoch))
+        return lambda step: gamma ** (step // every)
     if kind == "cosine":
         return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, schedule.total_steps)
                                                   / schedule.total_steps))
-    raise ValueError(f"unknown lr_schedule {kind!r}; known: constant, cosine")
+    raise ValueError(f"unknown lr_schedule {kind!r}; known: constant, cosine, step")
 
 
 def make_optimizer(kind: str, groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:

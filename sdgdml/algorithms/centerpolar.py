@@ -1,48 +1,66 @@
-"""CenterPolar: class-centric polarization for SDG-DML (Yuan, Wan, Liu, Xu, Wang, 2026).
+"""CenterPolar: class-centric polarization for SDG-DML (Yuan, Wan, Liu, Xu, Wang: "Beyond Seen
+Bounds: Class-Centric Polarization for Single-Domain Generalized Deep Metric Learning", arXiv
+2601.09121, 2026). Code not released; the method section as a review of the full paper states it
+(``shared/notes/methods.md``; the paper's equation numbers could not be read, so the relations
+are cited by name):
 
-The code is not released; this is an implementation from the abstract
-(``shared/papers/centerpolar-abstract.txt``). The sentences it implements are quoted as [A1]-[A5]:
+C3E, class-centric centrifugal expansion ("adversarial manifold expansion", pixel space): for a
+source image x of class c a copy x~ = x is updated, with the network phi and the class
+centroids mu frozen, by gradient steps minimising
 
-[A1] "these methods rely on proxy-based expansion, which tends to generate samples clustered near
-     class proxies, failing to simulate the broad and distant domain shifts"
-[A2] "CenterPolar ... dynamically expands and constrains domain distributions"
-[A3] "C3E drives the source domain distribution by shifting the source data away from class
-     centroids using centrifugal expansion to generalize to more unseen domains."
-[A4] "C4 pulls all seen and unseen samples toward their class centroids while enforcing
-     inter-class separation via centripetal constraint."
-[A5] "two collaborative class-centric polarization phases"
+    L_geo(x~) = - d(mu_c, phi(x~)),     d(a, b) = arccos<a, b>   (geodesic distance on the sphere)
 
-Everything else is our design, each open choice an hparam (``cp_*`` in hparams_registry):
+The expanded images keep label c and join training as "unseen" samples.
+C4, class-centric centripetal constraint: pull all seen and unseen samples toward their class
+centroids and keep the centroids apart. Objective of a step on the batch x plus the expanded
+images x~ drawn for it:
 
-- Where: on the L2-normalised embeddings the base loss sees (the plug-in interface gives the
-  loss only embeddings); a shift is a rotation on the unit sphere.
-- Class centroids (``CentroidMemory``): per class, an EMA over batches of the batch mean,
-  ``c = normalize(m * c_old + (1 - m) * batch_mean)`` with ``cp_momentum`` = m (0: batch
-  centroids only); the batch mean of unit vectors is not renormalised before mixing, so a
-  spread-out batch (a short mean) moves the centroid less than a tight one. This step's
-  centroid is differentiable through the batch mean (so C4 can move centroids); the memory
-  stores it detached.
-- C3E ([A1], [A3]): each source embedding z at angle theta from its centroid is rotated away
-  from it, in the plane (c, z), to angle ``min(theta + delta, cp_max_angle_deg)``
-  (``centrifugal_expand``). delta = s(t) * r_y * u: s(t) the scheduled strength
-  (``cp_expand`` reached by ``cp_expand_schedule``: "dynamically expands", [A2]); r_y the class's
-  running angular radius when ``cp_adaptive`` (else 1 radian); u ~ U(1 - cp_expand_jitter, 1)
-  per sample for a broad, not a single-shell, expansion [A1]. Synthetic samples keep their
-  label and are scored by the bare base loss (``bare()``: plug-ins stacked inside
-  CenterPolar see only the real batch), weight ``cp_expand_weight``.
-- C4 ([A4]): pull = mean(1 - cos(z, c_y)) over seen and (``cp_c4_on_expanded``) synthetic
-  samples; separation = ``cp_separation``: "margin", a squared hinge on the distance between
-  the normalised centroids of the classes in the batch, ``relu(cp_margin - ||c_a - c_b||)^2``,
-  or "softmax", cross-entropy of each sample over ``cp_scale`` * cos to every centroid.
-  L_C4 = pull + cp_sep_weight * separation, weight ``cp_c4_weight``.
+    L = L_base(phi([x; x~]), [y; y~]) + cp_c4_weight * (pull + cp_sep_weight * separation)
 
-L = L_base(z, y) + cp_expand_weight * L_base(C3E(z), y) + cp_c4_weight * L_C4   ([A5])
+What the review leaves open is chosen from the closest published relatives, adversarial data
+augmentation for unseen domains (ADA: Volpi et al., NeurIPS 2018) and M-ADA (Qiao et al., CVPR
+2020); every choice is an hparam (``declare_hparams``):
 
-With ``cp_expand_weight = 0`` and ``cp_c4_weight = 0`` the loss is the base loss exactly (the extra
-terms are not computed and draw no random numbers).
+- ``cp_c3e_steps`` = 15 ascent steps: ADA's and M-ADA's T_max. 0 turns C3E off.
+- ``cp_c3e_step_size`` = 1.0: ADA's and M-ADA's ascent rate (plain gradient steps, not signed),
+  on the network's normalised input.
+- ``cp_c3e_gamma`` = 1.0, the semantic constraint: the ascent maximises
+  d(mu_c, phi(x~)) - gamma ||phi(x~) - phi(x)||^2 (ADA's and M-ADA's gamma = 1 on the feature
+  distance; here in the embedding space, where C3E's distance is measured).
+- ``cp_c3e_distance`` = "geodesic" (the paper's arccos) or "cosine" (1 - cos: the same ascent
+  direction without arccos's steep slope near the centroid); cos is clamped to +-(1 - 1e-6).
+- ``cp_c3e_every`` = 10: a new generation of expanded images, made from that step's batch,
+  every 10 steps. ADA appends a whole dataset of adversarial images every T_min steps; we expand
+  one batch at a time, so more often: 15 ascent passes every 10 steps, about 1.5 extra
+  forward+backward passes per step (the paper claims a short training time).
+- ``cp_c3e_pool`` = 8 generations kept ("dynamically expands": expansions accumulate as new
+  domains, as ADA's K rounds do); bounded, the oldest (made by an older network) leaves first.
+- ``cp_c3e_ratio`` = 1.0: each step, ratio * batch-size expanded images drawn uniformly from the
+  pool join the batch (M-ADA trains on as many generated images as source images).
+- The ascent runs under :func:`~sdgdml.algorithms.base.frozen`: eval mode (BatchNorm uses its
+  running statistics and does not move them), parameters without gradients, and
+  ``torch.autograd.grad`` to the images only, so no parameter gradient or graph is kept. The
+  objective is a sum over images: each image's ascent is independent of the batch.
+- Images of a class with no centroid yet (the very first batch) are not expanded.
+- Class centroids (:class:`CentroidMemory`): per class, an exponential moving average over steps
+  of the mean embedding of the class's *seen* samples in the batch,
+  mu = normalize(m mu_old + (1 - m) mean) with m = ``cp_momentum`` = 0.9 (a class's first
+  batch: its mean). This step's centroids are differentiable through the batch means (so C4
+  can push them apart); the memory stores them detached; C3E uses the stored ones.
+- C4: pull = mean over seen and (``cp_c4_on_expanded``) expanded samples of 1 - cos(z, mu_y);
+  separation ``cp_separation``: "margin", mean over pairs of classes in the batch of
+  relu(``cp_margin`` - ||mu_a - mu_b||)^2, or "softmax", cross-entropy of ``cp_scale`` * cos to
+  every centroid.
+
+With ``cp_c3e_steps = 0`` (or ``cp_c3e_ratio = 0``) and ``cp_c4_weight = 0`` the loss is the base
+loss exactly. Logged: ``cp_base``, ``cp_pull``, ``cp_sep``, ``cp_expanded`` (expanded images in
+the step's batch), ``cp_pool`` (images in the pool), ``cp_c3e_gain_deg`` (mean geodesic distance
+gained by the last generation, degrees).
+The abstract-based reading (C3E as an embedding rotation) is ``CenterPolarRotation``.
 """
 from __future__ import annotations
 
+import collections
 import math
 
 import torch
@@ -53,43 +71,41 @@ from ..search_space import choice, log_uniform, uniform
 from .base import LossWrapper, MetricLoss
 from .registry import register_plugin
 
-SCHEDULES = ("constant", "linear", "cosine")
 SEPARATIONS = ("margin", "softmax")
+DISTANCES = ("geodesic", "cosine")
+COS_CLAMP = 1.0 - 1e-6
 
 
-def expansion_strength(progress: float, maximum: float, schedule: str) -> float:
-    """s(t) for training progress in [0, 1]: constant, linear ramp or cosine ramp to ``maximum``
-    ("dynamically expands", [A2])."""
-    p = min(max(progress, 0.0), 1.0)
-    if schedule == "constant":
-        return maximum
-    if schedule == "linear":
-        return maximum * p
-    if schedule == "cosine":
-        return maximum * 0.5 * (1.0 - math.cos(math.pi * p))
-    raise ValueError(f"unknown cp_expand_schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+def distance(z: torch.Tensor, mu: torch.Tensor, kind: str = "geodesic") -> torch.Tensor:
+    """Row-wise distance of unit vectors: geodesic arccos<z, mu> or cosine 1 - <z, mu>."""
+    cos = (z * mu).sum(1).clamp(-COS_CLAMP, COS_CLAMP)
+    if kind == "geodesic":
+        return torch.acos(cos)
+    if kind == "cosine":
+        return 1.0 - cos
+    raise ValueError(f"unknown cp_c3e_distance {kind!r}; known: {', '.join(DISTANCES)}")
 
 
-def centrifugal_expand(z: torch.Tensor, c: torch.Tensor, delta: torch.Tensor,
-                       max_angle: float = math.pi) -> torch.Tensor:
-    """C3E's shift ([A3]): rotate unit vectors ``z`` (B, d) away from unit centroids ``c`` (B, d)
-    by ``delta`` (B,) radians in the plane (c, z), never beyond ``max_angle`` from c and never
-    toward c. With theta = angle(z, c) and w the unit direction in that plane orthogonal to z
-    pointing away from c, ``z' = cos(a) z + sin(a) w`` lies at angle theta + a, where
-    a = clamp(min(delta, max_angle - theta), 0). Differentiable in z; a sample that sits on its
-    centroid is pushed in a random tangent direction."""
-    cos = (z * c).sum(1).clamp(-1.0, 1.0)
-    theta = torch.acos(cos.detach())
-    step = torch.minimum(delta, max_angle - theta).clamp(min=0.0)
-    away = cos.unsqueeze(1) * z - c        # in the plane (c, z), orthogonal to z, norm sin(theta)
-    # a sample on its centroid has no "away": a random tangent direction (computed for every
-    # sample and selected, so the host never waits for the device to know which)
-    r = torch.randn_like(z)
-    zd = z.detach()
-    tangent = r - (r * zd).sum(1, keepdim=True) * zd
-    away = torch.where((away.norm(dim=1) < 1e-6).unsqueeze(1), tangent, away)
-    w = F.normalize(away, dim=1)
-    return torch.cos(step).unsqueeze(1) * z + torch.sin(step).unsqueeze(1) * w
+def c3e_ascent(net: nn.Module, x: torch.Tensor, mu: torch.Tensor, steps: int, step_size: float,
+               gamma: float, kind: str = "geodesic") -> tuple[torch.Tensor, torch.Tensor]:
+    """C3E on images ``x`` (B, ...) whose class centroids are ``mu`` (B, d): ``steps`` gradient
+    steps on x~ minimising L_geo = -d(mu, phi(x~)) + gamma ||phi(x~) - phi(x)||^2, with ``net``
+    as given (call it under ``frozen``). Returns the expanded images (detached) and the
+    geodesic/cosine distances (steps + 1, B) before each step and after the last."""
+    with torch.no_grad():
+        z0 = F.normalize(net(x), dim=1)
+    x_adv, dists = x.detach().clone(), []
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        z = F.normalize(net(x_adv), dim=1)
+        d = distance(z, mu, kind)
+        gain = (d - gamma * (z - z0).pow(2).sum(1)).sum()
+        grad, = torch.autograd.grad(gain, x_adv)
+        dists.append(d.detach())
+        x_adv = (x_adv.detach() + step_size * grad).detach()
+    with torch.no_grad():
+        dists.append(distance(F.normalize(net(x_adv), dim=1), mu, kind))
+    return x_adv, torch.stack(dists)
 
 
 def angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -104,7 +120,7 @@ class CentroidMemory(nn.Module):
     def __init__(self, num_classes: int, embed_dim: int, momentum: float):
         super().__init__()
         if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"cp_momentum must be in [0, 1), got {momentum}")
+            raise ValueError(f"centroid momentum must be in [0, 1), got {momentum}")
         self.momentum = momentum
         self.register_buffer("centroids", torch.zeros(num_classes, embed_dim))
         self.register_buffer("radius", torch.zeros(num_classes))
@@ -159,25 +175,26 @@ def c4_loss(z: torch.Tensor, y: torch.Tensor, cents: torch.Tensor, valid: torch.
         logits = (scale * z @ cents.T).masked_fill(~valid.unsqueeze(0), float("-inf"))
         sep = F.cross_entropy(logits, y)
     else:
-        raise ValueError(f"unknown cp_separation {separation!r}; known: {', '.join(SEPARATIONS)}")
+        raise ValueError(f"unknown separation {separation!r}; known: {', '.join(SEPARATIONS)}")
     return pull, sep_weight * sep
 
 
 @register_plugin("CenterPolar", default_base="ProxyAnchor")
 class CenterPolar(LossWrapper):
-    """``Base+CenterPolar``: C3E expansion and C4 constraint around any base metric loss.
-    The bare name ``CenterPolar`` is ``ProxyAnchor+CenterPolar``."""
+    """``Base+CenterPolar``: C3E (adversarial expansion of the images) and C4 around any base
+    metric loss. The bare name ``CenterPolar`` is ``ProxyAnchor+CenterPolar`` (the paper's base:
+    proxy losses). The module docstring gives the equations and every default's reason."""
 
     @staticmethod
     def declare_hparams(hp, small):
-        """The open design choices (module docstring says what each means)."""
-        hp("cp_expand", 1.0, uniform(0.25, 2.0))                 # C3E max strength s_max
-        hp("cp_expand_schedule", "linear", choice("constant", "linear", "cosine"))
-        hp("cp_adaptive", True, choice(True, False))             # delta in class radii
-        hp("cp_expand_jitter", 0.5, uniform(0.0, 1.0))
-        hp("cp_max_angle_deg", 90.0, uniform(45.0, 120.0))
-        hp("cp_expand_weight", 1.0, log_uniform(-1, 0.3))
-        hp("cp_detach_expanded", False, choice(False, True))
+        """The open design choices (module docstring: what each means, why its default)."""
+        hp("cp_c3e_steps", 15, lambda r: int(r.choice([1, 5, 10, 15])))    # ADA/M-ADA T_max
+        hp("cp_c3e_step_size", 1.0, log_uniform(-1, 1))         # ADA/M-ADA ascent rate
+        hp("cp_c3e_gamma", 1.0, log_uniform(-1, 1))             # ADA/M-ADA semantic constraint
+        hp("cp_c3e_distance", "geodesic", choice("geodesic", "cosine"))
+        hp("cp_c3e_every", 10, lambda r: int(r.choice([1, 5, 10, 20])))
+        hp("cp_c3e_pool", 8, lambda r: int(r.choice([1, 4, 8, 16])))
+        hp("cp_c3e_ratio", 1.0, uniform(0.25, 1.0))
         hp("cp_momentum", 0.9, uniform(0.0, 0.99))               # centroid EMA (0: batch)
         hp("cp_c4_weight", 1.0, log_uniform(-1, 0.5))
         hp("cp_c4_on_expanded", True, choice(True, False))
@@ -189,56 +206,90 @@ class CenterPolar(LossWrapper):
     def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__(base)
         h = hparams
-        self.expand_max = h["cp_expand"]
-        self.schedule = h["cp_expand_schedule"]
-        expansion_strength(0.0, 0.0, self.schedule)               # validate early
+        self.steps, self.step_size = int(h["cp_c3e_steps"]), float(h["cp_c3e_step_size"])
+        self.gamma, self.distance = float(h["cp_c3e_gamma"]), h["cp_c3e_distance"]
+        self.every, self.ratio = int(h["cp_c3e_every"]), float(h["cp_c3e_ratio"])
+        distance(torch.ones(1, 1), torch.ones(1, 1), self.distance)       # validate early
         if h["cp_separation"] not in SEPARATIONS:
             raise ValueError(f"unknown cp_separation {h['cp_separation']!r}; "
                              f"known: {', '.join(SEPARATIONS)}")
-        self.adaptive, self.jitter = h["cp_adaptive"], h["cp_expand_jitter"]
-        self.max_angle = math.radians(h["cp_max_angle_deg"])
-        self.expand_weight, self.detach_expanded = h["cp_expand_weight"], h["cp_detach_expanded"]
+        if self.steps < 0 or self.every < 1 or int(h["cp_c3e_pool"]) < 1 or self.ratio < 0:
+            raise ValueError("need cp_c3e_steps >= 0, cp_c3e_every >= 1, cp_c3e_pool >= 1 and "
+                             "cp_c3e_ratio >= 0")
         self.c4_weight, self.c4_on_expanded = h["cp_c4_weight"], h["cp_c4_on_expanded"]
         self.separation, self.margin = h["cp_separation"], h["cp_margin"]
         self.scale, self.sep_weight = h["cp_scale"], h["cp_sep_weight"]
         self.memory = CentroidMemory(num_classes, embed_dim, h["cp_momentum"])
-        self.progress = 0.0
+        self.pool: collections.deque = collections.deque(maxlen=int(h["cp_c3e_pool"]))
+        self.calls = 0                  # expand_inputs calls (steps): when to generate
+        self.n_extra = 0                # expanded images at the end of the next forward's batch
+        self.gain_deg = 0.0
 
-    def set_progress(self, epoch: float, total_epochs: float) -> None:
-        super().set_progress(epoch, total_epochs)
-        self.progress = epoch / total_epochs if total_epochs > 0 else 1.0
+    @property
+    def expanding(self) -> bool:
+        return self.steps > 0 and self.ratio > 0
 
-    def expand(self, z: torch.Tensor, y: torch.Tensor, cents: torch.Tensor) -> torch.Tensor:
-        """C3E ([A3]): the synthetic samples (B, d), one per source sample, same labels."""
-        strength = expansion_strength(self.progress, self.expand_max, self.schedule)
-        scale = self.memory.radius[y].to(z.dtype) if self.adaptive else torch.ones_like(z[:, 0])
-        u = 1.0 - self.jitter * torch.rand(len(y), device=z.device, dtype=z.dtype)
-        c = cents[y].detach()
-        src = z.detach() if self.detach_expanded else z
-        return centrifugal_expand(src, c, strength * scale * u, self.max_angle)
+    def generate(self, x: torch.Tensor, y: torch.Tensor, network: nn.Module) -> None:
+        """C3E: a new generation of expanded images from the batch's images whose class has a
+        centroid, added to the pool."""
+        keep = self.memory.seen[y]
+        if not bool(keep.any()):
+            return
+        x, y = x[keep], y[keep]
+        mu = self.memory.centroids[y].to(x.dtype)
+        x_adv, dists = c3e_ascent(network, x, mu, self.steps, self.step_size, self.gamma,
+                                  self.distance)
+        self.gain_deg = float((dists[-1] - dists[0]).mean()) * (
+            180 / math.pi if self.distance == "geodesic" else 1.0)
+        self.pool.append((x_adv, y.clone()))
+
+    def expand_inputs(self, x, y, network):
+        """Every ``cp_c3e_every`` calls a new generation; then ratio * B images drawn uniformly
+        from the pool (detached, labels kept) join the batch."""
+        self.n_extra = 0
+        if not self.expanding:
+            return None
+        if self.calls % self.every == 0:
+            self.generate(x, y, network)
+        self.calls += 1
+        m = round(self.ratio * len(x))
+        if not self.pool or m == 0:
+            return None
+        px = torch.cat([p[0] for p in self.pool])
+        py = torch.cat([p[1] for p in self.pool])
+        idx = torch.randint(len(px), (m,), device=px.device)
+        self.n_extra = m
+        return px[idx], py[idx]
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        n_seen = len(z) - self.n_extra
+        self.n_extra = 0
         base = self.base(z, y)
         self.raw_terms = {**self.base.raw_terms, "cp_base": base.detach()}
-        if self.expand_weight == 0 and self.c4_weight == 0:
+        if self.expanding:
+            self.raw_terms.update(cp_expanded=float(len(z) - n_seen),
+                                  cp_pool=float(sum(len(p[1]) for p in self.pool)),
+                                  cp_c3e_gain_deg=self.gain_deg)
+        if not self.expanding and self.c4_weight == 0:
             return base
-        cents, valid = self.memory.current(z, y)
+        z_seen, y_seen = z[:n_seen], y[:n_seen]
+        cents, valid = self.memory.current(z_seen, y_seen)
         loss = base
-        z_exp = None
-        if self.expand_weight != 0:
-            z_exp = self.expand(z, y, cents)
-            exp_loss = self.base.bare()(z_exp, y)
-            loss = loss + self.expand_weight * exp_loss
-            with torch.no_grad():
-                shift = (angle(z_exp, cents[y]) - angle(z, cents[y])).mean() * (180 / math.pi)
-            self.raw_terms.update(cp_expand=exp_loss.detach(), cp_shift_deg=shift)
         if self.c4_weight != 0:
-            zs, ys = z, y
-            if z_exp is not None and self.c4_on_expanded:
-                zs, ys = torch.cat([z, z_exp]), torch.cat([y, y])
+            zs, ys = (z, y) if self.c4_on_expanded else (z_seen, y_seen)
             pull, sep = c4_loss(zs, ys, cents, valid, self.separation, self.margin, self.scale,
                                 self.sep_weight)
             loss = loss + self.c4_weight * (pull + sep)
             self.raw_terms.update(cp_pull=pull.detach(), cp_sep=sep.detach())
-        self.memory.update(cents, z, y)
+        self.memory.update(cents, z_seen, y_seen)
         return loss
+
+    def get_extra_state(self) -> dict:
+        """The pool and the step counter, so that a resumed run continues identically."""
+        return {"calls": self.calls, "gain_deg": self.gain_deg,
+                "pool": [{"x": px, "y": py} for px, py in self.pool]}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.calls, self.gain_deg = int(state["calls"]), float(state["gain_deg"])
+        self.pool.clear()
+        self.pool.extend((p["x"], p["y"]) for p in state["pool"])

@@ -16,8 +16,11 @@ class MetricLearning(Algorithm):
     Optimiser groups: backbone and embedding head at ``lr``; the loss's parameters (proxies) at
     ``lr * proxy_lr_mult`` (x100 in ProxyAnchor / ProxyNCA / SoftTriple / PFML recipes).
     Warm-up (ProxyAnchor's recipe): for the first ``warmup_epochs`` the backbone is frozen and
-    only the embedding head and the proxies train. A plug-in's extra images
-    (``MetricLoss.expand_inputs``) join the batch of the step that made them.
+    only the embedding head and the proxies train (the network's ``fixed_parameters``, e.g.
+    frozen BatchNorm affine weights, never train). ``grad_clip_value`` > 0 clips every gradient
+    to [-v, v] before the step (ProxyAnchor's official code: 10, on network and proxies);
+    ``lr_schedule`` "step": x ``lr_step_gamma`` every ``lr_step_epochs`` epochs. A plug-in's
+    extra images (``MetricLoss.expand_inputs``) join the batch of the step that made them.
     """
 
     def __init__(self, network, num_classes, hparams, schedule, loss: MetricLoss,
@@ -36,18 +39,25 @@ class MetricLearning(Algorithm):
         opt = make_optimizer(hparams.get("optimizer", "adamw"), groups, hparams["weight_decay"])
         self.optimizers["main"] = opt
         self.schedulers["main"] = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(schedule, hparams.get("lr_schedule", "constant")))
+            opt, lr_lambda(schedule, hparams.get("lr_schedule", "constant"),
+                           hparams.get("lr_step_epochs", 0.0), hparams.get("lr_step_gamma", 0.5)))
         self.warmup_steps = round(hparams.get("warmup_epochs", 0) * schedule.steps_per_epoch)
+        self.clip = float(hparams.get("grad_clip_value", 0.0))
+        fixed = getattr(network, "fixed_parameters", list)()
+        self._fixed = {id(p) for p in fixed}
 
     @classmethod
     def declare_training_hparams(cls, hp, small: bool, base: type) -> None:
         hp("warmup_epochs", 0 if small else 1, fixed())
+        hp("grad_clip_value", 0.0, fixed())         # 0: off; ProxyAnchor's official code: 10
+        hp("lr_step_epochs", 0.0, fixed())          # lr_schedule "step" only
+        hp("lr_step_gamma", 0.5, fixed())
         if base.HAS_PROXIES:        # the loss's own parameters (proxies) train faster
             hp("proxy_lr_mult", 100.0, log_uniform(1, 3))
 
     def _freeze_backbone(self, frozen_: bool) -> None:
         for p in self.network.backbone.parameters():
-            p.requires_grad_(not frozen_)
+            p.requires_grad_(not frozen_ and id(p) not in self._fixed)
 
     def _with_expanded(self, x: torch.Tensor, y: torch.Tensor):
         """The batch plus the images a plug-in makes from it (``MetricLoss.expand_inputs``)."""
@@ -68,6 +78,9 @@ class MetricLearning(Algorithm):
         opt = self.optimizers["main"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.clip > 0:
+            torch.nn.utils.clip_grad_value_([p for g in opt.param_groups for p in g["params"]],
+                                            self.clip)
         opt.step()
         self.schedulers["main"].step()
         self.step += 1

@@ -11,17 +11,31 @@ basis {v_1 = r/||r||, v_2, ..., v_{n_aug+1}} of (part of) the null space of w_y:
 mu*_k = sum_i alpha_ki v_i, so that <mu*_i, mu*_j> = -1/n_aug for i != j (Eq. 2). Every z*_k has
 the same distance to w_y as z, and the n_aug + 1 points are maximally dispersed.
 
-Only the top-k samples of the batch with the smallest d_y = -<w_y, z> are expanded; the
-fraction k / batch grows linearly, epoch by epoch, from ``see_topk_start`` to ``see_topk_end``
-(curriculum, Sec. 2.2). The objective is
+The objective (Eq. 3-4) is L = L_ML + lambda * L_SEE over the top-k samples of the batch
+closest to their proxy, k growing with the epochs (curriculum). The extended abstract leaves
+lambda, n_aug, the schedule and the gradient flow open; the authors' released code
+(Leminhbinh0209/PAKDD24-SEE: trainer/losses.py ``SEEProxyAnchor``,
+trainer/sphericalexpansion.py, scripts/Deit/*.sh) fixes them, and ``SEE``'s defaults are theirs:
 
-    L = L_ML + lambda * L_SEE,   L_SEE = E_{z in M_k} [ sum_{i=1..n_aug} l(z*_i | y, w) ]  (Eq. 3-4)
+- ``see_grad = "proxies"``: the synthetic embeddings are built from the *detached* embeddings
+  and a *detached* proxy, and scored detached: L_SEE trains the proxies only (extra positives
+  and hard negatives for them); the backbone gets no gradient from it;
+- ``see_aug_weighting = "once"``: L_SEE = l(Z*, Y*), the base loss of the whole synthetic batch
+  computed once, L = L_ML + lambda * L_SEE with ``see_lambda = 0.2`` and ``see_n_aug = 8``
+  (the released scripts);
+- ``see_schedule = "cosine"``: the expanded fraction of epoch e of E is
+  f(e) = max - (max - min) (cos(pi e / E) + 1) / 2 (the released "type 1" schedule, updated at
+  the start of every epoch: e = floor(epoch)), min = ``see_topk_start`` = 0.0,
+  max = ``see_topk_end`` = 0.4; the expanded samples are the round(f B) with the largest cosine
+  to their own proxy. (The released code caps e and E at 200 epochs; no run here is longer.)
 
-where l is the *same* base loss (the bare one, ``bare()``, when other plug-ins sit in
-between: those see only the real batch). We compute L_SEE as ``n_aug * base(Z*, Y*)`` over the
-k * n_aug synthetic embeddings: exactly Eq. 3 for losses that average a per-sample term
-(NormSoftmax, ProxyNCA, ArcFace, CosFace, SoftTriple); for ProxyAnchor, whose loss is pooled
-over the batch, it is the base loss of the synthetic batch, scaled the same way.
+Our first reading of the abstract (``SEEFirstReading``: same code, other defaults) differs in
+each: ``see_grad = "all"`` (gradients of L_SEE reach the backbone through z and the proxy),
+``see_aug_weighting = "per_aug"`` (Eq. 3 read literally: L_SEE = n_aug * l(Z*, Y*), the sum over
+the n_aug copies of the mean over expanded samples), ``see_schedule = "linear"`` (the fraction
+grows linearly with the epoch index from ``see_topk_start`` = 0.25 at epoch 0 to
+``see_topk_end`` = 1.0 at the last), n_aug = 3 (the abstract's Fig. 1), lambda = 0.5. The
+authors' settings are ``SEE``'s.
 
 Implementation choices (the paper leaves them open):
 
@@ -31,7 +45,8 @@ Implementation choices (the paper leaves them open):
   reflections per sample map a to +-w_y and b to +-r/||r||; the images of e_1..e_n are then an
   orthonormal basis orthogonal to w_y and r, distributed as Gram-Schmidt of random vectors
   would be, but exactly orthonormal whatever the conditioning (each reflection vector has
-  norm >= sqrt(2)). Everything is batched; gradients flow through z and the proxy.
+  norm >= sqrt(2)). Everything is batched; with ``see_grad = "all"`` gradients flow through
+  z and the proxy.
 - A sample sitting on its proxy (||r|| < 1e-6) has no null-space direction: any unit vector
   orthogonal to w_y stands in for r/||r||, and its synthetic embeddings coincide with z.
 - Multi-centre losses (SoftTriple, PFML) use each sample's closest proxy of its own class.
@@ -44,7 +59,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..search_space import log_uniform, uniform
+from ..search_space import choice, log_uniform, uniform
 from .base import LossWrapper, MetricLoss, nearest_class_proxy
 from .registry import UnknownAlgorithmError, proxy_losses, register_plugin
 
@@ -134,19 +149,45 @@ def expand(z: torch.Tensor, w: torch.Tensor, n_aug: int, frame: torch.Tensor) ->
     return (along * w).unsqueeze(1) + r.norm(dim=1, keepdim=True).unsqueeze(1) * mu
 
 
+GRADS = ("proxies", "all")
+WEIGHTINGS = ("once", "per_aug")
+SCHEDULES = ("cosine", "linear")
+
+
+def _check_choice(name: str, value, known: tuple) -> None:
+    if value not in known:
+        raise ValueError(f"unknown {name} {value!r}; known: {', '.join(known)}")
+
+
+def expanded_fraction(epoch: float, total_epochs: float, start: float, end: float,
+                      schedule: str) -> float:
+    """Fraction of the batch expanded at ``epoch`` of ``total_epochs``: "cosine" (released,
+    type 1) end - (end - start) (cos(pi e / E) + 1) / 2 with e = floor(epoch); "linear" (first
+    reading) from ``start`` at epoch 0 to ``end`` at the last epoch index."""
+    _check_choice("see_schedule", schedule, SCHEDULES)
+    e = math.floor(epoch)
+    if schedule == "cosine":
+        t = min(e, total_epochs) / total_epochs if total_epochs > 0 else 1.0
+        return end - (end - start) * (math.cos(math.pi * t) + 1.0) / 2.0
+    last = max(1, math.ceil(total_epochs) - 1)
+    return start + (end - start) * min(1.0, e / last)
+
+
 @register_plugin("SEE")
 class SEE(LossWrapper):
-    """``Base+SEE``: L = L_ML + lambda * L_SEE (Eq. 3-4) on any proxy-based base loss."""
+    """``Base+SEE``: L = L_ML + lambda * L_SEE (Eq. 3-4) on any proxy-based base loss, with the
+    authors' released settings by default (module docstring)."""
 
     @staticmethod
     def declare_hparams(hp, small):
-        """n_aug, lambda and the curriculum are not given in the extended abstract; n_aug = 3
-        is its Fig. 1. The curriculum expands the top fraction of the batch (smallest distance
-        to the proxy), growing linearly over epochs from start to end."""
-        hp("see_n_aug", 3, lambda r: int(r.choice([1, 2, 3, 4, 6, 8])))
-        hp("see_lambda", 0.5, log_uniform(-1.5, 0.5))
-        hp("see_topk_start", 0.25, uniform(0.0, 0.5))
-        hp("see_topk_end", 1.0, uniform(0.5, 1.0))
+        """The released code's values (module docstring says where each comes from)."""
+        hp("see_n_aug", 8, lambda r: int(r.choice([2, 4, 8, 16])))
+        hp("see_lambda", 0.2, log_uniform(-1.5, 0.5))
+        hp("see_topk_start", 0.0, uniform(0.0, 0.2))
+        hp("see_topk_end", 0.4, uniform(0.2, 1.0))
+        hp("see_schedule", "cosine", choice(*SCHEDULES))
+        hp("see_grad", "proxies", choice(*GRADS))
+        hp("see_aug_weighting", "once", choice(*WEIGHTINGS))
 
     def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__(base)
@@ -164,6 +205,11 @@ class SEE(LossWrapper):
         self.topk_end = float(hparams["see_topk_end"])
         if not 0.0 <= self.topk_start <= self.topk_end <= 1.0:
             raise ValueError("need 0 <= see_topk_start <= see_topk_end <= 1")
+        self.schedule, self.grad = hparams["see_schedule"], hparams["see_grad"]
+        self.weighting = hparams["see_aug_weighting"]
+        _check_choice("see_schedule", self.schedule, SCHEDULES)
+        _check_choice("see_grad", self.grad, GRADS)
+        _check_choice("see_aug_weighting", self.weighting, WEIGHTINGS)
         self.epoch, self.total_epochs = 0.0, 1.0
 
     def set_progress(self, epoch: float, total_epochs: float) -> None:
@@ -171,19 +217,20 @@ class SEE(LossWrapper):
         super().set_progress(epoch, total_epochs)
 
     def expanded_fraction(self) -> float:
-        """Fraction of the batch expanded at the current epoch: grows linearly with the
-        epoch index from ``topk_start`` (epoch 0) to ``topk_end`` (the last epoch)."""
-        last = max(1, math.ceil(self.total_epochs) - 1)
-        t = min(1.0, math.floor(self.epoch) / last)
-        return self.topk_start + (self.topk_end - self.topk_start) * t
+        """Fraction of the batch expanded at the current epoch (``see_schedule``)."""
+        return expanded_fraction(self.epoch, self.total_epochs, self.topk_start, self.topk_end,
+                                 self.schedule)
 
     def num_expanded(self, batch_size: int) -> int:
         return min(batch_size, round(self.expanded_fraction() * batch_size))
 
     def synthesize(self, z: torch.Tensor, y: torch.Tensor, k: int):
-        """The k samples closest to their proxy, expanded: (k * n_aug, d) embeddings and
-        their labels."""
+        """The k samples closest to their proxy (largest cosine), expanded: (k * n_aug, d)
+        embeddings and their labels; built from detached z and proxies when
+        ``see_grad = "proxies"``."""
         proxies, proxy_labels = self.base.proxies()
+        if self.grad == "proxies":
+            z, proxies = z.detach(), proxies.detach()
         w = nearest_class_proxy(z, y, proxies, proxy_labels)
         d_y = -(z * w).sum(1)
         idx = torch.topk(d_y.detach(), k, largest=False).indices
@@ -198,7 +245,28 @@ class SEE(LossWrapper):
         loss_see = z.new_zeros(())
         if k > 0 and self.lam != 0.0:
             zs, ys = self.synthesize(F.normalize(z, dim=1), y, k)
-            loss_see = self.n_aug * self.base.bare()(zs, ys)
+            if self.grad == "proxies":
+                zs = zs.detach()
+            loss_see = self.base.bare()(zs, ys)
+            if self.weighting == "per_aug":
+                loss_see = self.n_aug * loss_see
         self.raw_terms = {**terms, "loss_ml": loss_ml.detach(), "loss_see": loss_see.detach(),
-                      "see_expanded": float(k)}
+                          "see_expanded": float(k)}
         return loss_ml + self.lam * loss_see
+
+
+@register_plugin("SEEFirstReading")
+class SEEFirstReading(SEE):
+    """``Base+SEEFirstReading``: SEE with our first reading of the extended abstract as defaults
+    (gradients into the backbone, L_SEE x n_aug, linear 0.25 -> 1.0, n_aug 3, lambda 0.5), kept
+    for comparison and for the refactor's golden records. Not the authors' settings: ``SEE``."""
+
+    @staticmethod
+    def declare_hparams(hp, small):
+        hp("see_n_aug", 3, lambda r: int(r.choice([1, 2, 3, 4, 6, 8])))
+        hp("see_lambda", 0.5, log_uniform(-1.5, 0.5))
+        hp("see_topk_start", 0.25, uniform(0.0, 0.5))
+        hp("see_topk_end", 1.0, uniform(0.5, 1.0))
+        hp("see_schedule", "linear", choice(*SCHEDULES))
+        hp("see_grad", "all", choice(*GRADS))
+        hp("see_aug_weighting", "per_aug", choice(*WEIGHTINGS))
