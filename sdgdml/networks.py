@@ -152,7 +152,8 @@ class EmbeddingNet(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.embedding(self.backbone(x)), dim=1)
+        # fp32 normalisation also under autocast (``speed`` module doc); a no-op in fp32
+        return F.normalize(self.embedding(self.backbone(x)).float(), dim=1)
 
 
 def create_model(hparams: dict, pretrained_file: str | None = None) -> EmbeddingNet:

@@ -63,12 +63,10 @@ class MetricLearning(Algorithm):
         self.loss.set_progress(self.epoch, self.schedule.total_epochs)
         x, y = self._with_expanded(batch["x"], batch["y"])
         self.network.train()
-        z = self.network(x)
-        loss = self.loss(z, y)
-        opt = self.optimizers["main"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        with self.autocast():
+            z = self.network(x)
+        loss = self.loss(*self.gather(z.float(), y))
+        self.backward_step(loss, self.optimizers["main"])
         self.schedulers["main"].step()
         self.step += 1
         return {"loss": loss.item(), **self.loss.terms}
