@@ -21,7 +21,8 @@ sdgdml.train ...``, or the Slurm launcher's ``--gpus_per_node N`` (N tasks of on
   gradient of the one-process loss on the global batch, for network and proxies alike.
 - Only rank 0 evaluates, writes records and checkpoints, and holds the run lock; the others
   resume from the same checkpoint. Buffers (BatchNorm statistics) follow rank 0's after every
-  step, as DDP's ``broadcast_buffers`` does.
+  step, as DDP's ``broadcast_buffers`` does, and RNG states after every checkpoint
+  (:func:`sync_rng`): a run resumed after a kill gives the uninterrupted run's records.
 """
 from __future__ import annotations
 
@@ -142,6 +143,21 @@ def average_gradients(module: torch.nn.Module) -> None:
     for g in grads:
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def sync_rng() -> None:
+    """Rank 0's RNG states (Python, NumPy, torch) on every process. Called after every
+    checkpoint: only rank 0 evaluated (a DataLoader draws its base seed from torch's RNG), and
+    a resumed run starts every process from rank 0's saved states, so an uninterrupted run
+    must continue from them too (plug-ins draw from the global RNG: SEE's frames)."""
+    if world_size() == 1:
+        return
+    from .runstate import rng_state, set_rng_state
+
+    state = [rng_state() if is_main() else None]
+    dist.broadcast_object_list(state, 0)
+    if not is_main():
+        set_rng_state(state[0])
 
 
 def broadcast_state(module: torch.nn.Module, buffers_only: bool = False) -> None:

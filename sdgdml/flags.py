@@ -61,7 +61,7 @@ FLAG_ROLES: dict[str, frozenset] = {
     "jpeg_draft":            EXPERIMENT,    # decodes other pixels (slightly)
     "lr_scaling":            EXPERIMENT,
     "channels_last":         MACHINE,       # a memory layout: the same model
-    "compile":               MACHINE,
+    "compile":               MACHINE,       # the same numbers up to float rounding
 }
 
 MACHINE_ARGS = tuple(k for k, r in FLAG_ROLES.items() if MACHINE <= r)

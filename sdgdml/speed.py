@@ -77,13 +77,15 @@ class Precision:
             self.scaler.load_state_dict(state["scaler"])
 
 
-def compile_unavailable(device: torch.device) -> str | None:
-    """Why ``torch.compile`` cannot run here (None: it can): no Dynamo on this Python, no C++
-    compiler for CPU code, no Triton for GPU code."""
+def compile_unavailable(device: torch.device, backend: str = "inductor") -> str | None:
+    """Why ``torch.compile`` cannot run here (None: it can): no Dynamo on this Python; for
+    inductor, no C++ compiler for CPU code or no Triton for GPU code."""
     import torch._dynamo
 
     if not torch._dynamo.is_dynamo_supported():
         return "torch.compile is not supported on this Python/platform"
+    if backend != "inductor":
+        return None
     if device.type == "cuda":
         from torch.utils._triton import has_triton
 
@@ -92,25 +94,29 @@ def compile_unavailable(device: torch.device) -> str | None:
     return None if shutil.which(cxx) else f"no C++ compiler ({cxx}) on PATH"
 
 
-def configure(algorithm: nn.Module, precision: str, channels_last: bool, compile_: bool,
-              device: torch.device, sync=None) -> None:
+def configure(algorithm: nn.Module, precision: str, channels_last: bool,
+              compile_backend: str | None, device: torch.device, sync=None) -> bool:
     """Apply the speed flags to an algorithm (before its checkpoint is loaded): its
-    :class:`Precision`, the network in channels-last layout, and with ``compile_`` the
-    network and the loss compiled in place (``nn.Module.compile``: the state_dict keys stay
-    the same, so checkpoints are interchangeable with eager runs). Where compiling is
-    unavailable, one line says why and the run stays eager."""
+    :class:`Precision`, the network in channels-last layout, and with ``compile_backend``
+    the network and the loss compiled in place (``nn.Module.compile``: the state_dict keys
+    stay the same, so checkpoints are interchangeable with eager runs). Where compiling is
+    unavailable, one line says why and the run stays eager. Returns whether it compiled.
+    CUDA graphs (``mode="reduce-overhead"``) are not used: batches of plug-ins that expand
+    inputs change shape, and no GPU measurement has shown them to help yet."""
     algorithm.precision = Precision(precision, device, sync)
     if channels_last:
         algorithm.network.to(memory_format=torch.channels_last)
-    if compile_:
-        why = compile_unavailable(device)
-        if why:
-            log.warning("--compile: %s; running eager", why)
-            return
-        for name in ("network", "loss"):
-            module = getattr(algorithm, name, None)
-            if isinstance(module, nn.Module):
-                module.compile()
+    if not compile_backend:
+        return False
+    why = compile_unavailable(device, compile_backend)
+    if why:
+        log.warning("--compile: %s; running eager", why)
+        return False
+    for name in ("network", "loss"):
+        module = getattr(algorithm, name, None)
+        if isinstance(module, nn.Module):
+            module.compile(backend=compile_backend)
+    return True
 
 
 def default_num_workers(has_files: bool) -> int:

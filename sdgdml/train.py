@@ -270,6 +270,7 @@ def _train_loop(run: Run, streams: TrainStreams, start: int) -> None:
     ckpt_path = run.out / "checkpoint.pt"
     saved = start if ckpt_path.exists() else None       # the last good checkpoint's step
     world, main = distributed.world_size(), distributed.is_main()
+    distributed.sync_rng()          # after rank 0's step-0 evaluation
     t_step = time.time()
     for step in range(start, total):
         losses = run.algorithm.train_step(streams.next_batch())
@@ -284,6 +285,7 @@ def _train_loop(run: Run, streams: TrainStreams, start: int) -> None:
         if (step + 1) % run.freq == 0 or step + 1 == total:
             if main:
                 run.checkpoint(step + 1, logged)
+            distributed.sync_rng()
             saved, logged = step + 1, defaultdict(list)
         t_step = time.time()
 
