@@ -2,8 +2,8 @@
 sdgdml.train ...``, or the Slurm launcher's ``--gpus_per_node N`` (N tasks of one job).
 
 - Processes: the rank and world size come from torchrun's variables (``RANK``,
-  ``WORLD_SIZE``, ``LOCAL_RANK``) or from Slurm's (``SLURM_PROCID``, ``SLURM_NTASKS``,
-  ``SLURM_LOCALID``); the backend is NCCL on GPUs and gloo on the CPU.
+  ``WORLD_SIZE``, ``LOCAL_RANK``) or from an srun step's (``SLURM_PROCID``,
+  ``SLURM_STEP_NUM_TASKS``, ``SLURM_LOCALID``); the backend is NCCL on GPUs and gloo on the CPU.
 - Batches: every process draws the same *global* batch of B x N images (B = the hparam
   ``batch_size``) from the step-addressed sampler and keeps its own slice (rank r: positions
   r*B .. (r+1)*B-1), so the global batch of step t, its augmentation seeds, and so an exact
@@ -41,8 +41,9 @@ def env_world() -> tuple[int, int, int]:
     env = os.environ
     if "WORLD_SIZE" in env and "RANK" in env:
         return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    if int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_PROCID" in env:
-        return (int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]),
+    # tasks of an srun step (submitit's); not a bare `python` inside an allocation of N tasks
+    if int(env.get("SLURM_STEP_NUM_TASKS", 1)) > 1 and "SLURM_PROCID" in env:
+        return (int(env["SLURM_PROCID"]), int(env["SLURM_STEP_NUM_TASKS"]),
                 int(env.get("SLURM_LOCALID", 0)))
     return 0, 1, 0
 

@@ -99,3 +99,36 @@ def test_killed_ddp_run_resumes_to_identical_records(tmp_path, ddp_records):
     _torchrun(tmp_path)
     assert "resumed from" in (tmp_path / "out.txt").read_text()
     assert run_records(tmp_path) == ddp_records
+
+
+def test_slurm_gpus_per_node_are_tasks_of_one_run(tmp_path):
+    import argparse
+
+    from sdgdml.launchers import SlurmLauncher
+
+    p = argparse.ArgumentParser()
+    SlurmLauncher.add_arguments(p)
+    for gpus, tasks in ((None, 1), (1, 1), (4, 4)):
+        argv = [] if gpus is None else ["--gpus_per_node", str(gpus)]
+        ex = SlurmLauncher(p.parse_args(argv), tmp_path)._executor()
+        assert ex._executor.parameters["ntasks_per_node"] == tasks
+
+
+def test_processes_come_from_torchrun_or_an_srun_step(monkeypatch):
+    from sdgdml.distributed import env_world
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS",
+              "SLURM_LOCALID", "SLURM_NTASKS"):
+        monkeypatch.delenv(k, raising=False)
+    assert env_world() == (0, 1, 0)
+    monkeypatch.setenv("SLURM_NTASKS", "4")         # an allocation, no srun step: one process
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert env_world() == (0, 1, 0)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "2")
+    monkeypatch.setenv("SLURM_LOCALID", "2")
+    assert env_world() == (2, 4, 2)
+    monkeypatch.setenv("RANK", "1")                 # torchrun's variables come first
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert env_world() == (1, 2, 1)

@@ -34,17 +34,17 @@ def _run(tmp_path, name, extra, steps=20, freq=10):
 
 
 def test_bf16_trains_like_fp32(tmp_path):
-    fp32 = _run(tmp_path, "fp32", [])
-    bf16 = _run(tmp_path, "bf16", ["--precision", "bf16", "--channels_last"])
+    fp32 = _run(tmp_path, "fp32", ["--no_eval_at_start"])
+    bf16 = _run(tmp_path, "bf16", ["--no_eval_at_start", "--precision", "bf16",
+                                   "--channels_last"])
     assert bf16[0]["args"]["precision"] == "bf16"
-    for run in (fp32, bf16):        # both train: the loss falls, source retrieval improves
-        assert run[2]["loss"] < run[1]["loss"]
-        assert run[2]["mnist_val_recall@1"] > run[0]["mnist_val_recall@1"]
-    for a, b in zip(fp32[1:], bf16[1:]):
+    for run in (fp32, bf16):        # both train: the loss falls
+        assert [r["step"] for r in run] == [10, 20] and run[1]["loss"] < 0.95 * run[0]["loss"]
+    for a, b in zip(fp32, bf16):
         assert math.isclose(a["loss"], b["loss"], rel_tol=LOSS_RTOL), (a["loss"], b["loss"])
         for key in ("mnist_val_recall@1", "sketch_test_recall@1"):
             assert abs(a[key] - b[key]) <= RECALL_ATOL, (key, a[key], b[key])
-    assert fp32[1]["loss"] != bf16[1]["loss"]     # bf16 really ran
+    assert fp32[0]["loss"] != bf16[0]["loss"]     # bf16 really ran
 
 
 def test_compile_gives_the_eager_records(tmp_path):
