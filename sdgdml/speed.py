@@ -94,6 +94,21 @@ def compile_unavailable(device: torch.device, backend: str = "inductor") -> str 
     return None if shutil.which(cxx) else f"no C++ compiler ({cxx}) on PATH"
 
 
+def check_compile_backend(backend: str | None) -> None:
+    """``--compile BACKEND`` names a registered torch.compile backend (checked before the run
+    folder exists: a wrong name would otherwise fail at the first step)."""
+    if not backend:
+        return
+    import torch._dynamo
+
+    from .validation import InvalidValueError
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise InvalidValueError(f"--compile {backend}: unknown backend; known: inductor, "
+                                f"aot_eager, eager, cudagraphs (all: {', '.join(known)})")
+
+
 def configure(algorithm: nn.Module, precision: str, channels_last: bool,
               compile_backend: str | None, device: torch.device, sync=None) -> bool:
     """Apply the speed flags to an algorithm (before its checkpoint is loaded): its

@@ -110,6 +110,7 @@ def _prepare(args) -> tuple[dict, object, SDGDMLProtocol]:
     """Every check that needs no run folder (values, names, hparams, data, protocol, batch
     size), before anything is created: (hparams, dataset, protocol)."""
     overrides = check_train_args(args)
+    speed.check_compile_backend(args.compile)
     resolve_split(args)
     needs = data_needs(args.algorithm)      # a bad name fails before anything is loaded
     check_hparams(overrides, hparams_registry.default_hparams(args.algorithm, args.dataset))

@@ -73,6 +73,27 @@ def test_compile_falls_back_with_one_line(monkeypatch, caplog):
         "--compile: no C++ compiler; running eager"]
 
 
+def test_bad_compile_backend_is_refused_before_anything(tmp_path, capsys):
+    from sdgdml.train import main
+
+    with pytest.raises(SystemExit, match="error: --compile nope: unknown backend; known: "
+                                         "inductor, aot_eager"):
+        main(TINY_TRAIN + ["--compile", "nope", "--output_dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_compile_true_means_the_default_backend(tmp_path):
+    from sdgdml.run_config import parse_with_config
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("compile: true\nprecision: bf16\n")
+    args = parse_with_config(build_parser(), ["--config", str(cfg), "--output_dir", "x"])
+    assert (args.compile, args.precision) == ("inductor", "bf16")
+    cfg.write_text("compile: false\n")
+    assert parse_with_config(build_parser(), ["--config", str(cfg), "--output_dir", "x"]) \
+        .compile is None
+
+
 def test_fp16_scaler_skips_an_overflowing_step():
     net = torch.nn.Linear(4, 1)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
