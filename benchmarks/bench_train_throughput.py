@@ -141,8 +141,14 @@ def main() -> None:
     p.add_argument("--file_size", type=int, default=800, help="long side of the JPEGs, px")
     p.add_argument("--num_workers", type=int, default=None,
                    help="pipeline workers (default: the trainer's, from the job's CPUs)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads in every process (default: torch's); 1 is steadier "
+                        "on a shared machine")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)     # the children's too
     if args._child:
         print(json.dumps(child(json.loads(args._child))))
         return
@@ -153,8 +159,9 @@ def main() -> None:
             spec = {"setting": setting, "algorithm": alg, "device": args.device,
                     **{k: getattr(args, k) for k in ("backbone", "image_size", "batch_size",
                                                      "classes", "steps", "warmup")}}
-            out = subprocess.run([sys.executable, __file__, "--_child", json.dumps(spec)],
-                                 capture_output=True, text=True)
+            threads = ["--threads", str(args.threads)] if args.threads else []
+            out = subprocess.run([sys.executable, __file__, *threads, "--_child",
+                                  json.dumps(spec)], capture_output=True, text=True)
             if out.returncode != 0:
                 print(f"{setting} / {alg}: failed\n{out.stderr[-2000:]}")
                 continue
@@ -207,7 +214,8 @@ def _print_steps(results: dict, args) -> None:
         row.append(r["warmup_s"])
         rows.append(row)
     print(f"\n1. training step, {base_alg} on {args.backbone} at {args.image_size} px, batch "
-          f"{args.batch_size}, device {args.device} (torch {torch.__version__})")
+          f"{args.batch_size}, device {args.device} ({torch.get_num_threads()} threads, torch "
+          f"{torch.__version__})")
     print(tabulate(rows, headers=["setting", "img/s", "x fp32 eager", "peak GB",
                                   "mem x fp32", *[f"+{p.split('+', 1)[1]} %" for p in plugins],
                                   "warm-up s"], floatfmt=".2f", missingval="-"))

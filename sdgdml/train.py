@@ -23,7 +23,7 @@ import torch
 from . import __version__, distributed, evaluation, hparams_registry, speed
 from .atomic import DiskFullError
 from .algorithms import (Algorithm, EvalContext, Schedule, UnknownAlgorithmError,
-                         create_algorithm, data_needs)
+                         algorithm_class, create_algorithm, data_needs)
 from .datasets import (DatasetError, create_dataset, format_split, get_dataset_class,
                        load_dataset_config, parse_split)
 from .datasets import transforms as T
@@ -135,9 +135,13 @@ def _scale_to_processes(args, hparams: dict) -> None:
     world = distributed.world_size()
     if world == 1:
         return
+    if not algorithm_class(args.algorithm).MULTI_PROCESS:
+        raise UnknownAlgorithmError(f"{args.algorithm} does not train across processes yet "
+                                    f"(per-process state): run it on one GPU")
     args.world_size, args.global_batch_size = world, hparams["batch_size"] * world
     args.lr_scale = world if args.lr_scaling == "linear" else 1
-    hparams["lr"] *= args.lr_scale
+    if "lr" in hparams:
+        hparams["lr"] *= args.lr_scale
 
 
 @dataclass

@@ -132,3 +132,13 @@ def test_processes_come_from_torchrun_or_an_srun_step(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert env_world() == (1, 2, 1)
+
+
+def test_algorithms_with_per_process_state_are_refused(tmp_path, monkeypatch):
+    from sdgdml import distributed
+    from sdgdml.train import main
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(SystemExit, match="error: UEM does not train across processes yet"):
+        main(["--algorithm", "UEM", "--targets", "uci", "--output_dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()

@@ -173,6 +173,9 @@ class Algorithm(nn.Module):
 
     NEEDS = DataNeeds()
     SAMPLER = "random"
+    # trains exactly across processes (``distributed``): its update computes the batch loss
+    # on ``gather``'s global batch and keeps no per-process state
+    MULTI_PROCESS = False
 
     def __init__(self, network: nn.Module, num_classes: int, hparams: dict, schedule: Schedule,
                  domain_sizes: dict[str, int] | None = None):

@@ -20,6 +20,8 @@ class MetricLearning(Algorithm):
     (``MetricLoss.expand_inputs``) join the batch of the step that made them.
     """
 
+    MULTI_PROCESS = True
+
     def __init__(self, network, num_classes, hparams, schedule, loss: MetricLoss,
                  domain_sizes=None):
         super().__init__(network, num_classes, hparams, schedule, domain_sizes)
