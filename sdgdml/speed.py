@@ -113,11 +113,15 @@ def configure(algorithm: nn.Module, precision: str, channels_last: bool,
               compile_backend: str | None, device: torch.device, sync=None) -> bool:
     """Apply the speed flags to an algorithm (before its checkpoint is loaded): its
     :class:`Precision`, the network in channels-last layout, and with ``compile_backend``
-    the network and the loss compiled in place (``nn.Module.compile``: the state_dict keys
-    stay the same, so checkpoints are interchangeable with eager runs). Where compiling is
-    unavailable, one line says why and the run stays eager. Returns whether it compiled.
-    CUDA graphs (``mode="reduce-overhead"``) are not used: batches of plug-ins that expand
-    inputs change shape, and no GPU measurement has shown them to help yet."""
+    the network compiled in place (``nn.Module.compile``: the state_dict keys stay the same,
+    so checkpoints are interchangeable with eager runs). Where compiling is unavailable, one
+    line says why and the run stays eager. Returns whether it compiled.
+
+    The losses stay eager, measured (``benchmarks/bench_train_throughput.py``, CPU): a
+    compiled SEE recompiles as its curriculum changes the number of expanded embeddings
+    (+765% per step instead of +11%), and CenterPolar's in-place update of its centres during
+    the forward breaks the compiled backward (a saved tensor modified in place). CUDA graphs
+    (``mode="reduce-overhead"``) are not used for the same reason (shapes that change)."""
     algorithm.precision = Precision(precision, device, sync)
     if channels_last:
         algorithm.network.to(memory_format=torch.channels_last)
@@ -127,10 +131,7 @@ def configure(algorithm: nn.Module, precision: str, channels_last: bool,
     if why:
         log.warning("--compile: %s; running eager", why)
         return False
-    for name in ("network", "loss"):
-        module = getattr(algorithm, name, None)
-        if isinstance(module, nn.Module):
-            module.compile(backend=compile_backend)
+    algorithm.network.compile(backend=compile_backend)
     return True
 
 

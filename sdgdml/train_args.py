@@ -112,9 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="channels-last memory layout for the network (faster convolutions on GPUs with "
            "bf16/fp16)")
     a("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
-      help="torch.compile the network and the loss (in place: checkpoints unchanged) with "
-           "BACKEND (default inductor; aot_eager traces without generating code); where "
-           "compiling is unavailable one line says why and the run stays eager")
+      help="torch.compile the network (in place: checkpoints unchanged; the losses stay "
+           "eager, see sdgdml/speed.py) with BACKEND (default inductor; aot_eager traces "
+           "without generating code); where compiling is unavailable one line says why and "
+           "the run stays eager")
     a("--jpeg_draft", action="store_true",
       help="decode JPEG files at a reduced size (1/2, 1/4, 1/8; Pillow's draft mode) when "
            "their short side stays >= 2 x image_size: much faster decoding of large photos, "
