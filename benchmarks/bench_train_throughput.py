@@ -12,7 +12,8 @@
     python benchmarks/bench_train_throughput.py --device cpu --backbone resnet18 \\
         --image_size 64 --batch_size 32 --steps 10 --file_size 600  # what fits a small CPU
 
-Every (setting, algorithm) step runs in a fresh child process, one after the other, so that
+Every (setting, algorithm) step runs in a fresh child process, one after the other
+(``--rounds`` times, round-robin, median kept), so that
 peak memory (CUDA: ``max_memory_allocated``; CPU: the child's peak resident memory, Python and
 torch included) and compiled code are its own. Step times are medians of ``--steps`` steps
 after ``--warmup`` (compilation happens in the warm-up and is reported apart). Nothing here
@@ -137,6 +138,9 @@ def main() -> None:
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--steps", type=int, default=30, help="timed steps (median kept)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="times every (setting, algorithm) child runs, round-robin (median "
+                        "kept): steadier ratios on a shared machine")
     p.add_argument("--files", type=int, default=600, help="JPEG files of the pipeline test")
     p.add_argument("--file_size", type=int, default=800, help="long side of the JPEGs, px")
     p.add_argument("--num_workers", type=int, default=None,
@@ -153,20 +157,16 @@ def main() -> None:
         print(json.dumps(child(json.loads(args._child))))
         return
 
-    results = {}
-    for setting in args.settings:
-        for alg in args.algorithms:
-            spec = {"setting": setting, "algorithm": alg, "device": args.device,
-                    **{k: getattr(args, k) for k in ("backbone", "image_size", "batch_size",
-                                                     "classes", "steps", "warmup")}}
-            threads = ["--threads", str(args.threads)] if args.threads else []
-            out = subprocess.run([sys.executable, __file__, *threads, "--_child",
-                                  json.dumps(spec)], capture_output=True, text=True)
-            if out.returncode != 0:
-                print(f"{setting} / {alg}: failed\n{out.stderr[-2000:]}")
-                continue
-            results[setting, alg] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"  {setting:28s} {alg:26s} {results[setting, alg]}", flush=True)
+    runs: dict[tuple, list[dict]] = {}
+    for _ in range(args.rounds):        # round-robin: load changes hit every pair alike
+        for setting in args.settings:
+            for alg in args.algorithms:
+                r = _child_run(setting, alg, args)
+                if r is not None:
+                    runs.setdefault((setting, alg), []).append(r)
+                    print(f"  {setting:28s} {alg:26s} {r}", flush=True)
+    results = {key: {**rs[0], "step_s": statistics.median(r["step_s"] for r in rs),
+                     "mem_gb": max(r["mem_gb"] for r in rs)} for key, rs in runs.items()}
     _print_steps(results, args)
 
     from sdgdml.speed import default_num_workers
@@ -192,6 +192,19 @@ def main() -> None:
     if best:
         print(f"   the fastest training step above consumes {best:.0f} img/s: the pipeline "
               f"delivers x{plain / best:.2f} of it (x{draft / best:.2f} with --jpeg_draft)")
+
+
+def _child_run(setting: str, alg: str, args) -> dict | None:
+    spec = {"setting": setting, "algorithm": alg, "device": args.device,
+            **{k: getattr(args, k) for k in ("backbone", "image_size", "batch_size", "classes",
+                                             "steps", "warmup")}}
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    out = subprocess.run([sys.executable, __file__, *threads, "--_child", json.dumps(spec)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"{setting} / {alg}: failed\n{out.stderr[-2000:]}")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _print_steps(results: dict, args) -> None:
