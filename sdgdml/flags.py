@@ -58,6 +58,11 @@ FLAG_ROLES: dict[str, frozenset] = {
     "logger":                MACHINE,
     "log_interval":          MACHINE,
     "config":                MACHINE,
+    "precision":             EXPERIMENT,    # bf16/fp16 change the numbers (sdgdml/speed.py)
+    "jpeg_draft":            EXPERIMENT,    # decodes other pixels (slightly)
+    "lr_scaling":            EXPERIMENT,
+    "channels_last":         MACHINE,       # a memory layout: the same model
+    "compile":               MACHINE,       # the same numbers up to float rounding
 }
 
 MACHINE_ARGS = tuple(k for k, r in FLAG_ROLES.items() if MACHINE <= r)

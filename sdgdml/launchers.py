@@ -62,7 +62,11 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> str:
         from . import train  # imported here: unpickling a job stays cheap
+        from .distributed import env_world
 
+        if env_world()[0] > 0:      # a task of a multi-GPU run: rank 0 holds the lock, writes
+            train.main(self.argv)
+            return str(self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
             with RunLock(self.run_dir):    # train takes it again (re-entrant): one holder
@@ -98,7 +102,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         """Preempted or timed out: requeue a fresh job; it resumes from ``checkpoint.pt``
         (work since the last checkpoint is redone, bit for bit)."""
         self._preempted = True
-        if self._attempt:
+        if self._attempt:           # None in ranks > 0 of a multi-GPU run
             write_json(self.run_dir / ATTEMPT_FILE, {**self._attempt, "preempted": time.time()})
         return submitit.helpers.DelayedSubmission(TrainJob(self.argv))
 
@@ -307,7 +311,9 @@ class SlurmLauncher(SubmititLauncher):
         g = parser.add_argument_group("slurm / submitit launchers (resources of each run)")
         a = g.add_argument
         a("--timeout_min", type=int, default=60, help="time limit of a run, minutes")
-        a("--gpus_per_node", type=int, default=None, help="GPUs per run")
+        a("--gpus_per_node", type=int, default=None,
+          help="GPUs per run; N > 1 (slurm): one run across N processes, one per GPU "
+               "(sdgdml/distributed.py: global batch B x N)")
         a("--cpus_per_task", type=int, default=None, help="CPU cores per run")
         a("--mem_gb", type=float, default=None, help="memory per run, GB")
         a("--slurm_partition", default=None, help="partition (default: the cluster's)")
@@ -331,7 +337,7 @@ class SlurmLauncher(SubmititLauncher):
         ex = submitit.AutoExecutor(self._folder() / "%j", cluster="slurm",
                                    slurm_max_num_timeout=o.slurm_max_num_timeout)
         params = {"name": f"sdgdml-{self.output_dir.name}", "timeout_min": o.timeout_min,
-                  "nodes": 1, "tasks_per_node": 1,
+                  "nodes": 1, "tasks_per_node": max(1, o.gpus_per_node or 1),  # 1 per GPU
                   "slurm_array_parallelism": o.slurm_array_parallelism,
                   "slurm_signal_delay_s": o.slurm_signal_delay_s}
         optional = {"gpus_per_node": o.gpus_per_node, "cpus_per_task": o.cpus_per_task,

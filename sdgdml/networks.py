@@ -182,7 +182,8 @@ class EmbeddingNet(nn.Module):
         return f
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.embedding(self.features(x)), dim=1)
+        # fp32 normalisation also under autocast (``speed`` module doc); a no-op in fp32
+        return F.normalize(self.embedding(self.features(x)).float(), dim=1)
 
 
 def create_model(hparams: dict, pretrained_file: str | None = None) -> EmbeddingNet:

@@ -60,6 +60,8 @@ def _convert(path, key: str, value, action: argparse.Action):
         if not isinstance(value, bool):
             fail(f"expected true or false, got {value!r}")
         return value
+    if action.nargs == "?" and isinstance(value, bool):     # compile: true -> --compile
+        return action.const if value else action.default
     if key == "hparams" and isinstance(value, dict):
         return json.dumps(value)
     is_list = action.nargs in ("*", "+") or isinstance(action.nargs, int)

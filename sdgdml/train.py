@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, evaluation, hparams_registry, recipes
+from . import __version__, distributed, evaluation, hparams_registry, recipes, speed
 from .atomic import DiskFullError
 from .algorithms import (Algorithm, EvalContext, Schedule, UnknownAlgorithmError,
-                         create_algorithm, data_needs)
+                         algorithm_class, components, create_algorithm, data_needs)
 from .datasets import (DatasetError, create_dataset, format_split, get_dataset_class,
                        load_dataset_config, parse_split)
 from .datasets import transforms as T
@@ -110,6 +110,7 @@ def _prepare(args) -> tuple[dict, object, SDGDMLProtocol]:
     """Every check that needs no run folder (values, names, hparams, data, protocol, batch
     size), before anything is created: (hparams, dataset, protocol)."""
     overrides = check_train_args(args)
+    speed.check_compile_backend(args.compile)
     resolve_split(args)
     needs = data_needs(args.algorithm)      # a bad name fails before anything is loaded
     defaults = hparams_registry.default_hparams(args.algorithm, args.dataset)
@@ -122,9 +123,30 @@ def _prepare(args) -> tuple[dict, object, SDGDMLProtocol]:
     protocol = make_protocol(args, dataset)
     protocol.check(needs)
     source, _ = protocol.training_views(needs)
-    check_batch_fits(hparams["batch_size"], len(source),
+    _scale_to_processes(args, hparams)
+    check_batch_fits(hparams["batch_size"] * distributed.world_size(), len(source),
                      format_split(args.dataset, dataset.source, []))
+    if args.num_workers is None:          # recorded as resolved
+        args.num_workers = speed.default_num_workers(speed.has_files(dataset))
     return hparams, dataset, protocol
+
+
+def _scale_to_processes(args, hparams: dict) -> None:
+    """Several processes (``distributed``): record the world size, the global batch B x N
+    and the lr factor (``--lr_scaling``) in args, as part of the experiment (a run resumes
+    only with as many processes); one process: nothing changes."""
+    world = distributed.world_size()
+    if world == 1:
+        return
+    parts = [algorithm_class(args.algorithm), *(c.cls for c in components(args.algorithm))]
+    single = [p.__name__ for p in parts if not p.MULTI_PROCESS]
+    if single:
+        raise UnknownAlgorithmError(f"{args.algorithm} does not train across processes yet "
+                                    f"({single[-1]} keeps per-process state): run it on one GPU")
+    args.world_size, args.global_batch_size = world, hparams["batch_size"] * world
+    args.lr_scale = world if args.lr_scaling == "linear" else 1
+    if "lr" in hparams:
+        hparams["lr"] *= args.lr_scale
 
 
 @dataclass
@@ -175,10 +197,12 @@ def _build(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol
     or None for a new run); the data streams start at that step."""
     needs = data_needs(args.algorithm)
     seed = args.trial_seed if args.seed is None else args.seed
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
-                          if args.device == "auto" else args.device)
-    write_json(out / "args.json", vars(args))
-    write_json(out / "hparams.json", hparams)
+    device = distributed.setup(args.device) or torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    world, main = distributed.world_size(), distributed.is_main()
+    if main:
+        write_json(out / "args.json", vars(args))
+        write_json(out / "hparams.json", hparams)
     log.info("sdgdml %s | %s | %s | device %s", __version__, args.algorithm,
              format_split(args.dataset, dataset.source, dataset.targets), device)
     for domain, files in getattr(dataset, "skipped", {}).items():
@@ -186,7 +210,8 @@ def _build(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol
     log.info("hparams: %s", json.dumps(hparams, sort_keys=True))
 
     source, targets = protocol.training_views(needs)
-    per_epoch = steps_per_epoch(source, hparams, seed)
+    global_hp = {**hparams, "batch_size": hparams["batch_size"] * world}   # what is drawn
+    per_epoch = steps_per_epoch(source, global_hp, seed)
     epochs = next(e for e in (args.epochs, recipes.recipe_epochs(args.recipe),
                               dataset.DEFAULT_EPOCHS) if e is not None)
     schedule = Schedule(args.steps if args.steps is not None
@@ -204,12 +229,22 @@ def _build(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol
     algorithm = create_algorithm(args.algorithm, create_model(hparams, args.pretrained_file),
                                  num_classes, hparams, schedule, sizes).to(device)
     algorithm.check_options(args)
+    speed.configure(algorithm, args.precision, args.channels_last, args.compile, device,
+                    distributed.average_gradients if world > 1 else None)
     image_size, data_config = hparams["image_size"], T.data_config(hparams)
+    if args.jpeg_draft:
+        speed.enable_jpeg_draft(dataset, image_size)
     run = Run(args, out, hparams, dataset, protocol, dataset.train_split(), algorithm, schedule,
               dataset.eval_transform(image_size, data_config), device, seed, freq)
+    if not main:                    # rank 0 may set a bad checkpoint aside first
+        distributed.barrier()
     resumed_at = _restore(run)
+    if main:
+        distributed.barrier()
+    distributed.broadcast_state(algorithm)
     streams = TrainStreams(needs, source, targets, dataset.train_transform(image_size, data_config),
-                           hparams, seed, schedule, resumed_at or 0, args.num_workers, device)
+                           global_hp, seed, schedule, resumed_at or 0, args.num_workers, device,
+                           distributed.rank(), world)
     return run, streams, resumed_at
 
 
@@ -217,12 +252,16 @@ def _restore(run: Run) -> int | None:
     """Load the checkpoint if there is one (safely: ``runstate.resume_state``): its step
     (None for a new run)."""
     path = run.out / "checkpoint.pt"
-    state = resume_state(path, run.device, run.args.discard_bad_checkpoint, log)
+    main = distributed.is_main()       # only rank 0 writes (``distributed``)
+    state = resume_state(path, run.device, run.args.discard_bad_checkpoint and main, log)
     if state is None:
-        truncate_records(run.out / "results.jsonl", -1)
+        if main:
+            truncate_records(run.out / "results.jsonl", -1)
         return None
     run.algorithm.load_state_dict(state["algorithm"])
     set_rng_state(state["rng"])
+    if not main:
+        return state["step"]
     dropped = truncate_records(run.out / "results.jsonl", state["step"])
     log.info("resumed from %s at step %d (dropped %d later records)", path, state["step"],
              dropped)
@@ -230,10 +269,10 @@ def _restore(run: Run) -> int | None:
 
 
 def _monitor(run: Run, start: int) -> RunMonitor:
-    a = run.args
-    return RunMonitor(a.logger, run.out, {**vars(a), "hparams": run.hparams},
-                      run.algorithm.optimizers, run.schedule.total_steps, start, a.quiet,
-                      a.log_interval)
+    a, main = run.args, distributed.is_main()
+    return RunMonitor(a.logger if main else [], run.out, {**vars(a), "hparams": run.hparams},
+                      run.algorithm.optimizers, run.schedule.total_steps, start,
+                      a.quiet or not main, a.log_interval)
 
 
 def _train_loop(run: Run, streams: TrainStreams, start: int) -> None:
@@ -241,16 +280,23 @@ def _train_loop(run: Run, streams: TrainStreams, start: int) -> None:
     logged: dict[str, list[float]] = defaultdict(list)
     ckpt_path = run.out / "checkpoint.pt"
     saved = start if ckpt_path.exists() else None       # the last good checkpoint's step
+    world, main = distributed.world_size(), distributed.is_main()
+    distributed.sync_rng()          # after rank 0's step-0 evaluation
     t_step = time.time()
     for step in range(start, total):
         losses = run.algorithm.train_step(streams.next_batch())
         check_finite_losses(losses, step + 1, ckpt_path, saved)
         for k, v in losses.items():
             logged[k].append(v)
+        if world > 1:           # BatchNorm statistics: rank 0's; the batch the loss saw
+            distributed.broadcast_state(run.algorithm, buffers_only=True)
+            logged["loss_batch"].append(distributed.last_gathered_rows)
         logged["step_time"].append(time.time() - t_step)
         run.monitor.after_step(step + 1, losses, logged["step_time"][-1])
         if (step + 1) % run.freq == 0 or step + 1 == total:
-            run.checkpoint(step + 1, logged)
+            if main:
+                run.checkpoint(step + 1, logged)
+            distributed.sync_rng()
             saved, logged = step + 1, defaultdict(list)
         t_step = time.time()
 
@@ -258,16 +304,25 @@ def _train_loop(run: Run, streams: TrainStreams, start: int) -> None:
 def train(args: argparse.Namespace) -> list[dict]:
     """Run (or resume) one experiment; returns its records. Every value is checked before
     the run folder exists; the run's lock (``locking.RunLock``) is held while it runs."""
+    distributed.setup(args.device)        # several processes: join them (``distributed``)
     hparams, dataset, protocol = _prepare(args)
     check_loggers(args.logger)            # before the run folder is made
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with RunLock(out):
-        return _run(args, out, hparams, dataset, protocol)
+    if distributed.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        with RunLock(out):
+            records = _run(args, out, hparams, dataset, protocol)
+    else:                                 # rank 0 holds the lock and writes
+        records = _run(args, out, hparams, dataset, protocol)
+    distributed.shutdown()
+    return records
 
 
 def _run(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol) -> list[dict]:
-    _setup_logging(out, args.quiet)
+    if distributed.is_main():
+        _setup_logging(out, args.quiet)
+    else:
+        log.setLevel(logging.WARNING)
     _check_same_experiment(out, vars(args))
     if (out / "done").exists():
         log.info("%s is already done; nothing to do", out)
@@ -280,6 +335,8 @@ def _run(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol) -> l
         _train_loop(run, streams, resumed_at or 0)
     finally:
         run.monitor.close()
+    if not distributed.is_main():
+        return []
     records = read_records(out / "results.jsonl")
     if args.save_model:
         torch.save(run.algorithm.network.state_dict(), out / "model.pt")

@@ -104,7 +104,29 @@ def build_parser() -> argparse.ArgumentParser:
            "training embeddings closest to them) as <source>_train_proxy_w2; needs proxies")
     a("--no_eval_at_start", action="store_true", help="skip the step-0 (untrained) evaluation")
     a("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    a("--num_workers", type=int, default=0, help="data-loading worker processes")
+    a("--num_workers", type=int, default=None,
+      help="data-loading worker processes; default: 0 for in-memory datasets (DigitsDG), else "
+           "the CPUs the job has minus one ($SLURM_CPUS_PER_TASK, else the process's CPU "
+           "affinity); workers persist and prefetch, batches go to pinned memory on GPUs")
+    a("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+      help="the network's forward under autocast in bf16 or fp16 (fp16 with a gradient "
+           "scaler); losses, proxies, normalisation and k-NN scores stay fp32; evaluation "
+           "embeds in the same precision. Part of the experiment")
+    a("--channels_last", action="store_true",
+      help="channels-last memory layout for the network (faster convolutions on GPUs with "
+           "bf16/fp16)")
+    a("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+      help="torch.compile the network (in place: checkpoints unchanged; the losses stay "
+           "eager, see sdgdml/speed.py) with BACKEND (default inductor; aot_eager traces "
+           "without generating code); where compiling is unavailable one line says why and "
+           "the run stays eager")
+    a("--jpeg_draft", action="store_true",
+      help="decode JPEG files at a reduced size (1/2, 1/4, 1/8; Pillow's draft mode) when "
+           "their short side stays >= 2 x image_size: much faster decoding of large photos, "
+           "crops barely change (README 'Speed'). Part of the experiment")
+    a("--lr_scaling", choices=("none", "linear"), default="none",
+      help="several processes (torchrun / --gpus_per_node N): keep the lr (none) or multiply "
+           "it by N, the global batch being B x N (linear); recorded as lr_scale")
     a("--skip_corrupt", action="store_true",
       help="leave out image files that do not decode (decodes every image once, then cached; "
            "the count is logged); default: stop with an error naming the file")

@@ -58,7 +58,7 @@ def check_ranges(args) -> None:
         value = getattr(args, name)
         _require(value is None or value >= 1, f"--{name} must be >= 1, got {value}")
     for name in ("num_workers", "open_clusters"):
-        _require(getattr(args, name) >= 0, f"--{name} must be >= 0, got {getattr(args, name)}")
+        _require(getattr(args, name) is None or getattr(args, name) >= 0, f"--{name} must be >= 0, got {getattr(args, name)}")
     _require(0 <= args.label_noise < 1, f"--label_noise must be in [0, 1), got {args.label_noise}")
     for name in ("ucdr_partial_fraction", "ucdr_shared_fraction"):
         value = getattr(args, name)

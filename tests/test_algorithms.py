@@ -67,7 +67,8 @@ def test_state_dict_round_trip_continues_identically():
     for s in range(3):
         a.update(_batch(s))
     state = copy.deepcopy(a.state_dict())
-    assert set(state) == {"modules", "optimizers", "schedulers", "step", "stage"}
+    assert set(state) == {"modules", "optimizers", "schedulers", "step", "stage",
+                          "precision"}
     b, _ = _algo()
     b.load_state_dict(state)
     assert b.step == 3

@@ -33,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import distributed
+from ..speed import Precision
 from .registry import DataNeeds
 
 
@@ -92,6 +94,7 @@ class MetricLoss(nn.Module):
     HAS_PROXIES = False
     SAMPLER = "random"      # or "m_per_class" (class-balanced batches, pair-based losses)
     NEEDS = DataNeeds()
+    MULTI_PROCESS = True    # False: keeps per-process state that the gathered batch would mix
 
     def __init__(self):
         super().__init__()
@@ -171,6 +174,9 @@ class Algorithm(nn.Module):
 
     NEEDS = DataNeeds()
     SAMPLER = "random"
+    # trains exactly across processes (``distributed``): its update computes the batch loss
+    # on ``gather``'s global batch and keeps no per-process state
+    MULTI_PROCESS = False
 
     def __init__(self, network: nn.Module, num_classes: int, hparams: dict, schedule: Schedule,
                  domain_sizes: dict[str, int] | None = None):
@@ -184,6 +190,7 @@ class Algorithm(nn.Module):
         self.stage: str | None = None     # entered by the first train_step
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
+        self.precision = Precision()      # fp32, one process; set by ``speed.configure``
 
     @staticmethod
     def declare_hparams(hp, small: bool) -> None:
@@ -216,6 +223,25 @@ class Algorithm(nn.Module):
     def update(self, batch: dict) -> dict[str, float]:
         raise NotImplementedError
 
+    def autocast(self):
+        """The run's mixed precision (``--precision``) for the network's forward; what comes
+        out is cast to fp32 before losses see it (``speed`` module doc)."""
+        return self.precision.autocast()
+
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                      clip_value: float = 0.0) -> None:
+        """zero_grad, backward, step: with fp16's gradient scaler, across processes the
+        gradients averaged, and with ``clip_value`` > 0 each gradient element clipped, before
+        the step (``speed.Precision.backward_step``)."""
+        self.precision.backward_step(loss, optimizer, self, clip_value)
+
+    @staticmethod
+    def gather(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The global batch a batch loss sees: every process's embeddings and labels in rank
+        order, gradients flowing to this process's own rows (``distributed.gather_batch``);
+        (z, y) unchanged on one process."""
+        return distributed.gather_batch(z, y)
+
     def check_options(self, options) -> None:
         """Raise ``UnknownAlgorithmError`` for run options this method cannot serve."""
 
@@ -227,9 +253,10 @@ class Algorithm(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         was_training = self.network.training
         self.network.eval()
-        z = F.normalize(self.network(x), dim=1)
+        with self.autocast():           # evaluation embeds as training does
+            z = self.network(x)
         self.network.train(was_training)
-        return z
+        return F.normalize(z.float(), dim=1)
 
     def state_dict(self, *args, **kwargs) -> dict:  # noqa: D102 - structured, see module doc
         return {
@@ -238,6 +265,7 @@ class Algorithm(nn.Module):
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "step": self.step,
             "stage": self.stage,
+            "precision": self.precision.state_dict(),
         }
 
     def load_state_dict(self, state: dict, strict: bool = True):
@@ -248,6 +276,7 @@ class Algorithm(nn.Module):
             s.load_state_dict(state["schedulers"][k])
         self.step = state["step"]
         self.stage = state.get("stage")
+        self.precision.load_state_dict(state.get("precision", {}))
 
 
 def lr_lambda(schedule: Schedule, kind: str, step_epochs: float = 0.0, gamma: float = 0.5):

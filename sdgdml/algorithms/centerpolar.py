@@ -185,6 +185,10 @@ class CenterPolar(LossWrapper):
     metric loss. The bare name ``CenterPolar`` is ``ProxyAnchor+CenterPolar`` (the paper's base:
     proxy losses). The module docstring gives the equations and every default's reason."""
 
+    # each process expands its own images into its own pool: a gathered batch would not say
+    # which rows are expanded ones
+    MULTI_PROCESS = False
+
     @staticmethod
     def declare_hparams(hp, small):
         """The open design choices (module docstring: what each means, why its default)."""

@@ -23,6 +23,8 @@ class MetricLearning(Algorithm):
     extra images (``MetricLoss.expand_inputs``) join the batch of the step that made them.
     """
 
+    MULTI_PROCESS = True
+
     def __init__(self, network, num_classes, hparams, schedule, loss: MetricLoss,
                  domain_sizes=None):
         super().__init__(network, num_classes, hparams, schedule, domain_sizes)
@@ -73,15 +75,10 @@ class MetricLearning(Algorithm):
         self.loss.set_progress(self.epoch, self.schedule.total_epochs)
         x, y = self._with_expanded(batch["x"], batch["y"])
         self.network.train()
-        z = self.network(x)
-        loss = self.loss(z, y)
-        opt = self.optimizers["main"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.clip > 0:
-            torch.nn.utils.clip_grad_value_([p for g in opt.param_groups for p in g["params"]],
-                                            self.clip)
-        opt.step()
+        with self.autocast():
+            z = self.network(x)
+        loss = self.loss(*self.gather(z.float(), y))
+        self.backward_step(loss, self.optimizers["main"], self.clip)
         self.schedulers["main"].step()
         self.step += 1
         return {"loss": loss.item(), **self.loss.terms}

@@ -320,7 +320,9 @@ class UEM(Algorithm):
         self.network.train()
         views = [view_augment(x, h["uem_crop_scale"], h["uem_color_jitter"], h["uem_flip"])
                  for x in images.values() for _ in range(2)]
-        z_all = self.network(torch.cat(views)).split([len(v) for v in views])
+        with self.autocast():
+            z_all = self.network(torch.cat(views))
+        z_all = z_all.float().split([len(v) for v in views])
         alpha = ipm_alpha(self.step // self.schedule.steps_per_epoch, self.schedule.total_epochs)
         terms: dict[str, torch.Tensor] = {}
         first_views = {}
@@ -338,10 +340,7 @@ class UEM(Algorithm):
             sn2m, logs["uem_sn2m_instance_frac"] = self._sn2m(first_views)
             terms["sn2m"] = h["uem_sn2m_weight"] * sn2m
         loss = sum(terms.values())
-        opt = self.optimizers["main"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        self.backward_step(loss, self.optimizers["main"])
         self.schedulers["main"].step()
         for name, z1 in first_views.items():
             self._memory(name).push(z1)

@@ -71,13 +71,18 @@ class FileSamples(DomainSamples):
         super().__init__(domain, labels, official_test)
         self.paths = [str(p) for p in paths]
         self.blank_corrupt = blank_corrupt
+        self.draft_size: int | None = None     # --jpeg_draft: see load
         if len(self.paths) != len(self.labels):
             raise ValueError("one label per image is needed")
 
     def load(self, i: int) -> Image.Image:
+        """The i-th image; with ``draft_size`` a JPEG is decoded at the smallest DCT scale
+        (1/2, 1/4, 1/8) whose short side stays >= ``draft_size`` (Pillow's draft mode)."""
         path = self.paths[i]
         try:
             with Image.open(path) as im:
+                if self.draft_size and im.format == "JPEG":
+                    im.draft("RGB", (self.draft_size, self.draft_size))
                 return im.convert("RGB")
         except FileNotFoundError as e:
             raise DatasetError(f"image file is missing: {path}") from e
