@@ -19,8 +19,9 @@ sdgdml.train ...``, or the Slurm launcher's ``--gpus_per_node N`` (N tasks of on
   which DDP's reducer only tolerates with ``find_unused_parameters``). With the gathered
   rows' gradients scaled by N (:class:`_GatherRows`), the averaged gradient is exactly the
   gradient of the one-process loss on the global batch, for network and proxies alike.
-- Algorithms: those with ``MULTI_PROCESS = True`` (every loss composition); others (UEM:
-  per-process memory banks) are refused before anything is created.
+- Algorithms whose every component has ``MULTI_PROCESS = True`` (loss compositions); others
+  (UEM's per-process memory banks, CenterPolar's per-process pool of expanded images) are
+  refused before anything is created.
 - Only rank 0 evaluates, writes records and checkpoints, and holds the run lock; the others
   resume from the same checkpoint. Buffers (BatchNorm statistics) follow rank 0's after every
   step, as DDP's ``broadcast_buffers`` does, and RNG states after every checkpoint
