@@ -162,7 +162,7 @@ class Run:
         atomic_save({"algorithm": self.algorithm.state_dict(), "rng": rng_state(), "step": step},
                     self.out / "checkpoint.pt")
         shown = {k: round(v, 4) for k, v in metrics.items()
-                 if k.endswith(("recall@1", "map@all", "open_acc", "open_auroc"))}
+                 if k.endswith(("recall@1", "map@all", "open_acc", "open_auroc", "detect_acc"))}
         log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
 
 
