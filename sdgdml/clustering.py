@@ -7,6 +7,8 @@ the domains) and by the cluster-based open-set rejection rule of the evaluation 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -147,15 +149,20 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, n_init: int 
 
 
 def elbow_point(inertias: dict[int, float]) -> int:
-    """The elbow of an inertia curve {k: W(k)}: the k whose step from k-1 cuts the inertia by
-    the largest factor, argmax_k W(k-1) / W(k) (ties: the smallest k). For well separated
-    clusters W falls steeply until the true count and slowly after it, so this ratio peaks
-    there. A curve with one point gives that point."""
+    """The elbow of an inertia curve {k: W(k)}: the "knee" (Satopaa et al. 2011, Kneedle) of
+    log W(k), i.e. the k furthest below the chord joining the curve's ends once k and log W(k)
+    are scaled to [0, 1] (ties: the smallest k). On log W a drop by a constant factor counts
+    the same at any k, so a true count of 12 is found as easily as 3 (on W itself the late
+    drops look flat next to the first ones); on noisy, weakly clustered embeddings it still
+    lands inside the range rather than at its first step. A curve with one point gives it."""
     ks = sorted(inertias)
     if len(ks) == 1:
         return ks[0]
-    ratios = {k: inertias[prev] / max(inertias[k], 1e-12) for prev, k in zip(ks, ks[1:])}
-    return max(ratios, key=lambda k: (ratios[k], -k))
+    logw = {k: math.log(max(inertias[k], 1e-30)) for k in ks}
+    lo, hi = min(logw.values()), max(logw.values())
+    span = (hi - lo) or 1.0
+    score = {k: (1 - (k - ks[0]) / (ks[-1] - ks[0])) - (logw[k] - lo) / span for k in ks}
+    return max(ks, key=lambda k: (score[k], -k))
 
 
 @torch.no_grad()

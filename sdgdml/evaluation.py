@@ -34,7 +34,8 @@ The rejection rule (``OpenSetRule``) is an evaluation setting: ``threshold``: re
 whose highest cosine similarity to any gallery item is below ``threshold``; ``prototype``:
 reject it when its highest cosine to the gallery's k-means prototypes (``clusters`` of them;
 0: as many as the gallery has classes) is below ``threshold``; ``detector``: UEM's App. B.1
-detector (``detector_scores``), the paper's rule, applicable to any method's embeddings.
+detector (``detector_scores``), the paper's rule, applicable to any method's embeddings; under
+it the threshold rule's ``thr_open_auroc`` and ``thr_detect_acc`` are recorded too.
 
 Nearest neighbours are exact inner-product search on L2-normalised embeddings, computed in
 query chunks of ``chunk_size`` rows so memory is O(chunk_size x N), never O(N^2). Ties are
@@ -365,6 +366,11 @@ def cross_domain_metrics(query: torch.Tensor, query_labels, gallery: torch.Tenso
         out["open_hmean"] = (2 * open_acc * accept / (open_acc + accept)
                              if open_acc + accept > 0 else 0.0)
         out["detect_acc"] = (rejected == ~shared).double().mean().item()
+        if rule.rule == "detector":     # the cosine-threshold rule alongside, named apart
+            thr = OpenSetRule("threshold", rule.threshold)
+            thr_scores = acceptance_scores(query, gallery, thr, g_labels, chunk_size, device)
+            out["thr_open_auroc"] = float(roc_auc_score(shared.numpy(), thr_scores.numpy()))
+            out["thr_detect_acc"] = (thr.rejects(thr_scores) == ~shared).double().mean().item()
     return out
 
 
