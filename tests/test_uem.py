@@ -367,3 +367,38 @@ def test_open_set_end_to_end_and_resume_in_stage_2_is_exact(tmp_path, monkeypatc
     keys = [k for k in last if k.startswith("mnist->uci") or k in TRAINING_KEYS]
     assert [r["step"] for r in rec_r] == [r["step"] for r in rec]
     assert all(rec_r[-1][k] == last[k] for k in keys)
+
+
+# ---------------------------------------------------------------- backbone weights
+def test_moco_checkpoint_layout_loads_and_uem_refuses_to_start_without_it(tmp_path):
+    import argparse
+
+    import timm
+
+    from sdgdml.algorithms import UnknownAlgorithmError
+    from sdgdml.networks import create_backbone, is_moco_checkpoint
+
+    src = timm.create_model("resnet18", pretrained=False, num_classes=0)
+    state = {f"module.encoder_q.{k}": v for k, v in src.state_dict().items()}
+    state["module.encoder_q.fc.0.weight"] = torch.zeros(4, 512)     # MoCo v2's MLP head
+    state["module.encoder_k.conv1.weight"] = torch.zeros(1)         # the key encoder
+    path = tmp_path / "moco_v2.pth.tar"
+    torch.save({"epoch": 800, "arch": "resnet18", "state_dict": state}, path)
+    plain = tmp_path / "plain.pth"
+    torch.save(src.state_dict(), plain)
+    assert is_moco_checkpoint(path) and not is_moco_checkpoint(plain)
+    loaded = create_backbone("resnet18", pretrained_file=str(path))
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in src.state_dict().items())
+
+    alg = _uem(uem_init="moco_v2")
+    with pytest.raises(UnknownAlgorithmError, match="MoCo v2"):
+        alg.check_options(argparse.Namespace(pretrained_file=None))
+    with pytest.raises(UnknownAlgorithmError, match="MoCo v2"):
+        alg.check_options(argparse.Namespace(pretrained_file=str(plain)))
+    alg.check_options(argparse.Namespace(pretrained_file=str(path)))           # accepted
+    sup = _uem(uem_init="supervised", pretrained=False)
+    with pytest.raises(UnknownAlgorithmError, match="pretrained true"):
+        sup.check_options(argparse.Namespace(pretrained_file=None))
+    with pytest.raises(UnknownAlgorithmError, match="MoCo checkpoint"):
+        sup.check_options(
+            argparse.Namespace(pretrained_file=str(path)))
