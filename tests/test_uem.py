@@ -136,10 +136,14 @@ def test_hungarian_is_one_to_one_where_nearest_neighbours_collide():
     assert m.pairs == () and len(m.prototypes) == 4
 
 
-def test_without_merging_each_domain_keeps_its_own_prototypes():
-    pa, pb = torch.randn(3, 4), torch.randn(5, 4)
-    m = L.translate_merge(pa, pb, torch.zeros(4), torch.zeros(4), merge=False)
-    assert torch.equal(m.prototypes, pa) and m.pairs == () and (m.other == -1).all()
+def test_without_merging_the_translated_prototypes_stay_apart():
+    pa = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    pb = torch.tensor([[1.5, 1.0], [11.0, 1.0]])
+    m = L.translate_merge(pa, pb, torch.tensor([2.0, 3.0]), torch.tensor([3.0, 4.0]),
+                          merge=False)
+    assert m.pairs == ()                     # (0,0) and (1,1) would merge with merge=True
+    assert torch.allclose(m.prototypes, torch.cat([pa, pb - 1.0]))
+    assert m.own.tolist() == [0, 1, 2] and m.other.tolist() == [3, 4]
 
 
 # ---------------------------------------------------------------- Eq. 11
@@ -251,6 +255,7 @@ def test_detector_rule_gives_detection_accuracy_for_any_embeddings():
 # ---------------------------------------------------------------- switches, stages
 @pytest.mark.parametrize("switch,gone,added", [
     (None, set(), set()), ("uem_sel", {"uem_sel"}, set()), ("uem_spr", {"uem_spr"}, set()),
+    ("uem_merge", set(), set()),
     ("uem_sn2m", {"uem_sn2m"}, {"uem_nnm"})])
 def test_table4_switches(switch, gone, added):
     alg = _uem(uem_idse_fraction=0.5, **({switch: False} if switch else {}))
@@ -272,13 +277,16 @@ def test_table4_switches(switch, gone, added):
     assert seen == (full - gone) | added
 
 
-def test_without_merging_pnce_uses_own_prototypes():
-    alg = _uem(uem_merge=False)
-    alg.seen_a[:] = True
-    alg.seen_b[:] = True
-    alg.recluster(elbow=True)
-    assert torch.equal(alg.merged["a"].prototypes, alg.protos_a)
-    assert alg.merged["a"].pairs == ()
+def test_without_merging_the_model_still_trains_both_stages():
+    alg = _uem(uem_merge=False, uem_idse_fraction=0.5)
+    for step in range(20):
+        logs = alg.train_step({"x": torch.randn(8, 3, 32, 32),
+                               "index": torch.arange(8) + (step % 3) * 8,
+                               "unlabeled": {"uci": torch.randn(8, 3, 32, 32)},
+                               "unlabeled_index": {"uci": torch.arange(8) + (step % 2) * 8}})
+    assert alg.merged["a"].pairs == () and logs["uem_merged"] == 0.0
+    assert len(alg.merged["a"].prototypes) == int(alg.k_a) + int(alg.k_b)
+    assert "uem_sn2m" in logs
 
 
 def test_stage_switch_and_frozen_copy_in_the_checkpoint():

@@ -23,8 +23,8 @@ Stage "cdsm" (Sec. 3.3, Eq. 13-18), the rest of training: entering it copies the
   update and prototypes their re-estimation (SN2M searches B's memory, the paper's "all of B's
   instances").
 
-Table 4's ablations (hparams): ``uem_merge`` False = "w/o P.M." (each domain's L_PNCE over its
-own prototypes only); ``uem_sel`` False = "w/o SEL"; ``uem_spr`` False = "w/o SPDA" (plain
+Table 4's ablations (hparams): ``uem_merge`` False = "w/o P.M." (translated but never merged:
+P' = own prototypes and the other domain's translated ones, side by side); ``uem_sel`` False = "w/o SEL"; ``uem_spr`` False = "w/o SPDA" (plain
 domain-adversarial learning: L_DAL kept, L_SPR removed); ``uem_sn2m`` False = "w/o SN2M"
 (UCDIR-style nearest-neighbour matching, ``uem_losses.nn_match_loss``, instead).
 ``uem_idse_fraction`` 1.0 trains stage 1 only.

@@ -86,14 +86,12 @@ def translate_merge(own: torch.Tensor, other: torch.Tensor, own_mean: torch.Tens
       min_{i!=j} d(p^B_i, p^B_j));
     - P^{A'} = unmerged P^A, then unmerged P^{B->A}, then (p^A + p^{B->A}) / 2 per merged pair.
 
-    ``merge=False`` (ablation "w/o P.M."): P^{A'} = P^A and ``other`` maps to nothing (-1)."""
+    ``merge=False`` (ablation "w/o P.M."): no pair merges, P^{A'} = P^A then every P^{B->A}."""
     k_own, k_other = len(own), len(other)
-    if not merge:
-        return Merged(own, torch.arange(k_own), torch.full((k_other,), -1, dtype=torch.long), ())
     moved = other + (own_mean - other_mean)
     dist = torch.cdist(own.double(), moved.double())
     rows, cols = linear_sum_assignment(dist.cpu().numpy())
-    limit = min(min_pairwise_distance(own), min_pairwise_distance(other))
+    limit = min(min_pairwise_distance(own), min_pairwise_distance(other)) if merge else -1.0
     pairs = tuple((int(r), int(c)) for r, c in zip(rows, cols) if float(dist[r, c]) < limit)
     merged_own = {r for r, _ in pairs}
     merged_other = {c for _, c in pairs}
