@@ -155,7 +155,8 @@ def test_ablation_sweep_file_switches_one_component_per_variant():
 
     import yaml
 
-    spec = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "pal_ablation.yaml").read_text())
+    path = Path(__file__).parents[1] / "sweeps" / "protoalign_ablation.yaml"
+    spec = yaml.safe_load(path.read_text())
     assert spec["train_args"]["ucdr"] == "open"
     switches = []
     for entry in spec["algorithms"]:
