@@ -327,11 +327,12 @@ class PoisonedDigits(DigitsDG):
         return ArraySamples(domain, clean.images, rng.permutation(clean.labels[::-1]))
 
 
-def _run(tmp_path, name, dataset, extra=(), steps=6):
+def _run(tmp_path, name, dataset, extra=(), steps=8, freq=4, idse=0.5):
     out = tmp_path / name
     main(["--algorithm", "UEM", "--dataset", dataset, "--targets", "uci", "--output_dir",
-          str(out), "--steps", str(steps), "--checkpoint_freq", "2", "--quiet", "--save_model",
-          "--hparams", json.dumps({"uem_cluster_every": 0.07, "uem_idse_fraction": 0.5,
+          str(out), "--steps", str(steps), "--checkpoint_freq", str(freq), "--quiet",
+          "--save_model", "--no_eval_at_start",
+          "--hparams", json.dumps({"uem_cluster_every": 0.07, "uem_idse_fraction": idse,
                                    "uem_elbow_max_k": 8}), *extra])
     return read_records(out / "results.jsonl"), torch.load(out / "model.pt")
 
@@ -344,37 +345,45 @@ def test_labels_are_never_read_in_training(tmp_path, monkeypatch):
     monkeypatch.setitem(DATASETS, "PoisonedDigits", PoisonedDigits)
     monkeypatch.setattr(hparams_registry, "SMALL_IMAGE_DATASETS",
                         hparams_registry.SMALL_IMAGE_DATASETS | {"PoisonedDigits"})
-    rec, model = _run(tmp_path, "clean", "DigitsDG", ["--ucdr", "closed"])
-    rec_p, model_p = _run(tmp_path, "poisoned", "PoisonedDigits", ["--ucdr", "closed"])
+    rec, model = _run(tmp_path, "clean", "DigitsDG", ["--ucdr", "closed"], 6, 6)
+    rec_p, model_p = _run(tmp_path, "poisoned", "PoisonedDigits", ["--ucdr", "closed"], 6, 6)
     assert all(torch.equal(model[k], model_p[k]) for k in model)          # bit-identical
-    for r, rp in zip(rec[1:], rec_p[1:]):
+    assert {"uem_dal", "uem_spr", "uem_sn2m"} <= set(rec[-1])            # both stages ran
+    for r, rp in zip(rec, rec_p):
         assert all(r.get(k) == rp.get(k) for k in TRAINING_KEYS)
     assert rec[-1]["mnist->uci_closed_map@all"] != rec_p[-1]["mnist->uci_closed_map@all"]
 
 
-def test_open_set_end_to_end_and_resume_in_stage_2_is_exact(tmp_path, monkeypatch):
+@pytest.mark.parametrize("idse,crash", [(0.25, 6), (0.75, 5)], ids=["stage2", "stage1"])
+def test_open_set_end_to_end_and_resume_in_either_stage_is_exact(tmp_path, monkeypatch, idse,
+                                                                   crash):
+    """Killed at step ``crash``, resumed from the step-4 checkpoint: in stage 2 (it starts at
+    step 2: the frozen copy comes from the checkpoint) or in stage 1 (the switch at step 6
+    happens after the resume); records and model equal the uninterrupted run's."""
     extra = ["--ucdr", "open", "--open_rule", "detector", "--open_max_clusters", "6"]
-    rec, model = _run(tmp_path, "full", "DigitsDG", extra)
+    rec, model = _run(tmp_path, "full", "DigitsDG", extra, idse=idse)
     last = rec[-1]
-    for key in ("map@all", "detect_acc", "open_acc", "shared_accept", "open_auroc"):
+    for key in ("map@all", "detect_acc", "open_acc", "shared_accept", "open_auroc",
+                "thr_open_auroc", "thr_detect_acc"):
         assert 0.0 <= last[f"mnist->uci_open_{key}"] <= 1.0
     assert {"uem_dal", "uem_spr", "uem_sn2m"} <= set(last)            # stage 2 reached
     original = UEM.update
 
-    def crash_at_5(self, batch):       # killed in stage 2 (it starts at step 3)
-        if self.step == 5:
+    def crash_at(self, batch):
+        if self.step == crash:
             raise KeyboardInterrupt
         return original(self, batch)
 
-    monkeypatch.setattr(UEM, "update", crash_at_5)
+    monkeypatch.setattr(UEM, "update", crash_at)
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path, "resumed", "DigitsDG", extra)
+        _run(tmp_path, "resumed", "DigitsDG", extra, idse=idse)
     monkeypatch.setattr(UEM, "update", original)
-    rec_r, model_r = _run(tmp_path, "resumed", "DigitsDG", extra)
+    rec_r, model_r = _run(tmp_path, "resumed", "DigitsDG", extra, idse=idse)
     assert all(torch.equal(model[k], model_r[k]) for k in model)
-    keys = [k for k in last if k.startswith("mnist->uci") or k in TRAINING_KEYS]
-    assert [r["step"] for r in rec_r] == [r["step"] for r in rec]
-    assert all(rec_r[-1][k] == last[k] for k in keys)
+    assert [r["step"] for r in rec_r] == [r["step"] for r in rec] == [4, 8]
+    for r, r_r in zip(rec, rec_r):
+        keys = [k for k in r if k.startswith("mnist->uci") or k in TRAINING_KEYS]
+        assert all(r_r[k] == r[k] for k in keys)
 
 
 # ---------------------------------------------------------------- backbone weights
