@@ -39,7 +39,8 @@ used by PCS/UCDIR); gradient reversal coefficient 1 (Eq. 13 is an unweighted min
 domain-classifier hidden width ``uem_disc_hidden`` = 1024; f' runs in the network's mode (an
 unchanged model gives L_SPR = 0 exactly). The recipe (Sec. 4): SGD momentum 0.9, lr 2e-4
 cosine to 0, batch 64, tau 0.07, beta 0.99, ResNet-50 from MoCo v2 ImageNet weights
-(``uem_init``). DigitsDG, not in the paper, trains its small CNN from scratch with the
+(``uem_init``; hence ``pretrained`` false: no hub download); the feature size, not given by the
+paper, is MoCo v2's 128. DigitsDG, not in the paper, trains its small CNN from scratch with the
 package's small-image recipe.
 """
 from __future__ import annotations
@@ -61,6 +62,10 @@ ROLES = ("a", "b")          # a: the query domain (source), b: the retrieval dom
 INITS = ("moco_v2", "supervised", "scratch")
 
 
+def _other(role: str) -> str:
+    return "b" if role == "a" else "a"
+
+
 @register_algorithm("UEM")
 class UEM(Algorithm):
     """UEM as published (module docstring). Needs per-sample indices (memory banks) and the
@@ -75,7 +80,7 @@ class UEM(Algorithm):
         if small:
             return {}
         return {"optimizer": "sgd", "lr": 2e-4, "lr_schedule": "cosine", "batch_size": 64,
-                "weight_decay": 1e-4, "embed_dim": 128, "pretrained": False}
+                "embed_dim": 128, "pretrained": False}
 
     @staticmethod
     def declare_hparams(hp, small):
@@ -239,7 +244,7 @@ class UEM(Algorithm):
         return out
 
     def _sn2m_inputs(self, role: str) -> L.SN2MInputs:
-        other = "b" if role == "a" else "a"
+        other = _other(role)
         seen = self._seen(other)
         return L.SN2MInputs(getattr(self, f"protos_{role}"), self.merged[other],
                             self._bank(other)[seen], getattr(self, f"assign_{other}")[seen])
@@ -262,9 +267,8 @@ class UEM(Algorithm):
             terms["sn2m"] = sum(p[0] for p in parts)
             logs["uem_sn2m_agree"] = float(sum(p[1] for p in parts) / 2)
         elif not h["uem_sn2m"]:
-            terms["nnm"] = sum(L.nn_match_loss(z[r], self._bank("b" if r == "a" else "a")
-                                               [self._seen("b" if r == "a" else "a")], tau)
-                               for r in ROLES)
+            terms["nnm"] = sum(L.nn_match_loss(z[r], self._bank(_other(r))[self._seen(_other(r))],
+                                               tau) for r in ROLES)
         return terms, logs
 
     # ------------------------------------------------------------------ training step
