@@ -1,10 +1,13 @@
 """Clustering of embeddings: spherical k-means (torch, on any device, or scikit-learn), fixed
 equiangular anchor sets and one-to-one matching of centroids to anchors.
 
-Used by UEM (prototypes of each domain's embeddings, a unified prototypical structure shared by
+Euclidean K-Means and the Elbow estimate of the number of clusters (UEM, App. B.1 detector).
+Used by ProtoAlign (prototypes of each domain's embeddings, a unified prototypical structure shared by
 the domains) and by the cluster-based open-set rejection rule of the evaluation module.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -97,3 +100,83 @@ def match_to_anchors(centroids: torch.Tensor, anchors: torch.Tensor) -> torch.Te
     out = np.empty(len(rows), dtype=np.int64)
     out[rows] = cols
     return torch.from_numpy(out).to(centroids.device)
+
+
+# ---------------------------------------------------------------- Euclidean K-Means and Elbow
+def _kmeans_once(x: torch.Tensor, k: int, iters: int, gen: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """k-means++ seeding (squared Euclidean) then Lloyd iterations."""
+    n = x.shape[0]
+    centres = [x[int(torch.randint(n, (1,), generator=gen))]]
+    d2 = ((x - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        p = d2.double().cpu()
+        idx = (int(torch.multinomial(p / p.sum(), 1, generator=gen)) if p.sum() > 0
+               else int(torch.randint(n, (1,), generator=gen)))
+        centres.append(x[idx])
+        d2 = torch.minimum(d2, ((x - x[idx]) ** 2).sum(1))
+    c = torch.stack(centres)
+    for _ in range(iters):
+        assign = torch.cdist(x, c).argmin(1)
+        sums = torch.zeros_like(c).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).unsqueeze(1)
+        new = torch.where(counts > 0, sums / counts.clamp(min=1), c)
+        if torch.equal(new, c):
+            break
+        c = new
+    dist = torch.cdist(x, c)
+    assign = dist.argmin(1)
+    inertia = float((dist.gather(1, assign.unsqueeze(1)) ** 2).sum())
+    return c, assign, inertia
+
+
+@torch.no_grad()
+def kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, n_init: int = 1
+           ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Euclidean K-Means of the rows of ``x`` (n, d): (centroids (k, d), assignments (n,),
+    inertia = sum of squared distances to the assigned centroid); the best of ``n_init``
+    k-means++ starts. Deterministic for a given ``seed``; runs on ``x``'s device."""
+    if not 1 <= k <= x.shape[0]:
+        raise ValueError(f"cannot make {k} clusters of {x.shape[0]} points")
+    x = x.float()
+    gen = torch.Generator().manual_seed(seed)
+    best = None
+    for _ in range(max(1, n_init)):
+        fit = _kmeans_once(x, k, iters, gen)
+        if best is None or fit[2] < best[2]:
+            best = fit
+    return best
+
+
+def elbow_point(inertias: dict[int, float]) -> int:
+    """The elbow of an inertia curve {k: W(k)}: the "knee" (Satopaa et al. 2011, Kneedle) of
+    log W(k), i.e. the k furthest below the chord joining the curve's ends once k and log W(k)
+    are scaled to [0, 1] (ties: the smallest k). On log W a drop by a constant factor counts
+    the same at any k, so a true count of 12 is found as easily as 3 (on W itself the late
+    drops look flat next to the first ones); on noisy, weakly clustered embeddings it still
+    lands inside the range rather than at its first step. A curve with one point gives it."""
+    ks = sorted(inertias)
+    if len(ks) == 1:
+        return ks[0]
+    logw = {k: math.log(max(inertias[k], 1e-30)) for k in ks}
+    lo, hi = min(logw.values()), max(logw.values())
+    span = (hi - lo) or 1.0
+    score = {k: (1 - (k - ks[0]) / (ks[-1] - ks[0])) - (logw[k] - lo) / span for k in ks}
+    return max(ks, key=lambda k: (score[k], -k))
+
+
+@torch.no_grad()
+def elbow_k(x: torch.Tensor, k_max: int, k_min: int = 2, iters: int = 20, seed: int = 0,
+            n_init: int = 2, sample: int = 0) -> int:
+    """The Elbow method: K-Means for every k in [k_min - 1, k_max] (capped by the number of
+    points) and the elbow of the inertia curve (``elbow_point``); ``sample`` > 0 clusters a
+    seeded random subset of that many rows (the estimate's cost is then independent of n)."""
+    if sample and x.shape[0] > sample:
+        gen = torch.Generator().manual_seed(seed)
+        x = x[torch.randperm(x.shape[0], generator=gen)[:sample].to(x.device)]
+    k_max = min(k_max, x.shape[0])
+    lo = max(1, k_min - 1)
+    if k_max <= lo:
+        return max(1, k_max)
+    inertias = {k: kmeans(x, k, iters, seed + k, n_init)[2] for k in range(lo, k_max + 1)}
+    return elbow_point({k: w for k, w in inertias.items()})

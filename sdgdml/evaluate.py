@@ -117,8 +117,9 @@ def load_network(run_dir: str | Path, hparams: dict, weights: str | None = None
 
 # ----------------------------------------------------------------------------- settings
 OVERRIDES = ("split", "source", "targets", "protocol", "val_protocol", "ucdr",
-             "ucdr_partial_fraction", "ucdr_shared_fraction", "metrics", "ucdr_metrics",
-             "open_rule", "open_threshold", "open_clusters", "trial_seed", "data_dir",
+             "ucdr_partial_fraction", "ucdr_shared_fraction", "ucdr_min_images",
+             "ucdr_num_classes", "metrics", "ucdr_metrics", "open_rule", "open_threshold",
+             "open_clusters", "open_max_clusters", "trial_seed", "data_dir",
              "dataset_config", "num_workers", "eval_batch_size", "eval_chunk_size")
 
 
@@ -195,12 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
       help="evaluate under a UCDR protocol (UEM's closed/partial/open) instead")
     a("--ucdr_partial_fraction", type=float, default=None, help="as in sdgdml.train")
     a("--ucdr_shared_fraction", type=float, default=None, help="as in sdgdml.train")
+    a("--ucdr_min_images", type=int, default=None, help="as in sdgdml.train")
+    a("--ucdr_num_classes", type=int, default=None, help="as in sdgdml.train")
     a("--metrics", nargs="+", default=None,
       help=f"{evaluation.METRIC_NAMES} (default: the run's)")
     a("--ucdr_metrics", nargs="+", default=None, help="metrics of UCDR evaluations")
     a("--open_rule", choices=evaluation.OPEN_RULES, default=None, help="as in sdgdml.train")
     a("--open_threshold", type=float, default=None, help="as in sdgdml.train")
     a("--open_clusters", type=int, default=None, help="as in sdgdml.train")
+    a("--open_max_clusters", type=int, default=None, help="as in sdgdml.train")
     a("--trial_seed", type=int, default=None,
       help="trial seed of the source validation split and UCDR class subsets (default: run's)")
     a("--data_dir", default=None, help="datasets folder (default: the run's)")

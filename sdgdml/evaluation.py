@@ -25,13 +25,17 @@ queries of classes absent from the gallery must be rejected (retrieval returns n
 - ``open_acc``: fraction of private-class queries rejected (the slides' "open-set acc");
 - ``shared_accept``: fraction of shared-class queries not rejected;
 - ``open_hmean``: their harmonic mean (a rule that rejects everything scores 0 here);
+- ``detect_acc``: fraction of all queries whose private / shared decision is right (the
+  paper's open-set "acc" under ``--open_rule detector``);
 - ``open_auroc``: threshold-free, the area under the ROC curve of the rule's acceptance score
   separating shared-class (positive) from private-class queries (0.5: chance).
 
 The rejection rule (``OpenSetRule``) is an evaluation setting: ``threshold``: reject a query
 whose highest cosine similarity to any gallery item is below ``threshold``; ``prototype``:
 reject it when its highest cosine to the gallery's k-means prototypes (``clusters`` of them;
-0: as many as the gallery has classes) is below ``threshold``.
+0: as many as the gallery has classes) is below ``threshold``; ``detector``: UEM's App. B.1
+detector (``detector_scores``), the paper's rule, applicable to any method's embeddings; under
+it the threshold rule's ``thr_open_auroc`` and ``thr_detect_acc`` are recorded too.
 
 Nearest neighbours are exact inner-product search on L2-normalised embeddings, computed in
 query chunks of ``chunk_size`` rows so memory is O(chunk_size x N), never O(N^2). Ties are
@@ -50,7 +54,7 @@ DEFAULT_METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
 CLUSTERING_METRICS = ("nmi", "ami")
 METRIC_NAMES = "recall@K, class_recall@K, precision@K (K >= 1), map@r, map@all, nmi, ami"
 UCDR_METRICS = ("map@all", "precision@1", "precision@5", "precision@15")
-OPEN_RULES = ("threshold", "prototype")
+OPEN_RULES = ("threshold", "prototype", "detector")
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class OpenSetRule:
     threshold: float = 0.5
     clusters: int = 0
     seed: int = 0
+    max_clusters: int = 30
 
     def __post_init__(self):
         if self.rule not in OPEN_RULES:
@@ -68,8 +73,8 @@ class OpenSetRule:
 
     def rejects(self, scores: torch.Tensor) -> torch.Tensor:
         """True where a query's acceptance score is below the threshold (its retrieval is
-        null)."""
-        return scores < self.threshold
+        null); the detector's score is a margin, rejected below 0."""
+        return scores < (0.0 if self.rule == "detector" else self.threshold)
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -294,7 +299,10 @@ def acceptance_scores(query: torch.Tensor, gallery: torch.Tensor, rule: OpenSetR
                       gallery_labels=None, chunk_size: int = 1024,
                       device: str | torch.device | None = None) -> torch.Tensor:
     """(n_query,) the rule's score of each query: its best cosine to a gallery item
-    (``threshold``) or to a gallery k-means prototype (``prototype``)."""
+    (``threshold``) or to a gallery k-means prototype (``prototype``), or the App. B.1
+    detector's margin (``detector``, ``detector_scores``)."""
+    if rule.rule == "detector":
+        return detector_scores(query, gallery, rule)
     if rule.rule == "prototype":
         from .clustering import spherical_kmeans
 
@@ -303,6 +311,23 @@ def acceptance_scores(query: torch.Tensor, gallery: torch.Tensor, rule: OpenSetR
                                       min(k, len(gallery)), seed=rule.seed)
     best, _ = knn(query, gallery, 1, chunk_size=chunk_size, device=device)
     return best[:, 0]
+
+
+def detector_scores(query: torch.Tensor, gallery: torch.Tensor, rule: OpenSetRule
+                    ) -> torch.Tensor:
+    """UEM's App. B.1 private-query detector on any embeddings (App. B.2 gives every method the
+    same detector): K-Means of each domain (``rule.clusters`` clusters, or the Elbow estimate
+    up to ``rule.max_clusters``; no label is read), then ``uem_losses.detector_margin``."""
+    from .algorithms.uem_losses import detector_margin
+    from .clustering import elbow_k, kmeans
+
+    q, g = normalize(_as_tensor(query, "cpu")), normalize(_as_tensor(gallery, "cpu"))
+    fits = []
+    for i, x in enumerate((q, g)):
+        k = rule.clusters or elbow_k(x, rule.max_clusters, seed=rule.seed + i, sample=5000)
+        centres, assign, _ = kmeans(x, min(k, len(x)), seed=rule.seed + i)
+        fits.append((centres, assign))
+    return detector_margin(q, g, *fits[0], *fits[1])
 
 
 def reject_queries(query: torch.Tensor, gallery: torch.Tensor, rule: OpenSetRule,
@@ -340,6 +365,12 @@ def cross_domain_metrics(query: torch.Tensor, query_labels, gallery: torch.Tenso
         out["open_acc"], out["shared_accept"] = open_acc, accept
         out["open_hmean"] = (2 * open_acc * accept / (open_acc + accept)
                              if open_acc + accept > 0 else 0.0)
+        out["detect_acc"] = (rejected == ~shared).double().mean().item()
+        if rule.rule == "detector":     # the cosine-threshold rule alongside, named apart
+            thr = OpenSetRule("threshold", rule.threshold)
+            thr_scores = acceptance_scores(query, gallery, thr, g_labels, chunk_size, device)
+            out["thr_open_auroc"] = float(roc_auc_score(shared.numpy(), thr_scores.numpy()))
+            out["thr_detect_acc"] = (thr.rejects(thr_scores) == ~shared).double().mean().item()
     return out
 
 

@@ -64,7 +64,10 @@ def _space(algorithm: str, dataset: str) -> dict[str, tuple[Any, Callable]]:
     small = dataset in SMALL_IMAGE_DATASETS
     parts = components(algorithm)
     _common(hp, small, parts[0].cls.SAMPLER)
-    algorithm_class(algorithm).declare_training_hparams(hp, small, parts[0].cls)
+    cls = algorithm_class(algorithm)
+    for name, value in getattr(cls, "recipe", lambda small: {})(small).items():
+        space[name] = (value, fixed())    # a standalone method's published training recipe
+    cls.declare_training_hparams(hp, small, parts[0].cls)
     for c in parts:
         c.declare_hparams(hp, small)
     return space

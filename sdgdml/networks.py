@@ -84,6 +84,33 @@ def _hub_offline_if_unreachable():
         constants.HF_HUB_OFFLINE = previous
 
 
+MOCO_PREFIX = "module.encoder_q."
+
+
+def _checkpoint_keys(path) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else {}
+
+
+def is_moco_checkpoint(path) -> bool:
+    """True for a MoCo (v1/v2) training checkpoint: a ``state_dict`` whose query-encoder keys
+    start with ``module.encoder_q.`` (github.com/facebookresearch/moco's layout)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix == ".safetensors":
+        return False
+    try:
+        return any(k.startswith(MOCO_PREFIX) for k in _checkpoint_keys(path))
+    except Exception:       # not a torch checkpoint: another loader's business
+        return False
+
+
+def moco_backbone_state(path) -> dict:
+    """The ResNet weights of a MoCo checkpoint: the query encoder without its ``fc`` (MoCo's
+    projection head), keys as torchvision/timm name them."""
+    return {k[len(MOCO_PREFIX):]: v for k, v in _checkpoint_keys(path).items()
+            if k.startswith(MOCO_PREFIX) and not k[len(MOCO_PREFIX):].startswith("fc.")}
+
+
 def _timm_model(name: str, pretrained: bool, pretrained_file: str | None, **kwargs) -> nn.Module:
     import timm
 
@@ -95,6 +122,13 @@ def _timm_model(name: str, pretrained: bool, pretrained_file: str | None, **kwar
         path = Path(pretrained_file)
         if not path.is_file():
             raise PretrainedWeightsError(f"pretrained weights file not found: {path}")
+        if is_moco_checkpoint(path):
+            model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+            missing, unexpected = model.load_state_dict(moco_backbone_state(path), strict=False)
+            if missing or unexpected:
+                raise PretrainedWeightsError(f"{path} does not fit {name}: missing {missing[:5]}, "
+                                             f"unexpected {unexpected[:5]}")
+            return model
         return timm.create_model(name, pretrained=True, num_classes=0,
                                  pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
     if not pretrained:

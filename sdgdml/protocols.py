@@ -73,10 +73,13 @@ class UCDRProtocol(SDGDMLProtocol):
         if args.protocol is not None:
             raise ucdr.ProtocolError("--protocol (SDG-DML splits) and --ucdr exclude each other")
         self.protocol = ucdr.make_protocol(dataset, args.ucdr, args.trial_seed,
-                                           args.ucdr_partial_fraction, args.ucdr_shared_fraction)
+                                           args.ucdr_partial_fraction, args.ucdr_shared_fraction,
+                                           getattr(args, "ucdr_min_images", 0),
+                                           getattr(args, "ucdr_num_classes", 0))
         seed = args.trial_seed if args.seed is None else args.seed
         self.open_set = evaluation.OpenSetRule(args.open_rule, args.open_threshold,
-                                               args.open_clusters, seed)
+                                               args.open_clusters, seed,
+                                               getattr(args, "open_max_clusters", 30))
 
     def check(self, needs: DataNeeds) -> None:
         if needs.labels:
@@ -94,7 +97,7 @@ class UCDRProtocol(SDGDMLProtocol):
 
     def summary(self, records: list[dict], metric: str = "map@all") -> str:
         first, last = records[0], records[-1]
-        ends = ("_map@all", "_open_acc", "_shared_accept", "_open_auroc")
+        ends = ("_map@all", "_open_acc", "_shared_accept", "_open_auroc", "_detect_acc")
         rows = [[k, first.get(k, float("nan")) * 100, last[k] * 100]
                 for k in sorted(k for k in last if k.endswith(ends))]
         return tabulate(rows, headers=["UCDR metric (%)", f"step {first['step']}",

@@ -5,7 +5,8 @@ A definition names **splits** (``Dataset``, ``Dataset:source``, ``Dataset:source
 ``Dataset:*`` for every single-source split), **algorithms** (any registered name or
 composition, optionally with per-algorithm hparams), ``n_hparams`` (hparams seeds
 ``0 .. n_hparams-1``; seed 0 = the registry's defaults) and ``n_trials`` (trial seeds
-``0 .. n_trials-1``). Every trial of an hparams seed uses the *same* hparams: a sample depends
+``0 .. n_trials-1``, or the explicit list ``trial_seeds``, e.g. UEM's [2024, 2025, 2026]).
+Every trial of an hparams seed uses the *same* hparams: a sample depends
 on (algorithm, dataset, hparams_seed) only, never on the trial.
 
 Hparams: ``hparams`` fixes values (a JSON override passed to every run) and ``hparam_ranges``
@@ -33,7 +34,7 @@ from .flags import SWEEP_OWNED
 
 # every key a sweep file may hold (anything else is a typo and an error)
 FILE_KEYS = ("name", "description", "splits", "datasets", "algorithms", "n_hparams",
-             "n_trials", "hparams", "hparam_ranges", "train_args")
+             "n_trials", "trial_seeds", "hparams", "hparam_ranges", "train_args")
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice", "int_uniform")
 
 
@@ -51,12 +52,14 @@ class SweepDefinition:
     hparam_ranges: dict = field(default_factory=dict)
     train_args: list[str] = field(default_factory=list)
     name: str | None = None
+    trial_seeds: list[int] | None = None     # explicit trial seeds instead of range(n_trials)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "splits": self.splits, "algorithms": self.algorithms,
                 "n_hparams": self.n_hparams, "n_trials": self.n_trials,
                 "hparams": self.hparams, "hparam_ranges": self.hparam_ranges,
-                "train_args": self.train_args}
+                "train_args": self.train_args,
+                **({"trial_seeds": self.trial_seeds} if self.trial_seeds else {})}
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,17 @@ def from_file(path: str | Path) -> SweepDefinition:
         hparams=dict(data.get("hparams") or {}),
         hparam_ranges=dict(data.get("hparam_ranges") or {}),
         train_args=_train_args_from_mapping(train_args),
-        name=data.get("name") or path.stem)
+        name=data.get("name") or path.stem, trial_seeds=_seed_list(data, path))
+
+
+def _seed_list(data: dict, path) -> list[int] | None:
+    seeds = data.get("trial_seeds")
+    if seeds is None:
+        return None
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise SweepError(f"{path}: trial_seeds is a non-empty list of integers, got {seeds!r}")
+    return seeds
 
 
 def from_cli(args) -> SweepDefinition:
@@ -338,7 +351,7 @@ def make_jobs(d: SweepDefinition, output_dir: str | Path, machine_argv=()) -> li
         for algorithm in d.algorithms:
             for hseed in range(d.n_hparams):
                 overrides = run_hparams(d, algorithm, dataset, hseed)
-                for trial in range(d.n_trials):
+                for trial in d.trial_seeds or range(d.n_trials):
                     argv = ["--dataset", dataset, "--source", source, "--targets", *targets,
                             "--algorithm", algorithm["name"], "--hparams_seed", str(hseed),
                             "--trial_seed", str(trial), *d.train_args]

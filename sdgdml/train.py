@@ -119,6 +119,7 @@ def _prepare(args) -> tuple[dict, object, SDGDMLProtocol]:
     check_hparams(overrides, defaults)
     hparams = hparams_registry.get_hparams(args.algorithm, args.dataset, args.hparams_seed,
                                            overrides)
+    algorithm_class(args.algorithm).check_options(args, hparams)
     dataset = load_dataset(args)
     protocol = make_protocol(args, dataset)
     protocol.check(needs)
@@ -187,7 +188,7 @@ class Run:
         atomic_save({"algorithm": self.algorithm.state_dict(), "rng": rng_state(), "step": step},
                     self.out / "checkpoint.pt")
         shown = {k: round(v, 4) for k, v in metrics.items()
-                 if k.endswith(("recall@1", "map@all", "open_acc", "open_auroc"))}
+                 if k.endswith(("recall@1", "map@all", "open_acc", "open_auroc", "detect_acc"))}
         log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
 
 
@@ -228,7 +229,6 @@ def _build(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol
     sizes = {dataset.source: len(source), **{t: len(v) for t, v in targets.items()}}
     algorithm = create_algorithm(args.algorithm, create_model(hparams, args.pretrained_file),
                                  num_classes, hparams, schedule, sizes).to(device)
-    algorithm.check_options(args)
     speed.configure(algorithm, args.precision, args.channels_last, args.compile, device,
                     distributed.average_gradients if world > 1 else None)
     image_size, data_config = hparams["image_size"], T.data_config(hparams)

@@ -83,17 +83,26 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ucdr_partial_fraction", type=float, default=0.5,
       help="partial: fraction of the classes the query domain holds (drawn with trial_seed)")
     a("--ucdr_shared_fraction", type=float, default=0.5,
-      help="open: fraction of classes both sides hold; the rest is split into query-private "
-           "and gallery-private halves (drawn with trial_seed)")
+      help="open: fraction of the query's classes the gallery holds (UEM: half; drawn with "
+           "trial_seed); the others are query-private")
+    a("--ucdr_min_images", type=int, default=0,
+      help="restrict the protocol to classes with more than N images in every domain of the "
+           "run (UEM's DomainNet, after UCDIR: 200)")
+    a("--ucdr_num_classes", type=int, default=0,
+      help="and to the N such classes with the most images (UEM's DomainNet: 7; 0: all)")
     a("--ucdr_metrics", nargs="+", default=list(evaluation.UCDR_METRICS),
       help="retrieval metrics of UCDR splits (over shared-class queries)")
     a("--open_rule", choices=evaluation.OPEN_RULES, default="threshold",
       help="open set: reject a query (return null) when its best cosine to the gallery "
            "(threshold) or to the gallery's k-means prototypes (prototype) is below "
-           "--open_threshold")
+           "--open_threshold; detector: UEM's App. B.1 private-query detector (Elbow + "
+           "K-Means of both domains, translate and merge, Eq. 25-27), for any method")
     a("--open_threshold", type=float, default=0.5, help="cosine similarity of the open rule")
     a("--open_clusters", type=int, default=0,
-      help="prototype rule: number of gallery clusters (0: the gallery's number of classes)")
+      help="prototype rule: number of gallery clusters (0: the gallery's number of classes); "
+           "detector: clusters per domain (0: the Elbow estimate)")
+    a("--open_max_clusters", type=int, default=30,
+      help="detector with --open_clusters 0: the Elbow's largest candidate k")
     a("--label_noise", type=float, default=0.0,
       help="fraction of training labels replaced by another seen class (seeded by trial_seed)")
     a("--metrics", nargs="+", default=list(evaluation.DEFAULT_METRICS),

@@ -28,7 +28,7 @@ def test_knn_and_metrics_on_the_gpu_match_the_cpu():
 
 
 @pytest.mark.parametrize("algorithm", ["ProxyAnchor+SEE", "SoftTriple+SEE+PFML", "CenterPolar",
-                                       "UEM"])
+                                       "ProtoAlign"])
 def test_training_on_the_gpu_writes_valid_records(tmp_path, algorithm):
     args = build_parser().parse_args([
         "--output_dir", str(tmp_path), "--quiet", "--device", "cuda", "--algorithm", algorithm,
@@ -39,3 +39,13 @@ def test_training_on_the_gpu_writes_valid_records(tmp_path, algorithm):
     assert last["loss"] == last["loss"] and last["mem_gb"] > 0       # finite, CUDA memory
     for key in ("uci_test_recall@1", "sketch_test_map@r"):
         assert 0.0 <= last[key] <= 1.0
+
+
+def test_uem_trains_on_the_gpu_through_both_stages(tmp_path):
+    args = build_parser().parse_args([
+        "--output_dir", str(tmp_path), "--quiet", "--device", "cuda", "--algorithm", "UEM",
+        "--targets", "uci", "--ucdr", "open", "--open_rule", "detector", "--steps", "6",
+        "--checkpoint_freq", "3", "--hparams", '{"uem_cluster_every": 0.05, "uem_idse_fraction": 0.5}'])
+    last = train(args)[-1]
+    assert {"uem_dal", "uem_spr", "uem_sn2m"} <= set(last) and last["mem_gb"] > 0
+    assert 0.0 <= last["mnist->uci_open_detect_acc"] <= 1.0

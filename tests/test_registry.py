@@ -172,7 +172,8 @@ def test_stages_are_entered_once_and_resume_in_the_saved_stage():
 
 def test_data_needs_compose():
     assert data_needs("ProxyAnchor+SEE") == DataNeeds()
-    assert data_needs("UEM") == DataNeeds(labels=False, unlabeled_targets=True)
+    assert data_needs("UEM") == DataNeeds(labels=False, indices=True, unlabeled_targets=True)
+    assert data_needs("ProtoAlign") == DataNeeds(labels=False, unlabeled_targets=True)
     assert DataNeeds(labels=False) | DataNeeds(indices=True) == DataNeeds(labels=False,
                                                                           indices=True)
 

@@ -115,13 +115,27 @@ def test_bad_sweep_file_lists_every_problem_with_known_names(tmp_path, capsys):
 
 def test_shipped_sweep_files_validate():
     files = sorted((REPO / "sweeps").glob("*.yaml"))
-    assert len(files) == 13
+    assert len(files) == 19
     for f in files:
         d = sweep_config.from_file(f)
         assert d.splits and d.algorithms, f
         sweep_config.validate(d)                      # every name known, every range valid
     tiny = sweep_config.from_file(REPO / "sweeps" / "digits_tiny.yaml")
     assert len(sweep_config.make_jobs(tiny, "/tmp/x")) == 2 * 2 * 2
+
+
+def test_explicit_trial_seeds(tmp_path):
+    """``trial_seeds`` (UEM's 2024/2025/2026) replaces range(n_trials); a bad list is an error."""
+    d = sweep_config.from_file(REPO / "sweeps" / "uem_table4.yaml")
+    jobs = sweep_config.make_jobs(d, "/tmp/x")
+    assert {j.info["trial_seed"] for j in jobs} == {2024, 2025, 2026}
+    assert len(jobs) == 2 * 5 * 3
+    assert all(j.argv[j.argv.index("--trial_seed") + 1] == str(j.info["trial_seed"])
+               for j in jobs)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("splits: [DigitsDG]\nalgorithms: [ProxyAnchor]\ntrial_seeds: [1, x]\n")
+    with pytest.raises(sweep_config.SweepError, match="trial_seeds"):
+        sweep_config.from_file(bad)
 
 
 # ----------------------------------------------------------------------------- states

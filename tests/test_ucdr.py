@@ -37,10 +37,9 @@ def test_class_sets(num_classes):
     assert g == tuple(range(num_classes)) and set(q) < set(g)
     assert len(q) == round(0.5 * num_classes)
     q, g = class_sets("open", num_classes, seed=1, shared_fraction=0.5)
-    shared, q_priv, g_priv = set(q) & set(g), set(q) - set(g), set(g) - set(q)
-    assert len(shared) == round(0.5 * num_classes)
-    assert q_priv and g_priv and shared | q_priv | g_priv == set(range(num_classes))
-    assert abs(len(q_priv) - len(g_priv)) <= 1
+    # UEM's open set: the retrieval label space is half of the query's (B subset of A)
+    assert q == tuple(range(num_classes)) and set(g) < set(q)
+    assert len(g) == round(0.5 * num_classes)
     assert class_sets("open", num_classes, seed=1) == (q, g)          # seeded
     assert class_sets("open", num_classes, seed=2) != (q, g)
 
@@ -73,8 +72,39 @@ def test_views_and_splits_hold_exactly_the_protocol_classes(dataset, kind):
     assert set(split.query.labels) == set(proto.query_classes)
     assert set(split.gallery.labels) == set(proto.gallery_classes)
     assert np.array_equal(split.query.indices, views[q_dom].indices)   # transductive
-    if kind == "open":
-        assert proto.query_private and proto.gallery_private
+    if kind == "open":              # B subset of A: A has private classes, B none
+        assert proto.query_private and not proto.gallery_private
+        assert len(proto.gallery_classes) == round(len(proto.query_classes) / 2)
+    if kind == "partial":           # A subset of B
+        assert proto.gallery_private and not proto.query_private
+        assert len(proto.query_classes) == round(len(proto.gallery_classes) / 2)
+
+
+class SkewedFolders(TinyFolders):
+    """7 classes whose image counts differ per domain (class c: 10 * (c + 1) photos, and
+    70 - 10 c art images, except class 3 with 5 art images)."""
+
+    NAME = "SkewedFolders"
+
+    def load_domain(self, domain):
+        counts = ([10 * (c + 1) for c in range(7)] if domain == "photo"
+                  else [5 if c == 3 else 70 - 10 * c for c in range(7)])
+        labels = np.repeat(np.arange(7), counts)
+        return ArraySamples(domain, np.zeros((len(labels), 4, 4, 3), np.uint8), labels)
+
+
+def test_class_subset_keeps_the_classes_with_enough_images_in_every_domain():
+    # smallest count per class over the two domains: 10, 20, 30, 5, 30, 20, 10
+    dataset = SkewedFolders(source="photo", targets=["art"])
+    proto = make_protocol(dataset, "closed", min_images=15)
+    assert proto.query_classes == proto.gallery_classes == (1, 2, 4, 5)      # > 15 in both
+    proto = make_protocol(dataset, "closed", min_images=15, num_classes=2)
+    assert proto.query_classes == (2, 4)                # the two largest smallest-counts
+    proto = make_protocol(dataset, "open", seed=0, min_images=15)
+    assert proto.query_classes == (1, 2, 4, 5) and len(proto.gallery_classes) == 2
+    assert set(proto.gallery_classes) < {1, 2, 4, 5}
+    with pytest.raises(ProtocolError, match="only 4 classes"):
+        make_protocol(dataset, "closed", min_images=15, num_classes=7)
 
 
 def _onehot(idx, d=8, noise=0.0, seed=0):
@@ -110,7 +140,7 @@ def test_open_set_decision_on_a_hand_made_case():
     proto = cross_domain_metrics(query, q_labels, gallery, g_labels,
                                  open_set=OpenSetRule("prototype", threshold=0.5))
     assert proto["open_acc"] == 0.5 and proto["shared_accept"] == 1.0
-    with pytest.raises(ValueError, match="known: threshold, prototype"):
+    with pytest.raises(ValueError, match="known: threshold, prototype, detector"):
         OpenSetRule("entropy")
 
 
@@ -178,8 +208,8 @@ def test_protocols_on_a_real_office31_tree_train_uem_end_to_end(tmp_path):
     (split,) = eval_splits(dataset, proto)
     assert split.name == "amazon->dslr_partial" and len(split.gallery) == 62
     small = {"backbone": "digits_cnn", "pretrained": False, "image_size": 32, "embed_dim": 16,
-             "batch_size": 8, "freeze_bn": False,
-             "uem_cluster_every": 1.0, "uem_stage2_start": 0.0}    # k = 31 prototypes
+             "batch_size": 8, "freeze_bn": False, "uem_init": "scratch",
+             "uem_cluster_every": 1.0, "uem_idse_fraction": 0.5, "uem_elbow_max_k": 6}
     out = tmp_path / "run"
     main(["--algorithm", "UEM", "--split", "Office31:amazon->dslr", "--data_dir", str(tmp_path),
           "--ucdr", "partial", "--steps", "8", "--checkpoint_freq", "8", "--output_dir",

@@ -12,7 +12,8 @@ An :class:`Algorithm` owns its network, losses, optimizers and schedulers. The t
   ``enter_stage(name)`` (snapshot or freeze modules there) when it changes. The stage is saved
   in ``state_dict``, so a run killed in stage 2 resumes in stage 2;
 - ``embed(x)``: L2-normalised embeddings (no grad, eval mode);
-- ``check_options(options)``: refuse run options the method cannot serve (before training);
+- ``check_options(options, hparams)`` (a classmethod): refuse run options the method cannot
+  serve, before the run folder or any model exists;
   ``extra_metrics(ctx)``: method-specific metrics recorded with every checkpoint;
 - ``state_dict()`` / ``load_state_dict()``: modules (network, proxies, memories, frozen
   copies), optimizers, schedulers, step and stage, so that a run resumes exactly.
@@ -242,8 +243,10 @@ class Algorithm(nn.Module):
         (z, y) unchanged on one process."""
         return distributed.gather_batch(z, y)
 
-    def check_options(self, options) -> None:
-        """Raise ``UnknownAlgorithmError`` for run options this method cannot serve."""
+    @classmethod
+    def check_options(cls, options, hparams: dict) -> None:
+        """Raise ``UnknownAlgorithmError`` for run options (the train args, split resolved)
+        this method cannot serve with these hparams; called before anything is created."""
 
     def extra_metrics(self, ctx: EvalContext) -> dict[str, float]:
         """Method-specific metrics recorded with every checkpoint."""

@@ -7,7 +7,7 @@ import torch
 from .. import evaluation
 from ..search_space import log_uniform, fixed
 from .base import Algorithm, EvalContext, MetricLoss, frozen, lr_lambda, make_optimizer
-from .registry import UnknownAlgorithmError
+from .registry import UnknownAlgorithmError, components
 
 
 class MetricLearning(Algorithm):
@@ -83,8 +83,10 @@ class MetricLearning(Algorithm):
         self.step += 1
         return {"loss": loss.item(), **self.loss.terms}
 
-    def check_options(self, options) -> None:
-        if getattr(options, "proxy_alignment", False) and self.loss.proxies() is None:
+    @classmethod
+    def check_options(cls, options, hparams: dict) -> None:
+        if getattr(options, "proxy_alignment", False) and \
+                not components(options.algorithm)[0].cls.HAS_PROXIES:
             raise UnknownAlgorithmError(f"--proxy_alignment needs an algorithm with proxies; "
                                         f"{options.algorithm} has none")
 

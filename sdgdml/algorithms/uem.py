@@ -1,349 +1,330 @@
-"""UEM: semantic feature learning for universal unsupervised cross-domain retrieval
-(Wang, Du & Zhu, NeurIPS 2024; ``shared/papers/uem-slides.txt``).
+"""UEM: semantic feature learning for universal unsupervised cross-domain retrieval, as published
+(Wang, Du & Zhu, NeurIPS 2024, with appendix; distilled in ``shared/notes/uem-paper.md``).
+Equations: ``uem_losses.py`` (one function each, numbered as in the paper). The former,
+slides-based implementation is ``ProtoAlign`` (``protoalign.py``).
 
-Two unlabeled domains A (the source view, ``batch["x"]``) and B (``batch["unlabeled"]``, one or
-more targets) whose label spaces may differ. The algorithm never receives a label
-(``NEEDS.labels`` is False). What the slides give, and what we chose where they are silent (every
-choice an hparam ``uem_*``; the ablation switches reproduce the slides' ablation table):
+Two unlabeled domains: A, the query domain (``batch["x"]``, the run's source) and B, the
+retrieval domain (``batch["unlabeled"]``, the run's one target); never a label
+(``NEEDS.labels`` False). Features f are the L2-normalised embeddings.
 
-Intra-domain Semantic-Enhanced Learning (stage 1, from step 0)
-- Slides: L_IPM = L_INCE + alpha L_PNCE, alpha = 1 / (1 + exp(0.5 E - e)) (E total epochs,
-  e current epoch: here the 0-based index of the current epoch), prototypes from clustering the
-  embeddings, "pre-set a unified prototypical structure across domains".
-- L_INCE (ours: SimCLR's NT-Xent): two augmented views of each image (``view_augment``, made
-  on the batch tensor: random resized crop, optional flip, brightness/contrast), in-batch
-  negatives, temperature ``uem_temperature``.
-- Prototypes: every ``uem_cluster_every`` epochs, spherical k-means (``sdgdml.clustering``) of
-  each domain's memory of recent embeddings (FIFO, one source epoch of samples by default) into
-  K = ``uem_num_prototypes`` (0: the dataset's number of classes) clusters.
-- L_PNCE (ours: ProtoNCE, Li et al. 2021): cross-entropy of a sample's similarities to its
-  domain's prototypes (temperature ``uem_proto_temperature``) toward its nearest prototype.
-  ``uem_proto_mix = False`` drops it ("w/o P.M.").
-- Unified prototypical structure / semantic-enhanced loss, SEL (ours): K fixed equiangular
-  anchors shared by all domains; each domain's prototypes are matched one-to-one to the anchors
-  (Hungarian) and every sample is pulled to its prototype's anchor (cross-entropy over anchors),
-  so both domains take the same prototype geometry (the remedy to the slides' Theorem 1).
-  Weight alpha * ``uem_sel_weight``; ``uem_sel = False`` drops it ("w/o SEL").
+Stage "idse" (Sec. 3.2, Eq. 5-12), steps [0, uem_idse_fraction * total):
+  per domain, a memory bank with one entry per training image (indexed by the batch's sample
+  indices; an entry takes the image's feature the first time it is seen, then Eq. 5's momentum
+  update, beta = ``uem_beta``); L_INCE (Eq. 6) over the entries seen so far; every
+  ``uem_cluster_every`` epochs, the number of prototypes of each bank is estimated by the Elbow
+  method (``clustering.elbow_k``, k <= ``uem_elbow_max_k``, every ``uem_elbow_every`` epochs;
+  never the class count) and K-Means gives P^A, P^B; translate + Hungarian + merge (Eq. 8-9)
+  gives P^{A'}, P^{B'}; L_PNCE (Eq. 7) over the merged set; L_SEL (Eq. 11);
+  L = sum_D [L_INCE + alpha L_PNCE + alpha L_SEL] (Eq. 10, 12; alpha over the IDSE epochs).
+Stage "cdsm" (Sec. 3.3, Eq. 13-18), the rest of training: entering it copies the network into
+  a frozen f' (saved in checkpoints). L = L_DAL (Eq. 13; 2-FC domain classifier through a
+  gradient reversal of coefficient ``uem_grl_coeff``) + L_SPR^A + L_SPR^B (Eq. 14) +
+  L_SN2M^A + L_SN2M^B (Eq. 15-17); the stage-1 losses stop (Eq. 18). Banks keep their momentum
+  update and prototypes their re-estimation (SN2M searches B's memory, the paper's "all of B's
+  instances").
 
-Cross-domain Semantic-Matched Learning (stage 2, from ``uem_stage2_start`` of training)
-- SPDA, semantic-preserving domain alignment (the abstract: "a modified adversarial training
-  mechanism" with "minimal changes for the established prototypical structure"); ours:
-  prototype-conditioned adversarial alignment. A discriminator with one source-vs-target
-  output per anchor, trained through a gradient-reversal layer; a sample's loss is weighted by
-  its (detached) soft assignment to the anchors, so domains are aligned within each prototype
-  cell and not across cells; a cell populated by one domain only (a private class) gets weight
-  min(m_A, m_B) / max(m_A, m_B) ~ 0 (m: the domains' fractions of memory in that cell).
-  Weight ``uem_spda_weight``; ``uem_spda = False`` ("w/o SPDA").
-- SN2M, switchable nearest-neighbour match (ours): for a sample of A, its nearest neighbour in
-  B's memory is the positive (InfoNCE over B's memory) when that neighbour lies in the B
-  prototype that corresponds to the sample's A prototype (same anchor with SEL, else the
-  nearest B prototype); otherwise the match switches to that corresponding B prototype
-  (cross-entropy over B's prototypes). Matches whose cosine to the positive is below
-  ``uem_sn2m_threshold`` are dropped (likely private classes). Both directions A->B, B->A.
-  ``uem_sn2m_mode``: switch | instance | prototype; ``uem_sn2m = False`` ("w/o SN2M").
+Table 4's ablations (hparams): ``uem_merge`` False = "w/o P.M." (translated but never merged:
+P' = own prototypes and the other domain's translated ones, side by side); ``uem_sel`` False = "w/o SEL"; ``uem_spr`` False = "w/o SPDA" (plain
+domain-adversarial learning: L_DAL kept, L_SPR removed); ``uem_sn2m`` False = "w/o SN2M"
+(UCDIR-style nearest-neighbour matching, ``uem_losses.nn_match_loss``, instead).
+``uem_idse_fraction`` 1.0 trains stage 1 only.
+
+What the paper leaves open, and our defaults: the stage switch in steps,
+``uem_idse_fraction`` = 2/3 (100 IDSE + 50 CDSM epochs, Sec. 4; 0.8 for DomainNet's 200 + 50);
+Elbow candidates k in [2, ``uem_elbow_max_k``] (80: above Office-Home's 65 classes; 20 on
+DigitsDG) on a seeded sample of ``uem_elbow_sample`` entries (keeps the cost independent of
+the domain's size), re-estimated every epoch (the paper: the estimate improves as training
+proceeds); K-Means: k-means++ then ``uem_kmeans_iters`` = 20 Lloyd iterations (faiss's default,
+used by PCS/UCDIR); gradient reversal coefficient 1 (Eq. 13 is an unweighted min-max);
+domain-classifier hidden width ``uem_disc_hidden`` = 1024; f' runs in the network's mode (an
+unchanged model gives L_SPR = 0 exactly). The recipe (Sec. 4): SGD momentum 0.9, lr 2e-4
+cosine to 0, batch 64, tau 0.07, beta 0.99, ResNet-50 from MoCo v2 ImageNet weights
+(``uem_init``; hence ``pretrained`` false: no hub download); the feature size, not given by the
+paper, is MoCo v2's 128. DigitsDG, not in the paper, trains its small CNN from scratch with the
+package's small-image recipe.
 """
 from __future__ import annotations
 
-import math
+import copy
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..clustering import BACKENDS, equiangular_anchors, match_to_anchors, spherical_kmeans
-from ..search_space import choice, fixed, log_uniform, uniform
-from .base import Algorithm, lr_lambda, make_optimizer
-from .registry import DataNeeds, register_algorithm
+from ..clustering import elbow_k, kmeans
+from ..search_space import fixed, uniform
+from . import uem_losses as L
+from .base import Algorithm, EvalContext, lr_lambda, make_optimizer
+from .registry import DataNeeds, UnknownAlgorithmError, register_algorithm
 
-ANCHOR_SEED = 20240101      # the pre-set structure is a constant of the method
-SOURCE = "source"
-SN2M_MODES = ("switch", "instance", "prototype")
-
-
-def ipm_alpha(epoch: float, total_epochs: float) -> float:
-    """The IPM weight alpha = 1 / (1 + exp(0.5 E - e)) (slides), computed without overflow
-    for any E."""
-    x = 0.5 * total_epochs - epoch
-    if x > 0:
-        return math.exp(-x) / (1.0 + math.exp(-x))
-    return 1.0 / (1.0 + math.exp(x))
+IDSE, CDSM = "idse", "cdsm"
+ROLES = ("a", "b")          # a: the query domain (source), b: the retrieval domain (target)
+INITS = ("moco_v2", "supervised", "scratch")
 
 
-class _GradReverse(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -grad
-
-
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Instance discrimination (SimCLR's NT-Xent): view i's positive is the other view of i,
-    the other 2B - 2 embeddings are negatives."""
-    z = torch.cat([z1, z2])
-    n = len(z1)
-    sims = (z @ z.T) / temperature
-    sims = sims.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), -math.inf)
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(sims, target)
-
-
-def view_augment(x: torch.Tensor, crop_scale: float, jitter: float, flip: bool) -> torch.Tensor:
-    """A random view of each image of a normalised batch (B, C, H, W): resized crop of area in
-    [crop_scale, 1], optional horizontal flip, brightness and contrast jitter."""
-    b = x.shape[0]
-    dev, dt = x.device, x.dtype
-    s = torch.sqrt(torch.empty(b, device=dev, dtype=dt).uniform_(crop_scale, 1.0))
-    tx, ty = ((torch.rand(b, device=dev, dtype=dt) * 2 - 1) * (1 - s) for _ in range(2))
-    sign = (torch.where(torch.rand(b, device=dev) < 0.5, -1.0, 1.0).to(dt) if flip
-            else torch.ones(b, device=dev, dtype=dt))
-    theta = torch.zeros(b, 2, 3, device=dev, dtype=dt)
-    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = s * sign, tx, s, ty
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    out = F.grid_sample(x, grid, align_corners=False)
-    contrast = 1 + (torch.rand(b, 1, 1, 1, device=dev, dtype=dt) * 2 - 1) * jitter
-    bright = (torch.rand(b, 1, 1, 1, device=dev, dtype=dt) * 2 - 1) * jitter
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    return (out - mean) * contrast + mean + bright
-
-
-class DomainMemory(nn.Module):
-    """One domain's FIFO memory of embeddings and its current prototypes (all buffers, so a run
-    resumes exactly)."""
-
-    def __init__(self, size: int, dim: int, k: int):
-        super().__init__()
-        self.register_buffer("queue", torch.zeros(size, dim))
-        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
-        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
-        self.register_buffer("centroids", torch.zeros(k, dim))
-        self.register_buffer("anchor_of", torch.zeros(k, dtype=torch.long))
-        self.register_buffer("mass", torch.zeros(k))          # fraction of memory per anchor cell
-        self.n = 0                # host copy of ``filled`` (no device sync on every step)
-
-    @torch.no_grad()
-    def push(self, z: torch.Tensor) -> None:
-        size = self.queue.shape[0]
-        z = z.detach()[-size:]
-        idx = (self.ptr + torch.arange(len(z), device=z.device)) % size
-        self.queue[idx] = z.to(self.queue.dtype)
-        self.ptr.copy_((self.ptr + len(z)) % size)
-        self.n = min(self.n + len(z), size)
-        self.filled.fill_(self.n)
-
-    def bank(self) -> torch.Tensor:
-        return self.queue[: self.n]
+def _other(role: str) -> str:
+    return "b" if role == "a" else "a"
 
 
 @register_algorithm("UEM")
 class UEM(Algorithm):
-    """UEM (see the module docstring). ``batch["x"]``: domain A images, ``batch["unlabeled"]``:
-    {domain: images} of B; no labels."""
+    """UEM as published (module docstring). Needs per-sample indices (memory banks) and the
+    unlabeled retrieval domain; no labels."""
 
-    NEEDS = DataNeeds(labels=False, unlabeled_targets=True)
+    NEEDS = DataNeeds(labels=False, indices=True, unlabeled_targets=True)
+
+    @staticmethod
+    def recipe(small: bool) -> dict:
+        """Sec. 4's training recipe, over the package's common defaults (not on the small-image
+        benchmark, whose CNN trains from scratch)."""
+        if small:
+            return {}
+        return {"optimizer": "sgd", "lr": 2e-4, "lr_schedule": "cosine", "batch_size": 64,
+                "embed_dim": 128, "pretrained": False}
 
     @staticmethod
     def declare_hparams(hp, small):
-        """The choices where the slides are silent (module docstring); the four switches
-        uem_proto_mix / uem_sel / uem_spda / uem_sn2m are the slides' ablations."""
-        hp("uem_temperature", 0.1, log_uniform(-1.5, -0.5))
-        hp("uem_proto_temperature", 0.1, log_uniform(-1.5, -0.5))
-        hp("uem_num_prototypes", 0, fixed())            # 0: the dataset's number of classes
-        hp("uem_queue_size", 0, fixed())                # 0: one source epoch of samples
-        hp("uem_cluster_every", 1.0, choice(0.5, 1.0, 2.0))  # epochs between k-means runs
+        """The paper's values, the open choices (module docstring) and Table 4's switches."""
+        hp("uem_tau", 0.07, fixed())
+        hp("uem_beta", 0.99, fixed())
+        hp("uem_idse_fraction", 2 / 3, uniform(0.5, 0.85))
+        hp("uem_cluster_every", 1.0, fixed())          # epochs between K-Means
+        hp("uem_elbow_every", 1.0, fixed())            # epochs between Elbow estimates
+        hp("uem_elbow_max_k", 20 if small else 80, fixed())
+        hp("uem_elbow_sample", 5000, fixed())
         hp("uem_kmeans_iters", 20, fixed())
-        hp("uem_kmeans_backend", "torch", fixed())      # torch | sklearn
-        hp("uem_proto_mix", True, fixed())              # False: "w/o P.M." (no L_PNCE)
-        hp("uem_sel", True, fixed())                    # False: "w/o SEL"
-        hp("uem_sel_weight", 1.0, log_uniform(-1, 0.5))
-        hp("uem_spda", True, fixed())                   # False: "w/o SPDA"
-        hp("uem_spda_weight", 0.1, log_uniform(-2, 0))
-        hp("uem_disc_hidden", 256, fixed())
-        hp("uem_disc_lr_mult", 1.0, log_uniform(-0.5, 1))
-        hp("uem_sn2m", True, fixed())                   # False: "w/o SN2M"
-        hp("uem_sn2m_mode", "switch", fixed())          # switch | instance | prototype
-        hp("uem_sn2m_weight", 1.0, log_uniform(-1, 0.5))
-        hp("uem_sn2m_threshold", 0.5, uniform(0.0, 0.8))
-        hp("uem_stage2_start", 0.5, uniform(0.2, 0.7))  # fraction of training
-        hp("uem_crop_scale", 0.6 if small else 0.2, uniform(0.2, 0.8))
-        hp("uem_color_jitter", 0.4, uniform(0.0, 0.6))
-        hp("uem_flip", not small, fixed())              # a flipped digit is another glyph
+        hp("uem_grl_coeff", 1.0, fixed())
+        hp("uem_disc_hidden", 1024, fixed())
+        hp("uem_init", "scratch" if small else "moco_v2", fixed())
+        hp("uem_merge", True, fixed())                 # False: "w/o P.M."
+        hp("uem_sel", True, fixed())                   # False: "w/o SEL"
+        hp("uem_spr", True, fixed())                   # False: "w/o SPDA" (plain DANN)
+        hp("uem_sn2m", True, fixed())                  # False: "w/o SN2M" (NN matching)
 
     def __init__(self, network, num_classes, hparams, schedule, domain_sizes=None):
         super().__init__(network, num_classes, hparams, schedule, domain_sizes)
         h = hparams
-        self.k = h["uem_num_prototypes"] or num_classes
+        if len(self.domain_sizes) != 2:
+            raise UnknownAlgorithmError(
+                f"UEM retrieves between two domains: give exactly one target (got domains "
+                f"{list(self.domain_sizes)})")
+        if h["uem_init"] not in INITS:
+            raise ValueError(f"unknown uem_init {h['uem_init']!r}; known: {', '.join(INITS)}")
+        self.domains = dict(zip(ROLES, self.domain_sizes))      # role -> domain name
         dim = h["embed_dim"]
-        if h["uem_sn2m_mode"] not in SN2M_MODES:
-            raise ValueError(f"unknown uem_sn2m_mode {h['uem_sn2m_mode']!r}; "
-                             f"known: {', '.join(SN2M_MODES)}")
-        if h["uem_kmeans_backend"] not in BACKENDS:
-            raise ValueError(f"unknown uem_kmeans_backend {h['uem_kmeans_backend']!r}; "
-                             f"known: {', '.join(BACKENDS)}")
-        self.queue_size = h["uem_queue_size"] or schedule.steps_per_epoch * h["batch_size"]
-        self.cluster_steps = max(1, round(h["uem_cluster_every"] * schedule.steps_per_epoch))
-        self.register_buffer("anchors", equiangular_anchors(self.k, dim, ANCHOR_SEED))
-        self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
-        self.is_ready = False     # host copy of ``ready``
-        self.memories = nn.ModuleDict()
-        self.discriminator = nn.Sequential(nn.Linear(dim, h["uem_disc_hidden"]), nn.ReLU(),
-                                           nn.Linear(h["uem_disc_hidden"], self.k))
-        lr = h["lr"]
-        groups = [
-            {"params": list(network.parameters()), "lr": lr, "name": "network"},
-            {"params": list(self.discriminator.parameters()), "lr": lr * h["uem_disc_lr_mult"],
-             "name": "discriminator"},
-        ]
-        opt = make_optimizer(h.get("optimizer", "adamw"), groups, h["weight_decay"])
+        gen = torch.Generator().manual_seed(0)
+        for role, n in zip(ROLES, self.domain_sizes.values()):
+            self.register_buffer(f"bank_{role}", F.normalize(torch.randn(n, dim, generator=gen),
+                                                             dim=1))
+            self.register_buffer(f"seen_{role}", torch.zeros(n, dtype=torch.bool))
+            self.register_buffer(f"assign_{role}", torch.full((n,), -1, dtype=torch.long))
+            self.register_buffer(f"protos_{role}", torch.zeros(0, dim))
+            self.register_buffer(f"center_{role}", torch.zeros(dim))    # bank mean at K-Means
+            self.register_buffer(f"k_{role}", torch.zeros((), dtype=torch.long))
+        self.merged: dict[str, L.Merged] = {}
+        self.classifier = nn.Sequential(nn.Linear(dim, h["uem_disc_hidden"]), nn.ReLU(),
+                                        nn.Linear(h["uem_disc_hidden"], 1))     # Eq. 13's g
+        self.frozen_net: nn.Module | None = None
+        spe = schedule.steps_per_epoch
+        self.idse_steps = round(h["uem_idse_fraction"] * schedule.total_steps)
+        self.cluster_steps = max(1, round(h["uem_cluster_every"] * spe))
+        self.elbow_steps = max(1, round(h["uem_elbow_every"] * spe))
+        groups = [{"params": list(network.parameters()), "lr": h["lr"], "name": "network"},
+                  {"params": list(self.classifier.parameters()), "lr": h["lr"],
+                   "name": "classifier"}]
+        opt = make_optimizer(h["optimizer"], groups, h["weight_decay"])
         self.optimizers["main"] = opt
         self.schedulers["main"] = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(schedule, h.get("lr_schedule", "constant")))
+            opt, lr_lambda(schedule, h["lr_schedule"]))
 
-    # ------------------------------------------------------------------ memories, prototypes
-    def _memory(self, name: str) -> DomainMemory:
-        key = name.replace(".", "_")
-        if key not in self.memories:
-            self.memories[key] = DomainMemory(self.queue_size, self.anchors.shape[1],
-                                              self.k).to(self.anchors.device)
-        return self.memories[key]
+    # ------------------------------------------------------------------ stages, state
+    def stage_at(self, step: int) -> str:
+        return IDSE if step < self.idse_steps else CDSM
+
+    def enter_stage(self, stage: str) -> None:
+        """CDSM starts from a frozen copy f' of the stage-1 network (Eq. 14)."""
+        if stage == CDSM and self.frozen_net is None:
+            self.frozen_net = copy.deepcopy(self.network).requires_grad_(False)
 
     def load_state_dict(self, state: dict, strict: bool = True):
-        for key in state["modules"]:                      # memories are created lazily
-            if key.startswith("memories.") and key.endswith(".queue"):
-                self._memory(key.split(".")[1])
+        modules = state["modules"]
+        for role in ROLES:                    # prototype sets change size with the Elbow
+            key = f"protos_{role}"
+            setattr(self, key, torch.zeros_like(modules[key]).to(self.bank_a.device))
+        if any(k.startswith("frozen_net.") for k in modules) and self.frozen_net is None:
+            self.enter_stage(CDSM)
         result = super().load_state_dict(state, strict)
-        self.is_ready = bool(self.ready)
-        for m in self.memories.values():
-            m.n = int(m.filled)
+        self._rebuild_merged()
         return result
 
+    @classmethod
+    def check_options(cls, options, hparams: dict) -> None:
+        """One target (UEM retrieves between two domains); and ``uem_init`` says which weights
+        the backbone starts from, which the run must supply: moco_v2 needs
+        ``--pretrained_file`` holding a MoCo checkpoint; supervised needs ``pretrained`` true
+        (or a supervised ``--pretrained_file``)."""
+        from ..networks import is_moco_checkpoint
+
+        targets = getattr(options, "targets", None) or []
+        if len(targets) != 1:
+            raise UnknownAlgorithmError(f"UEM retrieves between two domains: give exactly one "
+                                        f"target (got {len(targets)}: {', '.join(targets)})")
+        init, file = hparams["uem_init"], getattr(options, "pretrained_file", None)
+        if init == "moco_v2" and not (file and is_moco_checkpoint(file)):
+            raise UnknownAlgorithmError(
+                "UEM starts from MoCo v2 ImageNet weights: pass --pretrained_file "
+                "moco_v2_800ep_pretrain.pth.tar (github.com/facebookresearch/moco, 'Models'), "
+                "or set uem_init to supervised (with pretrained true) in --hparams")
+        if init == "supervised" and not (hparams["pretrained"] or file):
+            raise UnknownAlgorithmError("uem_init supervised needs pretrained true in --hparams")
+        if init == "supervised" and file and is_moco_checkpoint(file):
+            raise UnknownAlgorithmError("uem_init supervised, but --pretrained_file is a MoCo "
+                                        "checkpoint: set uem_init to moco_v2")
+
+    # ------------------------------------------------------------------ prototypes
+    def _bank(self, role: str) -> torch.Tensor:
+        return getattr(self, f"bank_{role}")
+
+    def _seen(self, role: str) -> torch.Tensor:
+        return getattr(self, f"seen_{role}")
+
+    def has_prototypes(self) -> bool:
+        return bool(self.merged)
+
     @torch.no_grad()
-    def recluster(self) -> None:
-        """k-means of every domain's memory; prototypes matched to the shared anchors."""
+    def recluster(self, elbow: bool) -> None:
+        """Elbow estimate (when ``elbow`` or none yet) and K-Means of every bank's seen
+        entries, then Eq. 8-9."""
         h = self.hparams
-        if any(m.n < self.k for m in self.memories.values()):
+        for i, role in enumerate(ROLES):
+            seen = self._seen(role)
+            entries = self._bank(role)[seen]
+            k = int(getattr(self, f"k_{role}"))
+            if elbow or k == 0:
+                k = elbow_k(entries, h["uem_elbow_max_k"], iters=h["uem_kmeans_iters"],
+                            seed=self.step * 2 + i, sample=h["uem_elbow_sample"])
+            k = min(k, len(entries))
+            centres, assign, _ = kmeans(entries, k, h["uem_kmeans_iters"], self.step * 2 + i)
+            full = torch.full_like(getattr(self, f"assign_{role}"), -1)
+            full[seen] = assign
+            setattr(self, f"protos_{role}", centres)
+            getattr(self, f"assign_{role}").copy_(full)
+            getattr(self, f"center_{role}").copy_(entries.mean(0))
+            getattr(self, f"k_{role}").fill_(k)
+        self._rebuild_merged()
+
+    def _rebuild_merged(self) -> None:
+        """P^{A'} and P^{B'} (Eq. 8-9) from the prototypes and bank means of the last K-Means."""
+        if len(self.protos_a) == 0:
+            self.merged = {}
             return
-        for i, m in enumerate(self.memories.values()):
-            bank = m.bank()
-            cents, _ = spherical_kmeans(bank, self.k, h["uem_kmeans_iters"],
-                                        seed=self.step * 1009 + i, backend=h["uem_kmeans_backend"])
-            m.centroids.copy_(cents)
-            m.anchor_of.copy_(match_to_anchors(cents, self.anchors))
-            cells = (bank @ self.anchors.T).argmax(1)
-            m.mass.copy_(torch.bincount(cells, minlength=self.k).float() / len(bank))
-        self.ready.fill_(True)
-        self.is_ready = True
+        merge = self.hparams["uem_merge"]
+        self.merged = {
+            "a": L.translate_merge(self.protos_a, self.protos_b, self.center_a, self.center_b,
+                                   merge),
+            "b": L.translate_merge(self.protos_b, self.protos_a, self.center_b, self.center_a,
+                                   merge)}
+
+    def _cluster_due(self) -> bool:
+        ready = all(int(self._seen(r).sum()) >= 2 for r in ROLES)
+        return ready and (self.step % self.cluster_steps == 0 or not self.has_prototypes())
 
     # ------------------------------------------------------------------ losses
-    def _intra(self, z1, z2, mem: DomainMemory, alpha: float) -> dict[str, torch.Tensor]:
-        h = self.hparams
-        out = {"ince": nt_xent(z1, z2, h["uem_temperature"])}
-        if not self.is_ready:
+    def _idse(self, role: str, z: torch.Tensor, index: torch.Tensor, alpha: float
+              ) -> dict[str, torch.Tensor]:
+        """Eq. 6, 7, 11 of one domain (alpha already applied to L_PNCE and L_SEL)."""
+        tau = self.hparams["uem_tau"]
+        bank, seen = self._bank(role), self._seen(role)
+        logits = (z @ bank.T / tau).masked_fill(~seen, float("-inf"))
+        out = {"ince": F.cross_entropy(logits, index)}
+        if not self.has_prototypes():
             return out
-        z = torch.cat([z1, z2])
-        nearest = (z.detach() @ mem.centroids.T).argmax(1)
-        phi = h["uem_proto_temperature"]
-        if h["uem_proto_mix"]:
-            out["pnce"] = alpha * F.cross_entropy(z @ mem.centroids.T / phi, nearest)
-        if h["uem_sel"]:
-            out["sel"] = alpha * h["uem_sel_weight"] * F.cross_entropy(
-                z @ self.anchors.T / phi, mem.anchor_of[nearest])
+        merged = self.merged[role]
+        own = getattr(self, f"assign_{role}")[index]
+        known = own >= 0
+        if known.any():
+            target = merged.own.to(z.device)[own[known]]
+            out["pnce"] = alpha * L.proto_nce(z[known], merged.prototypes.to(z), target, tau)
+        if self.hparams["uem_sel"]:
+            out["sel"] = alpha * L.semantic_enhanced_loss(z, merged.prototypes.to(z), tau)
         return out
 
-    def _spda(self, zs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Prototype-conditioned adversarial alignment of every target with the source."""
-        phi = self.hparams["uem_proto_temperature"]
-        src_mass = self._memory(SOURCE).mass
-        losses = []
-        for name, z in zs.items():
-            if name == SOURCE:
-                continue
-            mass = self._memory(name).mass
-            cell_w = torch.minimum(src_mass, mass) / torch.maximum(src_mass, mass).clamp(min=1e-12)
-            for zz, is_source in ((zs[SOURCE], 1.0), (z, 0.0)):
-                p = F.softmax(zz.detach() @ self.anchors.T / phi, dim=1)
-                logits = self.discriminator(_GradReverse.apply(zz))
-                bce = F.binary_cross_entropy_with_logits(
-                    logits, torch.full_like(logits, is_source), reduction="none")
-                losses.append((p * cell_w * bce).sum(1).mean())
-        return torch.stack(losses).mean()
+    def _sn2m_inputs(self, role: str) -> L.SN2MInputs:
+        other = _other(role)
+        seen = self._seen(other)
+        return L.SN2MInputs(getattr(self, f"protos_{role}"), self.merged[other],
+                            self._bank(other)[seen], getattr(self, f"assign_{other}")[seen])
 
-    def _correspondence(self, a: DomainMemory, b: DomainMemory) -> torch.Tensor:
-        """For each prototype of A, the prototype of B holding the same semantics."""
-        if self.hparams["uem_sel"]:
-            inverse = torch.empty_like(b.anchor_of)
-            inverse[b.anchor_of] = torch.arange(self.k, device=b.anchor_of.device)
-            return inverse[a.anchor_of]
-        return (a.centroids @ b.centroids.T).argmax(1)
-
-    def _sn2m_one_way(self, z, a: DomainMemory, b: DomainMemory):
-        """(loss, fraction of instance-level matches) for the samples ``z`` of domain A."""
-        h = self.hparams
-        bank = b.bank()
-        zd = z.detach()
-        proto = self._correspondence(a, b)[(zd @ a.centroids.T).argmax(1)]
-        nn_idx = (zd @ bank.T).argmax(1)
-        nn_proto = (bank[nn_idx] @ b.centroids.T).argmax(1)
-        mode = h["uem_sn2m_mode"]
-        instance = (nn_proto == proto) if mode == "switch" else torch.full_like(
-            proto, mode == "instance", dtype=torch.bool)
-        inst_loss = F.cross_entropy(z @ bank.T / h["uem_temperature"], nn_idx, reduction="none")
-        proto_loss = F.cross_entropy(z @ b.centroids.T / h["uem_proto_temperature"], proto,
-                                     reduction="none")
-        positive = torch.where(instance.unsqueeze(1), bank[nn_idx], b.centroids[proto])
-        keep = (zd * positive).sum(1) >= h["uem_sn2m_threshold"]
-        loss = torch.where(instance, inst_loss, proto_loss)
-        loss = (loss * keep).sum() / keep.sum().clamp(min=1)
-        return loss, instance.float().mean()
-
-    def _sn2m(self, zs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        src = self._memory(SOURCE)
-        out, fractions = [], []
-        for name, z in zs.items():
-            if name == SOURCE:
-                continue
-            tgt = self._memory(name)
-            for zz, a, b in ((zs[SOURCE], src, tgt), (z, tgt, src)):
-                loss, frac = self._sn2m_one_way(zz, a, b)
-                out.append(loss)
-                fractions.append(frac)
-        return torch.stack(out).mean(), torch.stack(fractions).mean()
+    def _cdsm(self, x: dict[str, torch.Tensor], z: dict[str, torch.Tensor]
+              ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """Eq. 13-18."""
+        h, tau = self.hparams, self.hparams["uem_tau"]
+        logits = {r: self.classifier(L.GradReverse.apply(z[r], h["uem_grl_coeff"]))
+                  for r in ROLES}
+        terms = {"dal": L.domain_adversarial_loss(logits["a"], logits["b"])}
+        logs: dict[str, float] = {}
+        if h["uem_spr"]:
+            with torch.no_grad():
+                self.frozen_net.train(self.network.training)
+                frozen = {r: F.normalize(self.frozen_net(x[r]), dim=1) for r in ROLES}
+            terms["spr"] = sum(L.semantic_preserving_loss(z[r], frozen[r]) for r in ROLES)
+        if h["uem_sn2m"] and self.has_prototypes():
+            parts = [L.sn2m_loss(z[r], self._sn2m_inputs(r), tau) for r in ROLES]
+            terms["sn2m"] = sum(p[0] for p in parts)
+            logs["uem_sn2m_agree"] = float(sum(p[1] for p in parts) / 2)
+        elif not h["uem_sn2m"]:
+            terms["nnm"] = sum(L.nn_match_loss(z[r], self._bank(_other(r))[self._seen(_other(r))],
+                                               tau) for r in ROLES)
+        return terms, logs
 
     # ------------------------------------------------------------------ training step
+    def _batch(self, batch: dict) -> tuple[dict, dict]:
+        target = self.domains["b"]
+        return ({"a": batch["x"], "b": batch["unlabeled"][target]},
+                {"a": batch["index"], "b": batch["unlabeled_index"][target]})
+
+    @torch.no_grad()
+    def _first_sight(self, z: dict, index: dict) -> None:
+        """An entry takes its image's feature the first time the image is seen (Eq. 5's
+        initialisation with the features of the initial f)."""
+        for r in ROLES:
+            new = ~self._seen(r)[index[r]]
+            self._bank(r)[index[r][new]] = z[r].detach()[new].to(self._bank(r).dtype)
+            self._seen(r)[index[r]] = True
+
     def update(self, batch: dict) -> dict[str, float]:
         h = self.hparams
-        if self.step > 0 and self.step % self.cluster_steps == 0:
-            self.recluster()
-        images = {SOURCE: batch["x"], **batch.get("unlabeled", {})}
+        x, index = self._batch(batch)
+        if self._cluster_due():
+            self.recluster(elbow=self.step % self.elbow_steps == 0)
         self.network.train()
-        views = [view_augment(x, h["uem_crop_scale"], h["uem_color_jitter"], h["uem_flip"])
-                 for x in images.values() for _ in range(2)]
         with self.autocast():
-            z_all = self.network(torch.cat(views))
-        z_all = z_all.float().split([len(v) for v in views])
-        alpha = ipm_alpha(self.step // self.schedule.steps_per_epoch, self.schedule.total_epochs)
-        terms: dict[str, torch.Tensor] = {}
-        first_views = {}
-        for i, name in enumerate(images):
-            z1, z2 = z_all[2 * i], z_all[2 * i + 1]
-            first_views[name] = z1
-            for key, value in self._intra(z1, z2, self._memory(name), alpha).items():
-                terms[key] = terms.get(key, 0) + value
-        logs = {"uem_alpha": alpha}
-        stage2 = (self.is_ready and len(images) > 1
-                  and self.step >= h["uem_stage2_start"] * self.schedule.total_steps)
-        if stage2 and h["uem_spda"]:
-            terms["spda"] = h["uem_spda_weight"] * self._spda(first_views)
-        if stage2 and h["uem_sn2m"]:
-            sn2m, logs["uem_sn2m_instance_frac"] = self._sn2m(first_views)
-            terms["sn2m"] = h["uem_sn2m_weight"] * sn2m
+            feats = self.network(torch.cat([x["a"], x["b"]]))
+        z = dict(zip(ROLES, F.normalize(feats.float(), dim=1).split([len(x["a"]), len(x["b"])])))
+        self._first_sight(z, index)
+        logs: dict[str, float] = {}
+        if self.stage == IDSE:
+            alpha = L.ipm_alpha(self.step // self.schedule.steps_per_epoch,
+                                self.idse_steps / self.schedule.steps_per_epoch)
+            logs["uem_alpha"] = alpha
+            terms: dict[str, torch.Tensor] = {}
+            for r in ROLES:
+                for k, v in self._idse(r, z[r], index[r], alpha).items():
+                    terms[k] = terms.get(k, 0) + v
+        else:
+            terms, logs = self._cdsm(x, z)
         loss = sum(terms.values())
         self.backward_step(loss, self.optimizers["main"])
         self.schedulers["main"].step()
-        for name, z1 in first_views.items():
-            self._memory(name).push(z1)
+        for r in ROLES:
+            L.update_memory(self._bank(r), index[r], z[r], h["uem_beta"])
         self.step += 1
-        return {"loss": loss.item(), **{k: float(v) for k, v in logs.items()},
-                **{f"uem_{k}": v.item() for k, v in terms.items()}}
+        return {"loss": loss.item(), **logs, **{f"uem_{k}": float(v.detach()) for k, v in terms.items()},
+                "uem_k_a": float(self.k_a), "uem_k_b": float(self.k_b),
+                "uem_merged": float(len(self.merged["a"].pairs) if self.merged else 0)}
+
+    def extra_metrics(self, ctx: EvalContext) -> dict[str, float]:
+        """The current Elbow estimates and merged pairs (the App. B.1 detector is the open-set
+        rule ``--open_rule detector``, which every method gets, as in App. B.2)."""
+        return {"uem_k_a": float(self.k_a), "uem_k_b": float(self.k_b),
+                "uem_merged": float(len(self.merged["a"].pairs) if self.merged else 0)}

@@ -8,10 +8,16 @@ A protocol is a query domain A (the run's ``source``), one or more gallery domai
 - ``partial``: B holds every class, A a random ``partial_fraction`` of them (UEM's partial
   setting: "the query domain contains only half of the label space of the retrieval domain,
   randomly selected").
-- ``open``: a random ``shared_fraction`` of the classes is held by both; the remaining classes
-  are split in two halves, private to A and private to B (the exact DomainNet open-set split of
-  the paper is not published: this is our documented default). A query of an A-private class
-  must be rejected (retrieval returns null).
+- ``open``: A holds every class, B a random ``shared_fraction`` of A's classes (UEM's open
+  set: "the retrieval domain's label space is half of the query's", B a subset of A). A query of
+  a class B lacks (A-private) must be detected as private (retrieval returns null).
+
+A class subset (``min_images``, ``num_classes``) restricts every protocol to the classes
+holding more than ``min_images`` images in every domain of the protocol, the ``num_classes`` of
+them with the largest such count (ties: lower class id), before the draws above. UEM's
+DomainNet protocol (UCDIR's, Hu & Lee ECCV 2022: "the 7 classes with more than 200 images") is
+``min_images=200, num_classes=7`` (``--ucdr_min_images 200 --ucdr_num_classes 7``); the
+classes are computed from the data of the pair, so the choice is reproducible and logged.
 
 Class subsets are drawn from the dataset's class count with ``seed`` (the run's trial seed),
 never from file lists, so the same definitions hold for DigitsDG, Office-31, Office-Home or
@@ -69,35 +75,53 @@ class UCDRProtocol:
                 f"{list(self.query_private)}, gallery-private {list(self.gallery_private)}")
 
 
-def class_sets(kind: str, num_classes: int, seed: int = 0, partial_fraction: float = 0.5,
+def class_sets(kind: str, classes, seed: int = 0, partial_fraction: float = 0.5,
                shared_fraction: float = 0.5) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(query classes, gallery classes) of a protocol, as sorted global class ids."""
+    """(query classes, gallery classes) of a protocol, as sorted global class ids, drawn from
+    ``classes`` (an int n: classes 0..n-1; or the class ids)."""
     if kind not in KINDS:
         raise ProtocolError(f"unknown UCDR protocol {kind!r}; known: {', '.join(KINDS)}")
-    everything = tuple(range(num_classes))
+    everything = tuple(range(classes)) if isinstance(classes, int) else tuple(sorted(classes))
+    n_all = len(everything)
     if kind == "closed":
         return everything, everything
+    if n_all < 2:
+        raise ProtocolError(f"the {kind} protocol needs at least 2 classes, got {n_all}")
     rng = np.random.default_rng([seed, 4242])
-    order = [int(c) for c in rng.permutation(num_classes)]
-    if kind == "partial":
-        if not 0 < partial_fraction < 1:
-            raise ProtocolError(f"partial_fraction must be in (0, 1), got {partial_fraction}")
-        n = min(num_classes - 1, max(1, round(partial_fraction * num_classes)))
-        return tuple(sorted(order[:n])), everything
-    if not 0 < shared_fraction < 1:
-        raise ProtocolError(f"shared_fraction must be in (0, 1), got {shared_fraction}")
-    n_shared = min(num_classes - 2, max(1, round(shared_fraction * num_classes)))
-    rest = order[n_shared:]
-    half = len(rest) // 2
-    shared, q_private, g_private = order[:n_shared], rest[:half], rest[half:]
-    return tuple(sorted(shared + q_private)), tuple(sorted(shared + g_private))
+    order = [everything[int(i)] for i in rng.permutation(n_all)]
+    fraction = partial_fraction if kind == "partial" else shared_fraction
+    if not 0 < fraction < 1:
+        name = "partial_fraction" if kind == "partial" else "shared_fraction"
+        raise ProtocolError(f"{name} must be in (0, 1), got {fraction}")
+    subset = tuple(sorted(order[:min(n_all - 1, max(1, round(fraction * n_all)))]))
+    # partial: the query holds a subset of the gallery's classes; open: the reverse
+    return (subset, everything) if kind == "partial" else (everything, subset)
+
+
+def frequent_classes(dataset: SDGDataset, domains, min_images: int, num_classes: int
+                     ) -> tuple[int, ...]:
+    """The classes with more than ``min_images`` images in every one of ``domains``, at most
+    ``num_classes`` of them (0: all): the largest smallest-count first, ties by class id."""
+    counts = np.stack([np.bincount(dataset.domain(d).labels, minlength=len(dataset.CLASSES))
+                       for d in domains]).min(0)
+    eligible = [c for c in np.argsort(-counts, kind="stable") if counts[c] > min_images]
+    chosen = eligible[:num_classes] if num_classes else eligible
+    if len(chosen) < max(num_classes, 1):
+        raise ProtocolError(f"only {len(chosen)} classes of {dataset.NAME} have more than "
+                            f"{min_images} images in each of {list(domains)}; asked for "
+                            f"{num_classes or 'at least 1'}")
+    return tuple(sorted(int(c) for c in chosen))
 
 
 def make_protocol(dataset: SDGDataset, kind: str, seed: int = 0, partial_fraction: float = 0.5,
-                  shared_fraction: float = 0.5) -> UCDRProtocol:
+                  shared_fraction: float = 0.5, min_images: int = 0, num_classes: int = 0
+                  ) -> UCDRProtocol:
     """The protocol of a dataset instance: its source is the query domain, its targets the
-    gallery domains."""
-    q, g = class_sets(kind, len(dataset.CLASSES), seed, partial_fraction, shared_fraction)
+    gallery domains (restricted to a class subset when ``min_images`` or ``num_classes``)."""
+    classes = (frequent_classes(dataset, (dataset.source, *dataset.targets), min_images,
+                                num_classes) if min_images or num_classes
+               else len(dataset.CLASSES))
+    q, g = class_sets(kind, classes, seed, partial_fraction, shared_fraction)
     return UCDRProtocol(kind, dataset.source, tuple(dataset.targets), q, g)
 
 

@@ -1,0 +1,252 @@
+"""UEM's equations as pure functions (Wang, Du & Zhu, NeurIPS 2024; ``shared/notes/uem-paper.md``).
+Equation numbers are the paper's. ``tau`` is the temperature (0.07), features ``z`` are
+L2-normalised rows, ``d`` the Euclidean distance, ``D(u, v) = (1 - cos(u, v)) d(u, v)`` the
+distance of the cross-domain searches (Eq. 15-17, App. B.1). Losses are means over the batch
+(the paper writes sums over i for Eq. 6-7 and means for Eq. 11, 14, 17: only a scale)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+
+# ---------------------------------------------------------------- Eq. 5-7 (IDSE, per domain)
+@torch.no_grad()
+def update_memory(bank: torch.Tensor, index: torch.Tensor, z: torch.Tensor, beta: float
+                  ) -> None:
+    """Eq. 5, in place: m_i <- beta m_i + (1 - beta) f(x_i) for the batch's indices, then
+    re-normalised to unit length (the paper leaves it open; InstDisc/PCS memory banks
+    normalise, so that m_i . f / tau stays a cosine over tau)."""
+    bank[index] = F.normalize(beta * bank[index] + (1.0 - beta) * z.detach().to(bank.dtype),
+                              dim=1)
+
+
+def instance_nce(z: torch.Tensor, index: torch.Tensor, bank: torch.Tensor, tau: float
+                 ) -> torch.Tensor:
+    """Eq. 6, L_INCE: -log softmax over the domain's memory entries, the own entry m_i the
+    positive, every other entry a negative."""
+    return F.cross_entropy(z @ bank.T / tau, index)
+
+
+def proto_nce(z: torch.Tensor, prototypes: torch.Tensor, assign: torch.Tensor, tau: float
+              ) -> torch.Tensor:
+    """Eq. 7, L_PNCE: -log softmax over the (merged) prototypes toward the sample's own."""
+    return F.cross_entropy(z @ prototypes.T / tau, assign)
+
+
+def ipm_alpha(epoch: float, idse_epochs: float) -> float:
+    """Eq. 10's weight alpha = 1 / (1 + exp(0.5 E - e)) (E: IDSE epochs, e: current epoch),
+    without overflow for any E."""
+    x = 0.5 * idse_epochs - epoch
+    if x > 0:
+        return float(np.exp(-x) / (1.0 + np.exp(-x)))
+    return float(1.0 / (1.0 + np.exp(x)))
+
+
+# ---------------------------------------------------------------- Eq. 8-9 (translate + merge)
+@dataclass(frozen=True)
+class Merged:
+    """A domain's unified prototype set P' (Eq. 9) built from its own prototypes and the other
+    domain's translated ones: ``prototypes`` (C', d); ``own`` (k_own,) and ``other``
+    (k_other,): the row of P' each own / other prototype became; ``pairs``: the merged
+    (own, other) index pairs."""
+
+    prototypes: torch.Tensor
+    own: torch.Tensor
+    other: torch.Tensor
+    pairs: tuple[tuple[int, int], ...]
+
+    def is_merged(self) -> torch.Tensor:
+        """(C',) bool: True for the rows that are a merged pair's mean."""
+        out = torch.zeros(len(self.prototypes), dtype=torch.bool)
+        for i, _ in self.pairs:
+            out[int(self.own[i])] = True
+        return out
+
+
+def min_pairwise_distance(p: torch.Tensor) -> float:
+    """min_{i != j} d(p_i, p_j) (inf for a single prototype)."""
+    if len(p) < 2:
+        return float("inf")
+    d = torch.cdist(p.double(), p.double())
+    return float(d.masked_fill(torch.eye(len(p), dtype=torch.bool), float("inf")).min())
+
+
+def translate_merge(own: torch.Tensor, other: torch.Tensor, own_mean: torch.Tensor,
+                    other_mean: torch.Tensor, merge: bool = True) -> Merged:
+    """Eq. 8-9 for the domain of ``own`` (P^A; ``other`` = P^B):
+
+    - translate: p^{B->A} = p^B + (mean(M^A) - mean(M^B));
+    - pair each p^A with a translated p^{B->A} by the Hungarian algorithm on their Euclidean
+      distances (one-to-one, minimal total distance);
+    - a pair merges when d(p^{B->A}, p^A) < min(min_{i!=j} d(p^A_i, p^A_j),
+      min_{i!=j} d(p^B_i, p^B_j));
+    - P^{A'} = unmerged P^A, then unmerged P^{B->A}, then (p^A + p^{B->A}) / 2 per merged pair.
+
+    ``merge=False`` (ablation "w/o P.M."): no pair merges, P^{A'} = P^A then every P^{B->A}."""
+    k_own, k_other = len(own), len(other)
+    moved = other + (own_mean - other_mean)
+    dist = torch.cdist(own.double(), moved.double())
+    rows, cols = linear_sum_assignment(dist.cpu().numpy())
+    limit = min(min_pairwise_distance(own), min_pairwise_distance(other)) if merge else -1.0
+    pairs = tuple((int(r), int(c)) for r, c in zip(rows, cols) if float(dist[r, c]) < limit)
+    merged_own = {r for r, _ in pairs}
+    merged_other = {c for _, c in pairs}
+    keep_own = [i for i in range(k_own) if i not in merged_own]
+    keep_other = [j for j in range(k_other) if j not in merged_other]
+    own_map = torch.empty(k_own, dtype=torch.long)
+    other_map = torch.empty(k_other, dtype=torch.long)
+    rows_out = []
+    for i in keep_own:
+        own_map[i] = len(rows_out)
+        rows_out.append(own[i])
+    for j in keep_other:
+        other_map[j] = len(rows_out)
+        rows_out.append(moved[j])
+    for i, j in pairs:
+        own_map[i] = other_map[j] = len(rows_out)
+        rows_out.append((own[i] + moved[j]) / 2)
+    return Merged(torch.stack(rows_out), own_map, other_map, pairs)
+
+
+# ---------------------------------------------------------------- Eq. 11 (SEL)
+def semantic_enhanced_loss(z: torch.Tensor, prototypes: torch.Tensor, tau: float
+                           ) -> torch.Tensor:
+    """Eq. 11, L_SEL = (1/B) sum_i sum_c softmax_c(f_i . p_c / tau) d(f_i, p_c) over the merged
+    prototypes (a softmax-weighted Euclidean distance to every prototype)."""
+    weights = F.softmax(z @ prototypes.T / tau, dim=1)
+    return (weights * _euclidean(z, prototypes)).sum(1).mean()
+
+
+def _euclidean(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Pairwise Euclidean distances with a finite gradient at 0."""
+    sq = (u * u).sum(1, keepdim=True) + (v * v).sum(1) - 2.0 * u @ v.T
+    return sq.clamp_min(1e-12).sqrt()
+
+
+def search_distance(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """D(u, v) = (1 - cos(u, v)) d(u, v), pairwise (n_u, n_v) (Eq. 15-16, App. B.1)."""
+    cos = F.normalize(u, dim=1) @ F.normalize(v, dim=1).T
+    return (1.0 - cos) * _euclidean(u, v)
+
+
+# ---------------------------------------------------------------- Eq. 13-14 (SPDA)
+def domain_adversarial_loss(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Eq. 13, L_DAL: binary cross-entropy of the domain classifier over the 2B features,
+    domain A labelled 1 and B labelled 0 (the sign flip for f_theta is the caller's gradient
+    reversal)."""
+    logits = torch.cat([logits_a, logits_b]).squeeze(1)
+    target = torch.cat([torch.ones(len(logits_a)), torch.zeros(len(logits_b))]).to(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def semantic_preserving_loss(z: torch.Tensor, z_frozen: torch.Tensor) -> torch.Tensor:
+    """Eq. 14, L_SPR = (1/B^2) sum_{i,j} [(cos(f_i, f_j) - cos(f'_i, f'_j))^2
+    + (d(f_i, f_j) - d(f'_i, f'_j))^2], f' the frozen stage-1 model (one domain's batch)."""
+    def geometry(x):
+        cos = F.normalize(x, dim=1) @ F.normalize(x, dim=1).T
+        dist = _euclidean(x, x)
+        eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
+        return cos, dist.masked_fill(eye, 0.0)        # d(x_i, x_i) = 0 exactly
+    cos, dist = geometry(z)
+    cos_f, dist_f = geometry(z_frozen.detach())
+    return ((cos - cos_f) ** 2 + (dist - dist_f) ** 2).mean()
+
+
+class GradReverse(torch.autograd.Function):
+    """Identity forward, gradient times -coeff backward (DANN's gradient reversal)."""
+
+    @staticmethod
+    def forward(ctx, x, coeff: float):
+        ctx.coeff = coeff
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.coeff * grad, None
+
+
+# ---------------------------------------------------------------- Eq. 15-17 (SN2M)
+@dataclass(frozen=True)
+class SN2MInputs:
+    """What SN2M needs for queries of domain A against domain B: A's own prototypes P^A, B's
+    merged set P^{B'} (a :class:`Merged` built with B as ``own`` and A as ``other``), B's
+    memory bank M^B and the own-prototype index of each of B's memory entries."""
+
+    own_prototypes: torch.Tensor        # P^A (k_A, d)
+    other_merged: Merged                # P^{B'}, with .other mapping A's prototypes into it
+    other_bank: torch.Tensor            # M^B (N_B, d)
+    other_assign: torch.Tensor          # (N_B,) B's own prototype of each memory entry
+
+
+def sn2m_loss(z: torch.Tensor, s: SN2MInputs, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 15-17 for the batch ``z`` of domain A; returns (L_SN2M, fraction of queries whose
+    neighbour agreed). c_i = argmin_{p in P^A} D(f_i, p) (Eq. 15); x_i^{A,B} =
+    argmin_{x in M^B} D(f_i, x) (Eq. 16); p~ = the row of P^{B'} that p^A_{c_i} became
+    (translated, merged); the neighbour agrees when its own prototype's row in P^{B'} is p~.
+    L = -log(Delta / (sum_c exp(f.p^{B'}_c/tau) + sum_j exp(f.m^B_j/tau))), Delta =
+    exp(f.p~/tau) + [agree] exp(f.x^{A,B}/tau) (Eq. 17). No similarity threshold."""
+    with torch.no_grad():
+        zd = z.detach()
+        c = search_distance(zd, s.own_prototypes).argmin(1)
+        nn_idx = search_distance(zd, s.other_bank).argmin(1)
+        target = s.other_merged.other[c].to(z.device)
+        nn_row = s.other_merged.own.to(z.device)[s.other_assign[nn_idx]]
+        agree = nn_row == target
+    protos = s.other_merged.prototypes.to(z)
+    logits_p = z @ protos.T / tau
+    logits_m = z @ s.other_bank.T / tau
+    denom = torch.logsumexp(torch.cat([logits_p, logits_m], 1), 1)
+    pos_p = logits_p.gather(1, target.unsqueeze(1)).squeeze(1)
+    pos_m = logits_m.gather(1, nn_idx.unsqueeze(1)).squeeze(1)
+    delta = torch.where(agree, torch.logaddexp(pos_p, pos_m), pos_p)
+    return (denom - delta).mean(), agree.float().mean()
+
+
+def nn_match_loss(z: torch.Tensor, other_bank: torch.Tensor, tau: float) -> torch.Tensor:
+    """Ablation "w/o SN2M": UCDIR-style cross-domain nearest-neighbour matching in place of
+    SN2M (our reading, as the paper's Table 4 names it only): the positive of f_i is always
+    its nearest entry of B's memory (cosine), the negatives every other entry of B's memory,
+    no prototype and no switch."""
+    with torch.no_grad():
+        nn_idx = (z.detach() @ other_bank.T).argmax(1)
+    return F.cross_entropy(z @ other_bank.T / tau, nn_idx)
+
+
+# ---------------------------------------------------------------- App. B.1 (detector)
+def _chunked_min_search(q: torch.Tensor, g: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """min over g of D(q_i, g_j) for every row of q."""
+    return torch.cat([search_distance(q[s:s + chunk], g).min(1).values
+                      for s in range(0, len(q), chunk)])
+
+
+def _max_cross_distance(a: torch.Tensor, b: torch.Tensor, chunk: int = 1024) -> float:
+    """max over a in ``a``, b in ``b`` of D(a, b) (Eq. 25-26)."""
+    return max(float(search_distance(a[s:s + chunk], b).max()) for s in range(0, len(a), chunk))
+
+
+def detector_margin(fa: torch.Tensor, fb: torch.Tensor, pa: torch.Tensor, assign_a: torch.Tensor,
+                    pb: torch.Tensor, assign_b: torch.Tensor, unmerged: float = -10.0
+                    ) -> torch.Tensor:
+    """App. B.1, Eq. 25-27: the private-query detector, as a margin per query of A (>= 0:
+    retrieve; < 0: private, return null). Given both domains' K-Means prototypes and
+    assignments: translate and merge (Eq. 8-9, in A's frame); D_{c+} = max D(f(x^A), f(x^B))
+    over A's and B's members of each merged pair (Eq. 25-26); a query whose nearest merged-set
+    prototype (Euclidean) is unmerged gets ``unmerged`` (private); otherwise margin =
+    D_{c+} - D_i^{A->B}, with D_i^{A->B} = min over B of D(f(x_i^A), f(x^B)) (Eq. 27)."""
+    merged = translate_merge(pa, pb, fa.mean(0), fb.mean(0))
+    pair_of_row = {int(merged.own[i]): (i, j) for i, j in merged.pairs}
+    nearest = torch.cdist(fa.double(), merged.prototypes.double()).argmin(1)
+    d_min = _chunked_min_search(fa, fb)
+    out = torch.full((len(fa),), unmerged, dtype=torch.float32)
+    for row, (i, j) in pair_of_row.items():
+        members = nearest == row
+        if not members.any():
+            continue
+        xa, xb = fa[assign_a == i], fb[assign_b == j]
+        d_c = _max_cross_distance(xa, xb) if len(xa) and len(xb) else 0.0
+        out[members] = (d_c - d_min[members]).float()
+    return out
