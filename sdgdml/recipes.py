@@ -65,10 +65,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                    "freezes the backbone for it)."),
     Recipe("uem_r50", "UEM paper Sec. 4 (shared/notes/uem-paper.md)",
            {**_R50, "optimizer": "sgd", "lr": 2e-4, "lr_schedule": "cosine", "batch_size": 64,
-            "uem_stage2_start": 100 / 150},
+            "uem_idse_fraction": 100 / 150},
            epochs=150,
            unknown="IDSE 100 + CDSM 50 epochs (Office-31, Office-Home; DomainNet: 200 + 50, "
-                   "set --epochs 250 and uem_stage2_start 0.8); the backbone's MoCo v2 weights "
+                   "set --epochs 250 and uem_idse_fraction 0.8); the backbone's MoCo v2 weights "
                    "must be given with --pretrained_file."),
     Recipe("centerpolar_r50", "CenterPolar paper (arXiv 2601.09121) as reviewed in "
            "shared/notes/methods.md",

@@ -185,7 +185,7 @@ def test_train_rejects_ucdr_with_a_supervised_algorithm(tmp_path):
     with pytest.raises(SystemExit, match="unsupervised"):
         main(["--algorithm", "ProxyAnchor", "--ucdr", "open", "--output_dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="exclude each other"):
-        main(["--algorithm", "UEM", "--ucdr", "open", "--protocol", "cross",
+        main(["--algorithm", "UEM", "--targets", "uci", "--ucdr", "open", "--protocol", "cross",
               "--output_dir", str(tmp_path)])
 
 
