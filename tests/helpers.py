@@ -5,6 +5,12 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sdgdml.datasets import DigitsDG
+from sdgdml.datasets.samples import ArraySamples
 from sdgdml.records import read_records
 from sdgdml.flags import MACHINE_ARGS
 
@@ -42,3 +48,31 @@ def subprocess_env() -> dict:
 
 
 PYTHON = sys.executable
+
+
+# ----------------------------------------------------------------------------- test data
+def random_unit(*shape, seed=0):
+    """Seeded random unit vectors (normalised along the last dimension)."""
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def clustered(n_per_class=8, num_classes=3, dim=16, spread=0.3, seed=0):
+    """Samples around distinct class directions, labels 0..C-1."""
+    centres = random_unit(num_classes, dim, seed=seed)
+    noise = torch.randn(num_classes, n_per_class, dim,
+                        generator=torch.Generator().manual_seed(seed + 1)) * spread
+    z = F.normalize((centres.unsqueeze(1) + noise).reshape(-1, dim), dim=1)
+    y = torch.arange(num_classes).repeat_interleave(n_per_class)
+    return z, y
+
+
+class PoisonedDigits(DigitsDG):
+    """DigitsDG with every label replaced by a random one (same images, same order): a
+    method that reads a label in training learns noise."""
+
+    NAME = "PoisonedDigits"
+
+    def load_domain(self, domain):
+        clean = super().load_domain(domain)
+        rng = np.random.default_rng(sum(map(ord, domain)))
+        return ArraySamples(domain, clean.images, rng.permutation(clean.labels[::-1]))

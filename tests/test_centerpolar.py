@@ -18,22 +18,9 @@ from sdgdml.algorithms.centerpolar import (CenterPolar, CentroidMemory, c3e_asce
 from sdgdml.networks import create_model
 from sdgdml.records import read_records
 from sdgdml.train import main
+from helpers import clustered, random_unit
 
 NAME = "ProxyAnchor+CenterPolar"
-
-
-def _unit(*shape, seed=0):
-    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
-
-
-def _clustered(n_per_class=8, num_classes=3, dim=16, spread=0.3, seed=0):
-    """Samples around distinct class directions, labels 0..C-1."""
-    centres = _unit(num_classes, dim, seed=seed)
-    noise = torch.randn(num_classes, n_per_class, dim,
-                        generator=torch.Generator().manual_seed(seed + 1)) * spread
-    z = F.normalize((centres.unsqueeze(1) + noise).reshape(-1, dim), dim=1)
-    y = torch.arange(num_classes).repeat_interleave(n_per_class)
-    return z, y
 
 
 def _hparams(**overrides):
@@ -158,7 +145,7 @@ def test_expansion_and_constraint_off_is_exactly_the_base_loss_and_step():
     wrapped = create_loss(NAME, 5, 16, _hparams(**off))
     torch.manual_seed(0)
     plain = create_loss("ProxyAnchor", 5, 16, _hparams())
-    z = _unit(20, 16, seed=3).requires_grad_(True)
+    z = random_unit(20, 16, seed=3).requires_grad_(True)
     y = torch.arange(20) % 5
     a, b = wrapped(z, y), plain(z, y)
     assert torch.equal(a, b)
@@ -184,13 +171,13 @@ def test_expansion_and_constraint_off_is_exactly_the_base_loss_and_step():
 # ------------------------------------------------------------------ centroids and C4
 def test_centroid_memory_is_an_ema_of_batch_means():
     mem = CentroidMemory(3, 8, momentum=0.75)
-    z, y = _clustered(n_per_class=5, num_classes=3, dim=8)
+    z, y = clustered(n_per_class=5, num_classes=3, dim=8)
     cents, valid = mem.current(z, y)
     assert valid.all()
     mean0 = F.normalize(z[y == 0].mean(0), dim=0)
     assert torch.allclose(cents[0], mean0, atol=1e-6)             # first sight: the batch mean
     mem.update(cents, z, y)
-    z2 = _unit(5, 8, seed=7)
+    z2 = random_unit(5, 8, seed=7)
     y2 = torch.zeros(5, dtype=torch.long)
     cents2, valid2 = mem.current(z2, y2)
     expected = F.normalize(0.75 * mean0 + 0.25 * z2.mean(0), dim=0)
@@ -202,7 +189,7 @@ def test_centroid_memory_is_an_ema_of_batch_means():
 def test_centroids_come_from_the_seen_samples_only():
     """The expanded images join the batch, but a step's centroids are those of its real part."""
     loss = create_loss(NAME, 3, 16, _hparams(cp_c3e_steps=1))
-    z, y = _clustered(n_per_class=4, num_classes=3, dim=16)
+    z, y = clustered(n_per_class=4, num_classes=3, dim=16)
     far = -z                                                      # "expanded": opposite side
     loss.n_extra = len(far)
     loss(torch.cat([z, far]), torch.cat([y, y]))
@@ -222,8 +209,8 @@ def _batch_centroids(z, y, num_classes):
 @pytest.mark.parametrize("separation", ["margin", "softmax"])
 def test_c4_gradient_pulls_samples_to_their_centroid_and_pushes_centroids_apart(separation):
     # three classes whose centroids are close together (inside the margin)
-    centre = _unit(1, 16, seed=11)
-    z, y = _clustered(n_per_class=8, num_classes=3, dim=16, spread=0.3, seed=12)
+    centre = random_unit(1, 16, seed=11)
+    z, y = clustered(n_per_class=8, num_classes=3, dim=16, spread=0.3, seed=12)
     z = F.normalize(z + 2.5 * centre, dim=1).requires_grad_(True)
     cents, valid = _batch_centroids(z, y, 3)
     pull, sep = c4_loss(z, y, cents, valid, separation, margin=1.2, scale=16.0)
@@ -253,8 +240,8 @@ def test_c4_gradient_pulls_samples_to_their_centroid_and_pushes_centroids_apart(
 def test_c4_pulls_expanded_samples_too():
     loss = create_loss(NAME, 3, 16, _hparams(cp_c3e_steps=1, cp_separation="margin",
                                              cp_sep_weight=0.0))
-    z, y = _clustered(n_per_class=4, num_classes=3, dim=16)
-    far = _unit(12, 16, seed=4).requires_grad_(True)
+    z, y = clustered(n_per_class=4, num_classes=3, dim=16)
+    far = random_unit(12, 16, seed=4).requires_grad_(True)
     loss.n_extra = 12
     loss(torch.cat([z, far]), torch.cat([y, y]))     # fills the centroid memory
     loss.n_extra = 12

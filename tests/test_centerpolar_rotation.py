@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sdgdml import hparams_registry
 from sdgdml.algorithms import MetricLoss, UnknownAlgorithmError, create_loss, parse_algorithm
@@ -15,20 +14,7 @@ from sdgdml.algorithms.centerpolar_rotation import (CenterPolarRotation, centrif
                                                     expansion_strength)
 from sdgdml.records import read_records
 from sdgdml.train import main
-
-
-def _unit(*shape, seed=0):
-    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
-
-
-def _clustered(n_per_class=8, num_classes=3, dim=16, spread=0.3, seed=0):
-    """Samples around distinct class directions, labels 0..C-1."""
-    centres = _unit(num_classes, dim, seed=seed)
-    noise = torch.randn(num_classes, n_per_class, dim,
-                        generator=torch.Generator().manual_seed(seed + 1)) * spread
-    z = F.normalize((centres.unsqueeze(1) + noise).reshape(-1, dim), dim=1)
-    y = torch.arange(num_classes).repeat_interleave(n_per_class)
-    return z, y
+from helpers import clustered, random_unit
 
 
 class RecordingLoss(MetricLoss):
@@ -36,7 +22,7 @@ class RecordingLoss(MetricLoss):
 
     def __init__(self, num_classes, dim):
         super().__init__()
-        self.axes = _unit(num_classes, dim, seed=99)
+        self.axes = random_unit(num_classes, dim, seed=99)
         self.calls = []
 
     def forward(self, z, y):
@@ -62,7 +48,7 @@ def test_schedule_values():
 
 
 def test_centrifugal_expand_rotates_exactly_away_from_the_centroid():
-    z, c = _unit(64, 12, seed=1), _unit(64, 12, seed=2)
+    z, c = random_unit(64, 12, seed=1), random_unit(64, 12, seed=2)
     theta = angle(z, c)
     delta = torch.rand(64, generator=torch.Generator().manual_seed(3)) * 0.5
     cap = math.radians(150)
@@ -79,13 +65,13 @@ def test_centrifugal_expand_rotates_exactly_away_from_the_centroid():
 
 
 def test_expansion_on_a_centroid_picks_a_tangent_direction():
-    c = _unit(4, 8, seed=5)
+    c = random_unit(4, 8, seed=5)
     z2 = centrifugal_expand(c.clone(), c, torch.full((4,), 0.3))
     assert torch.allclose(angle(z2, c), torch.full((4,), 0.3), atol=1e-4)
 
 
 def test_expanded_samples_are_farther_from_their_centroid_and_keep_their_label():
-    z, y = _clustered(n_per_class=10, num_classes=4, dim=16)
+    z, y = clustered(n_per_class=10, num_classes=4, dim=16)
     base = RecordingLoss(4, 16)
     loss = CenterPolarRotation(base, 4, 16, _hparams(cpr_c4_weight=0.0, cpr_expand_schedule="constant"))
     loss.set_progress(1.0, 10.0)
@@ -106,7 +92,7 @@ def test_expansion_and_constraint_off_is_exactly_the_base_loss():
     wrapped = create_loss("ProxyAnchor+CenterPolarRotation", 5, 16, hp)
     torch.manual_seed(0)
     plain = create_loss("ProxyAnchor", 5, 16, hp)
-    z = _unit(20, 16, seed=3).requires_grad_(True)
+    z = random_unit(20, 16, seed=3).requires_grad_(True)
     y = torch.arange(20) % 5
     rng = torch.get_rng_state()
     a = wrapped(z, y)
@@ -175,7 +161,7 @@ def test_stacked_plugins_score_synthetic_samples_with_the_bare_base_loss(name, m
                         lambda c, z, y: (updates.append(len(z)), real_update(c, z, y)))
     monkeypatch.setattr(see, "synthesize",
                         lambda z, y, k: (expanded.append(len(z)), real_synth(z, y, k))[1])
-    z, y = _unit(20, 16, seed=5), torch.arange(20) % 5
+    z, y = random_unit(20, 16, seed=5), torch.arange(20) % 5
     loss(z, y)
     assert updates == [20] and expanded == [20]
     assert loss.bare() is cp.base.bare() is see.base.bare() and not isinstance(

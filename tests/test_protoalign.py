@@ -3,7 +3,6 @@ ablation switches, that no label is ever read in training, exact resume, an end-
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,11 +10,11 @@ import torch.nn.functional as F
 from sdgdml import hparams_registry
 from sdgdml.algorithms import Schedule, algorithm_class
 from sdgdml.algorithms.protoalign import (ProtoAlign, _GradReverse, ipm_alpha, nt_xent, view_augment)
-from sdgdml.datasets import DATASETS, DigitsDG
-from sdgdml.datasets.samples import ArraySamples
+from sdgdml.datasets import DATASETS
 from sdgdml.networks import create_model
 from sdgdml.records import read_records
 from sdgdml.train import main
+from helpers import PoisonedDigits
 
 TRAINING_KEYS = ("loss", "pal_alpha", "pal_ince", "pal_pnce", "pal_sel", "pal_spda", "pal_sn2m",
                  "pal_sn2m_instance_frac")
@@ -165,17 +164,6 @@ def test_ablation_sweep_file_switches_one_component_per_variant():
         switches.append(tuple(sorted(overrides.items())))
     assert sorted(switches) == sorted([(), (("pal_proto_mix", False),), (("pal_sel", False),),
                                        (("pal_spda", False),), (("pal_sn2m", False),)])
-
-
-class PoisonedDigits(DigitsDG):
-    """DigitsDG with every label replaced by a random one (same images, same order)."""
-
-    NAME = "PoisonedDigits"
-
-    def load_domain(self, domain):
-        clean = super().load_domain(domain)
-        rng = np.random.default_rng(sum(map(ord, domain)))
-        return ArraySamples(domain, clean.images, rng.permutation(clean.labels[::-1]))
 
 
 def _run(tmp_path, name, dataset, extra=()):

@@ -17,11 +17,11 @@ from sdgdml.algorithms import Schedule, algorithm_class
 from sdgdml.algorithms import uem_losses as L
 from sdgdml.algorithms.uem import CDSM, IDSE, UEM
 from sdgdml.clustering import kmeans
-from sdgdml.datasets import DATASETS, DigitsDG
-from sdgdml.datasets.samples import ArraySamples
+from sdgdml.datasets import DATASETS
 from sdgdml.networks import create_model
 from sdgdml.records import read_records
 from sdgdml.train import main
+from helpers import PoisonedDigits
 
 TAU = 0.07
 
@@ -322,17 +322,6 @@ def test_table4_sweep_file():
 
 
 # ---------------------------------------------------------------- end to end
-class PoisonedDigits(DigitsDG):
-    """DigitsDG with every label replaced by a random one (same images, same order)."""
-
-    NAME = "PoisonedDigits"
-
-    def load_domain(self, domain):
-        clean = super().load_domain(domain)
-        rng = np.random.default_rng(sum(map(ord, domain)))
-        return ArraySamples(domain, clean.images, rng.permutation(clean.labels[::-1]))
-
-
 def _run(tmp_path, name, dataset, extra=(), steps=8, freq=4, idse=0.5):
     out = tmp_path / name
     main(["--algorithm", "UEM", "--dataset", dataset, "--targets", "uci", "--output_dir",

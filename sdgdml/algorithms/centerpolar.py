@@ -179,6 +179,29 @@ def c4_loss(z: torch.Tensor, y: torch.Tensor, cents: torch.Tensor, valid: torch.
     return pull, sep_weight * sep
 
 
+def declare_c4_hparams(hp, prefix: str) -> None:
+    """C4's hparams (centroid EMA, pull, separation), named ``<prefix><name>``: shared by
+    CenterPolar (``cp_``) and CenterPolarRotation (``cpr_``)."""
+    hp(f"{prefix}momentum", 0.9, uniform(0.0, 0.99))            # centroid EMA (0: batch)
+    hp(f"{prefix}c4_weight", 1.0, log_uniform(-1, 0.5))
+    hp(f"{prefix}c4_on_expanded", True, choice(True, False))
+    hp(f"{prefix}separation", "margin", choice(*SEPARATIONS))
+    hp(f"{prefix}sep_weight", 1.0, log_uniform(-1, 0.5))
+    hp(f"{prefix}margin", 1.2, uniform(0.8, 1.5))               # distance of unit centroids
+    hp(f"{prefix}scale", 16.0, uniform(8.0, 32.0))              # centroid softmax scale
+
+
+def init_c4(loss: nn.Module, h: dict, prefix: str, num_classes: int, embed_dim: int) -> None:
+    """Set C4's settings and centroid memory on ``loss`` from the ``<prefix>`` hparams."""
+    if h[f"{prefix}separation"] not in SEPARATIONS:
+        raise ValueError(f"unknown {prefix}separation {h[f'{prefix}separation']!r}; "
+                         f"known: {', '.join(SEPARATIONS)}")
+    loss.c4_weight, loss.c4_on_expanded = h[f"{prefix}c4_weight"], h[f"{prefix}c4_on_expanded"]
+    loss.separation, loss.margin = h[f"{prefix}separation"], h[f"{prefix}margin"]
+    loss.scale, loss.sep_weight = h[f"{prefix}scale"], h[f"{prefix}sep_weight"]
+    loss.memory = CentroidMemory(num_classes, embed_dim, h[f"{prefix}momentum"])
+
+
 @register_plugin("CenterPolar", default_base="ProxyAnchor")
 class CenterPolar(LossWrapper):
     """``Base+CenterPolar``: C3E (adversarial expansion of the images) and C4 around any base
@@ -199,13 +222,7 @@ class CenterPolar(LossWrapper):
         hp("cp_c3e_every", 10, lambda r: int(r.choice([1, 5, 10, 20])))
         hp("cp_c3e_pool", 8, lambda r: int(r.choice([1, 4, 8, 16])))
         hp("cp_c3e_ratio", 1.0, uniform(0.25, 1.0))
-        hp("cp_momentum", 0.9, uniform(0.0, 0.99))               # centroid EMA (0: batch)
-        hp("cp_c4_weight", 1.0, log_uniform(-1, 0.5))
-        hp("cp_c4_on_expanded", True, choice(True, False))
-        hp("cp_separation", "margin", choice("margin", "softmax"))
-        hp("cp_sep_weight", 1.0, log_uniform(-1, 0.5))
-        hp("cp_margin", 1.2, uniform(0.8, 1.5))                  # distance of unit centroids
-        hp("cp_scale", 16.0, uniform(8.0, 32.0))                 # centroid softmax scale
+        declare_c4_hparams(hp, "cp_")
 
     def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__(base)
@@ -214,16 +231,10 @@ class CenterPolar(LossWrapper):
         self.gamma, self.distance = float(h["cp_c3e_gamma"]), h["cp_c3e_distance"]
         self.every, self.ratio = int(h["cp_c3e_every"]), float(h["cp_c3e_ratio"])
         distance(torch.ones(1, 1), torch.ones(1, 1), self.distance)       # validate early
-        if h["cp_separation"] not in SEPARATIONS:
-            raise ValueError(f"unknown cp_separation {h['cp_separation']!r}; "
-                             f"known: {', '.join(SEPARATIONS)}")
         if self.steps < 0 or self.every < 1 or int(h["cp_c3e_pool"]) < 1 or self.ratio < 0:
             raise ValueError("need cp_c3e_steps >= 0, cp_c3e_every >= 1, cp_c3e_pool >= 1 and "
                              "cp_c3e_ratio >= 0")
-        self.c4_weight, self.c4_on_expanded = h["cp_c4_weight"], h["cp_c4_on_expanded"]
-        self.separation, self.margin = h["cp_separation"], h["cp_margin"]
-        self.scale, self.sep_weight = h["cp_scale"], h["cp_sep_weight"]
-        self.memory = CentroidMemory(num_classes, embed_dim, h["cp_momentum"])
+        init_c4(self, h, "cp_", num_classes, embed_dim)
         self.pool: collections.deque = collections.deque(maxlen=int(h["cp_c3e_pool"]))
         self.calls = 0                  # expand_inputs calls (steps): when to generate
         self.n_extra = 0                # expanded images at the end of the next forward's batch

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from ..search_space import choice, log_uniform, uniform
 from .base import LossWrapper, MetricLoss
-from .centerpolar import SEPARATIONS, CentroidMemory, angle, c4_loss
+from .centerpolar import angle, c4_loss, declare_c4_hparams, init_c4
 from .registry import register_plugin
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -110,13 +110,7 @@ class CenterPolarRotation(LossWrapper):
         hp("cpr_max_angle_deg", 90.0, uniform(45.0, 120.0))
         hp("cpr_expand_weight", 1.0, log_uniform(-1, 0.3))
         hp("cpr_detach_expanded", False, choice(False, True))
-        hp("cpr_momentum", 0.9, uniform(0.0, 0.99))               # centroid EMA (0: batch)
-        hp("cpr_c4_weight", 1.0, log_uniform(-1, 0.5))
-        hp("cpr_c4_on_expanded", True, choice(True, False))
-        hp("cpr_separation", "margin", choice("margin", "softmax"))
-        hp("cpr_sep_weight", 1.0, log_uniform(-1, 0.5))
-        hp("cpr_margin", 1.2, uniform(0.8, 1.5))                  # distance of unit centroids
-        hp("cpr_scale", 16.0, uniform(8.0, 32.0))                 # centroid softmax scale
+        declare_c4_hparams(hp, "cpr_")
 
     def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__(base)
@@ -124,16 +118,10 @@ class CenterPolarRotation(LossWrapper):
         self.expand_max = h["cpr_expand"]
         self.schedule = h["cpr_expand_schedule"]
         expansion_strength(0.0, 0.0, self.schedule)               # validate early
-        if h["cpr_separation"] not in SEPARATIONS:
-            raise ValueError(f"unknown cpr_separation {h['cpr_separation']!r}; "
-                             f"known: {', '.join(SEPARATIONS)}")
         self.adaptive, self.jitter = h["cpr_adaptive"], h["cpr_expand_jitter"]
         self.max_angle = math.radians(h["cpr_max_angle_deg"])
         self.expand_weight, self.detach_expanded = h["cpr_expand_weight"], h["cpr_detach_expanded"]
-        self.c4_weight, self.c4_on_expanded = h["cpr_c4_weight"], h["cpr_c4_on_expanded"]
-        self.separation, self.margin = h["cpr_separation"], h["cpr_margin"]
-        self.scale, self.sep_weight = h["cpr_scale"], h["cpr_sep_weight"]
-        self.memory = CentroidMemory(num_classes, embed_dim, h["cpr_momentum"])
+        init_c4(self, h, "cpr_", num_classes, embed_dim)
         self.progress = 0.0
 
     def set_progress(self, epoch: float, total_epochs: float) -> None:
