@@ -4,7 +4,8 @@ The run folder's ``args.json`` and ``hparams.json`` rebuild the network (``creat
 its ``model.pt`` (``--save_model``) or ``checkpoint.pt`` (``--keep_checkpoint``, or a run still
 going) gives the weights, loaded with ``torch.load(weights_only=True)``: a weights file never
 executes code. The evaluation defaults to the run's own settings (dataset, split, protocol,
-metrics, trial seed), so it reproduces the run's last record; any of them can be changed:
+metrics, trial seed, ``--precision`` autocast, ``--jpeg_draft`` decoding), so it reproduces
+the run's last record; any of the data settings can be changed:
 another target domain, ``--protocol cross``, a UCDR protocol (``--ucdr open``), other metrics.
 
 Optional outputs (written by ``exports.py``): ``--export DIR`` (each evaluated image set's
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from tabulate import tabulate
 
-from . import evaluation, exports
+from . import evaluation, exports, speed
 from .datasets import ucdr
 from .datasets import transforms as T
 from .networks import EmbeddingNet, create_model
@@ -141,22 +142,34 @@ def settings(run_args: argparse.Namespace, cli: argparse.Namespace) -> argparse.
     return args
 
 
-def embed_function(network: EmbeddingNet):
-    """The run's ``Algorithm.embed``: eval mode, no grad, L2-normalised (bit-identical)."""
+def embed_function(network: EmbeddingNet, precision: str = "fp32", device="cpu"):
+    """The run's ``Algorithm.embed``: eval mode, no grad, under the run's ``--precision``
+    autocast, L2-normalised in fp32 (bit-identical)."""
+    autocast = speed.Precision(precision, device).autocast
+
     @torch.no_grad()
     def embed(x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(network(x), dim=1)
+        with autocast():
+            z = network(x)
+        return F.normalize(z.float(), dim=1)
     return embed
+
+
+def precision(args: argparse.Namespace) -> str:
+    """The run's ``--precision`` (fp32 for runs older than the flag)."""
+    return getattr(args, "precision", None) or "fp32"
 
 
 def run_evaluation(network, args, hparams, device="cpu"):
     """(metrics, {split name: embeddings}, dataset, evaluations, eval transform)."""
     dataset = load_dataset(args)
+    if getattr(args, "jpeg_draft", False):      # decode as the run did
+        speed.enable_jpeg_draft(dataset, hparams["image_size"])
     protocol = make_protocol(args, dataset)
     transform = dataset.eval_transform(hparams["image_size"], T.data_config(hparams))
     embeddings: dict[str, torch.Tensor] = {}
-    metrics = protocol.evaluate(embed_function(network.to(device)), transform, device,
-                                embeddings)
+    embed = embed_function(network.to(device), precision(args), device)
+    metrics = protocol.evaluate(embed, transform, device, embeddings)
     return metrics, embeddings, dataset, protocol.eval_splits(), transform
 
 
@@ -277,7 +290,7 @@ def evaluate_run(cli: argparse.Namespace) -> dict[str, float]:
         print(f"exported {len(files)} files to {cli.export}")
     if cli.figures:
         files = exports.write_figures(
-            cli.figures, dataset, evals, embeddings, embed_function(network), transform,
+            cli.figures, dataset, evals, embeddings, embed_function(network, precision(args), device), transform,
             read_records(Path(cli.run_dir) / "results.jsonl"), cli.gallery_queries,
             cli.gallery_k, cli.map_points, cli.map_method, cli.seed, device)
         print(f"wrote {len(files)} figures to {cli.figures}")

@@ -3,6 +3,7 @@ exactly, other protocols equal to a direct computation, exports consistent with 
 figures written, and one clear error line for every wrong or missing file."""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -18,7 +19,7 @@ from PIL import Image
 from sdgdml import evaluation
 from sdgdml.datasets import DigitsDG
 from sdgdml.datasets import transforms as T
-from sdgdml.evaluate import build_parser, evaluate_run, main
+from sdgdml.evaluate import build_parser, evaluate_run, load_network, main, run_evaluation
 from sdgdml.networks import create_model
 from sdgdml.records import read_records
 from sdgdml.train import build_parser as train_parser, train
@@ -63,6 +64,19 @@ def test_reproduces_the_last_record_exactly(run_dir, weights, capsys):
     assert metrics == {k: last[k] for k in metrics}          # bit-identical, not approx
     shown = capsys.readouterr().out
     assert f"{100 * last['sketch_test_recall@1']:.2f}" in shown and weights in shown
+
+
+def test_a_bf16_run_is_evaluated_under_its_autocast(tmp_path):
+    out = tmp_path / "bf16"
+    records = train(train_parser().parse_args([*TINY_TRAIN, "--output_dir", str(out), "--steps",
+                                               "2", "--checkpoint_freq", "2", "--save_model",
+                                               "--precision", "bf16"]))
+    metrics = _evaluate(out)
+    assert metrics == {k: records[-1][k] for k in metrics}   # bit-identical, not approx
+    fp32 = run_evaluation(load_network(out, records[-1]["hparams"], None),
+                          argparse.Namespace(**{**records[-1]["args"], "precision": "fp32"}),
+                          records[-1]["hparams"])[0]
+    assert fp32 != metrics                  # so the autocast is what made them equal
 
 
 def test_another_target_and_protocol_equal_a_direct_computation(run_dir):
