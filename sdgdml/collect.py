@@ -22,7 +22,7 @@ Cells are mean ± standard error over trials, in %: SE = sample std (ddof=1) / s
 targets first, then takes mean ± SE over trials; the same for the averages table across datasets.
 ``csv`` / ``json`` give the same cells as numbers, one row per (selection, metric, dataset,
 algorithm, column) with ``mean``, ``se`` and ``n`` (fractions in [0, 1], like the records).
-``plots`` draws them: per-domain bars with standard-error bars, and the selected runs' target
+``collect_plots`` draws them: per-domain bars with standard-error bars, and the selected runs' target
 average over checkpoints (mean ± SE over trials).
 """
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import warnings
 from pathlib import Path
 
@@ -225,7 +224,7 @@ def select(df: pd.DataFrame, method: str, selection_metric: str = "recall@1",
 
 
 # ----------------------------------------------------------------------------- tables
-def _per_trial(sel: pd.DataFrame, dataset: str, metric: str, protocol: str,
+def per_trial(sel: pd.DataFrame, dataset: str, metric: str, protocol: str,
                with_source: bool) -> tuple[list[str], dict[str, pd.DataFrame]]:
     """Column labels and {algorithm: DataFrame trial_seed x column (+ 'average')}."""
     part = sel[sel["dataset"] == dataset]
@@ -271,13 +270,13 @@ def dataset_tables(sel: pd.DataFrame, metric: str, method: str, digits: int = 1,
     table, {dataset: {algorithm: per-trial averages}}."""
     tables, averages = [], {}
     for dataset in sorted(sel["dataset"].unique()):
-        columns, per_alg = _per_trial(sel, dataset, metric, protocol, with_source)
+        columns, per_alg = per_trial(sel, dataset, metric, protocol, with_source)
         if not columns:
             warnings.warn(f"{dataset}: no target column of {metric} ({protocol} protocol) in "
                           f"the selected records (not recorded?): no table", stacklevel=2)
             continue
         n_max = max(len(f) for f in per_alg.values())
-        t = Table(f"{dataset}: {_metric_name(metric)} (%), selection: {method}",
+        t = Table(f"{dataset}: {metric_name(metric)} (%), selection: {method}",
                   ["algorithm", *columns, "average"])
         for alg in sorted(per_alg):
             f = per_alg[alg]
@@ -296,7 +295,7 @@ def averages_table(averages: dict[str, dict[str, pd.Series]], metric: str, metho
     datasets = sorted(averages)
     algs = sorted({a for per in averages.values() for a in per})
     n_max = max(len(s) for per in averages.values() for s in per.values())
-    t = Table(f"Average over datasets: {_metric_name(metric)} (%), selection: {method}",
+    t = Table(f"Average over datasets: {metric_name(metric)} (%), selection: {method}",
               ["algorithm", *datasets, "average"])
     for alg in algs:
         series = [averages[d].get(alg) for d in datasets]
@@ -333,19 +332,19 @@ def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _metric_name(metric: str) -> str:
+def metric_name(metric: str) -> str:
     return {"map@r": "MAP@R", "map@all": "mAP@all", "nmi": "NMI", "ami": "AMI"}.get(
         metric, metric.replace("class_recall@", "class-average R@").replace("recall@", "R@")
         .replace("precision@", "P@"))
 
 
-# ----------------------------------------------------------------------------- numbers, plots
+# ----------------------------------------------------------------------------- numbers
 def cell_rows(sel: pd.DataFrame, method: str, metric: str, protocol: str = "all",
               with_source: bool = False) -> list[dict]:
     """The tables' cells as numbers: one dict per (dataset, algorithm, column)."""
     rows = []
     for dataset in sorted(sel["dataset"].unique()):
-        columns, per_alg = _per_trial(sel, dataset, metric, protocol, with_source)
+        columns, per_alg = per_trial(sel, dataset, metric, protocol, with_source)
         for alg in sorted(per_alg):
             for column in [*columns, "average"] if columns else []:
                 mean, se, n = mean_se(per_alg[alg][column])
@@ -363,58 +362,6 @@ def render_rows(rows: list[dict], fmt: str) -> str:
                                        "mean", "se", "n"]).to_csv(index=False)
 
 
-def _file_name(*parts: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "_".join(parts)).strip("_")
-
-
-def checkpoint_series(df: pd.DataFrame, sel: pd.DataFrame, dataset: str, metric: str,
-                      protocol: str = "all") -> dict[str, tuple]:
-    """{algorithm: (steps, mean, SE)} of the selected runs' target-average ``metric`` at each
-    checkpoint, over trials."""
-    runs = sel.loc[sel["dataset"] == dataset, "run"].unique()
-    part = df[df["run"].isin(runs)].copy()
-    part["target_average"] = np.nan
-    for source, idx in part.groupby("source").groups.items():
-        keys = list(target_keys(part.loc[idx], source, metric, protocol).values())
-        if keys:
-            part.loc[idx, "target_average"] = part.loc[idx, keys].mean(axis=1, skipna=False)
-    series = {}
-    for alg, f in part.dropna(subset=["target_average"]).groupby("algorithm"):
-        stats = [(step, *mean_se(g["target_average"])[:2])
-                 for step, g in f.groupby("step")]
-        series[alg] = tuple(zip(*stats))
-    return series
-
-
-def plots(df: pd.DataFrame, out_dir, selections, metrics, selection_metric: str = "recall@1",
-          protocol: str = "all", with_source: bool = False) -> list[Path]:
-    """Per selection, metric and dataset: ``bars_*.png`` (each target column and the average,
-    one bar per algorithm, ± one SE) and ``curves_*.png`` (target average over checkpoints)."""
-    from . import figures
-
-    out, files = Path(out_dir), []
-    for method in selections:
-        sel = select(df, method, selection_metric, protocol)
-        for metric in metrics:
-            name = _metric_name(metric)
-            for dataset in sorted(sel["dataset"].unique()):
-                columns, per_alg = _per_trial(sel, dataset, metric, protocol, with_source)
-                if not columns:
-                    continue
-                cells = {alg: [mean_se(f[c])[:2] for c in [*columns, "average"]]
-                         for alg, f in sorted(per_alg.items())}
-                files += figures.grouped_bars(
-                    cells, [*columns, "average"],
-                    out / f"{_file_name('bars', dataset, metric, method)}.png",
-                    f"{dataset}: {name}, selection {method} (± SE over trials)", name)
-                files += figures.line_curves(
-                    checkpoint_series(df, sel, dataset, metric, protocol),
-                    out / f"{_file_name('curves', dataset, metric, method)}.png",
-                    f"{dataset}: target-average {name} of the selected runs ({method})",
-                    "step", name)
-    return files
-
-
 def collect(input_dirs, selections=("source_val",), metrics=("recall@1",),
             selection_metric: str = "recall@1", protocol: str = "all",
             with_source: bool = False, include_incomplete: bool = False,
@@ -428,6 +375,8 @@ def collect(input_dirs, selections=("source_val",), metrics=("recall@1",),
             input_dirs))) + ("" if include_incomplete else
                              " (--include_incomplete to use unfinished ones)"))
     if plots_dir:
+        from .collect_plots import plots     # matplotlib only when plots are asked for
+
         plots(df, plots_dir, selections, metrics, selection_metric, protocol, with_source)
     if fmt in DATA_FORMATS:
         rows = []

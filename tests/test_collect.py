@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sdgdml import collect
+from sdgdml import collect, collect_plots
 from sdgdml import tables as T
 from helpers import PYTHON, REPO, subprocess_env
 
@@ -279,7 +279,7 @@ def test_plots_bars_with_standard_errors_and_checkpoint_curves(sweep, tmp_path):
     root, values = sweep
     df, _ = collect.load_records(root)
     sel = collect.select(df, "last")
-    series = collect.checkpoint_series(df, sel, "D", "recall@1")
+    series = collect_plots.checkpoint_series(df, sel, "D", "recall@1")
     for alg in ("A", "B"):
         steps, mean, se = series[alg]
         runs = [values[alg, h, t] for t in range(3) for h in (0, 1)
@@ -289,7 +289,7 @@ def test_plots_bars_with_standard_errors_and_checkpoint_curves(sweep, tmp_path):
                         for recs in runs])          # trials x checkpoints
         assert list(steps) == [0, 10, 20]
         assert np.allclose(mean, avg.mean(0)) and np.allclose(se, stats.sem(avg, axis=0))
-    files = collect.plots(df, tmp_path, ["last"], ["recall@1"])
+    files = collect_plots.plots(df, tmp_path, ["last"], ["recall@1"])
     assert sorted(f.name for f in files) == ["bars_D_recall_1_last.png",
                                              "curves_D_recall_1_last.png"]
     for f in files:
