@@ -51,15 +51,23 @@ def env_world() -> tuple[int, int, int]:
     return 0, 1, 0
 
 
-def setup(device_flag: str) -> torch.device | None:
-    """Join the process group when launched as several processes; the device this process
-    trains on (``cuda:LOCAL_RANK`` on GPUs), or None on one process (the trainer's own
-    choice)."""
-    rank, world, local = env_world()
+def process_device(device_flag: str) -> torch.device | None:
+    """The device this process trains on when launched as several processes
+    (``cuda:LOCAL_RANK`` on GPUs, else the CPU); None on one process (the trainer's choice)."""
+    _, world, local = env_world()
     if world == 1:
         return None
     cuda = device_flag.startswith("cuda") or (device_flag == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda", local) if cuda else torch.device("cpu")
+    return torch.device("cuda", local) if cuda else torch.device("cpu")
+
+
+def setup(device_flag: str) -> None:
+    """Join the process group when launched as several processes (once; a no-op on one)."""
+    device = process_device(device_flag)
+    if device is None:
+        return
+    rank, world, _ = env_world()
+    cuda = device.type == "cuda"
     if not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR",
                                                             "127.0.0.1"))
@@ -70,7 +78,6 @@ def setup(device_flag: str) -> torch.device | None:
         # rank 0 evaluates while the others wait at their next collective: a long timeout
         dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
                                 timeout=datetime.timedelta(hours=2))
-    return device
 
 
 def world_size() -> int:

@@ -180,7 +180,8 @@ class Run:
         metrics = self.evaluate()
         record = {"step": step, "epoch": step / self.schedule.steps_per_epoch,
                   **{k: float(np.mean(v)) for k, v in logged.items()},
-                  **self.monitor.learning_rates(), "eval_time": time.time() - t0, "mem_gb": peak_memory_gb(self.device),
+                  **self.monitor.learning_rates(), "eval_time": time.time() - t0,
+                  "mem_gb": peak_memory_gb(self.device),
                   **metrics, "args": vars(self.args), "hparams": self.hparams,
                   "schema_version": SCHEMA_VERSION, "sdgdml_version": __version__}
         append_record(self.out / "results.jsonl", record)
@@ -198,7 +199,7 @@ def _build(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol
     or None for a new run); the data streams start at that step."""
     needs = data_needs(args.algorithm)
     seed = args.trial_seed if args.seed is None else args.seed
-    device = distributed.setup(args.device) or torch.device(
+    device = distributed.process_device(args.device) or torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     world, main = distributed.world_size(), distributed.is_main()
     if main:
