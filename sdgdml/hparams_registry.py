@@ -41,6 +41,14 @@ def _common(hp: Declare, small: bool, sampler: str) -> None:
     hp("freeze_bn", not small, fixed())
     hp("freeze_bn_affine", False, fixed())      # BN weight/bias never train (ProxyAnchor's)
     hp("pooling", "avg", fixed())               # or "avg+max": GAP + GMP (ProxyAnchor's head)
+    # embedding head: "linear" (features -> Linear -> L2) is the DML default (ProxyAnchor's
+    # official head); "layernorm" puts a LayerNorm without affine weights before the Linear
+    # (SEE's released ViT head, --use_lastnorm)
+    hp("head", "linear", fixed())
+    # Linear init: "kaiming" (normal, fan_out: ProxyAnchor's official code) or "orthogonal"
+    # (SEE's released code)
+    hp("embed_init", "kaiming", fixed())
+    hp("freeze_patch_embed", False, fixed())    # a ViT's patch embedding never trains (SEE's)
     hp("image_size", 32 if small else 224, fixed())
     hp("normalization", "imagenet", fixed())    # or "timm": the backbone's data config
     hp("optimizer", "adamw", fixed())

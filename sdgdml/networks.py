@@ -165,37 +165,63 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | 
 
 
 POOLINGS = ("avg", "avg+max")
+HEADS = ("linear", "layernorm")
+EMBED_INITS = ("kaiming", "orthogonal")
+
+
+def _check_choice(kind: str, value: str, known: tuple[str, ...]) -> None:
+    if value not in known:
+        raise ValueError(f"unknown {kind} {value!r}; known: {', '.join(known)}")
 
 
 class EmbeddingNet(nn.Module):
-    """backbone -> linear embedding -> L2 normalisation.
+    """backbone -> [LayerNorm] -> linear embedding -> L2 normalisation.
 
     ``freeze_bn`` keeps the backbone's BatchNorm layers in eval mode during training (the usual
     DML recipe for ResNets with small per-class batches); ``freeze_bn_affine`` also keeps their
     weight and bias out of training (``fixed_parameters``; ProxyAnchor's bn_freeze).
+    ``freeze_patch_embed`` keeps a ViT's patch embedding out of training (SEE's released code
+    freezes it, trainer/models/model.py).
     ``pooling``: "avg" (the backbone's own pooling) or "avg+max", the sum of global average
     and global max pooling of the backbone's feature map (ProxyAnchor's official head; the
     backbone is then built without pooling).
+    ``head``: "linear" (features -> Linear -> L2, ProxyAnchor's) or "layernorm" (features ->
+    LayerNorm without affine weights -> Linear -> L2: SEE's released head, ``--use_lastnorm``).
+    ``embed_init``: the Linear layer's initial weights, "kaiming" (normal, fan_out; ProxyAnchor's)
+    or "orthogonal" (gain 1; SEE's); the bias starts at 0 in both.
     """
 
     def __init__(self, backbone: nn.Module, embed_dim: int, freeze_bn: bool = False,
-                 pooling: str = "avg", freeze_bn_affine: bool = False):
+                 pooling: str = "avg", freeze_bn_affine: bool = False, head: str = "linear",
+                 embed_init: str = "kaiming", freeze_patch_embed: bool = False):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
+        _check_choice("pooling", pooling, POOLINGS)
+        _check_choice("head", head, HEADS)
+        _check_choice("embed_init", embed_init, EMBED_INITS)
         self.backbone = backbone
+        self.head_norm = (nn.LayerNorm(backbone.num_features, elementwise_affine=False)
+                          if head == "layernorm" else nn.Identity())
         self.embedding = nn.Linear(backbone.num_features, embed_dim)
         self.freeze_bn, self.pooling = freeze_bn, pooling
-        nn.init.kaiming_normal_(self.embedding.weight, mode="fan_out")
+        if embed_init == "orthogonal":
+            nn.init.orthogonal_(self.embedding.weight, gain=1.0)
+        else:
+            nn.init.kaiming_normal_(self.embedding.weight, mode="fan_out")
         nn.init.zeros_(self.embedding.bias)
         self._fixed = [p for m in backbone.modules()
                        if isinstance(m, nn.modules.batchnorm._BatchNorm)
                        for p in (m.weight, m.bias) if p is not None] if freeze_bn_affine else []
+        if freeze_patch_embed:
+            if not isinstance(getattr(backbone, "patch_embed", None), nn.Module):
+                raise ValueError("freeze_patch_embed needs a ViT backbone (one with a "
+                                 "patch_embed module)")
+            self._fixed += list(backbone.patch_embed.parameters())
         for p in self._fixed:
             p.requires_grad_(False)
 
     def fixed_parameters(self) -> list[nn.Parameter]:
-        """Parameters that never train (BatchNorm affine with ``freeze_bn_affine``)."""
+        """Parameters that never train (BatchNorm affine with ``freeze_bn_affine``, the patch
+        embedding with ``freeze_patch_embed``)."""
         return list(self._fixed)
 
     def train(self, mode: bool = True):
@@ -217,15 +243,19 @@ class EmbeddingNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # fp32 normalisation also under autocast (``speed`` module doc); a no-op in fp32
-        return F.normalize(self.embedding(self.features(x)).float(), dim=1)
+        z = self.embedding(self.head_norm(self.features(x)))
+        return F.normalize(z.float(), dim=1)
 
 
 def create_model(hparams: dict, pretrained_file: str | None = None) -> EmbeddingNet:
     """The embedding network an algorithm trains, from the hparams ``backbone``, ``pretrained``,
-    ``embed_dim``, ``freeze_bn``, ``freeze_bn_affine`` and ``pooling``."""
+    ``embed_dim``, ``freeze_bn``, ``freeze_bn_affine``, ``freeze_patch_embed``, ``pooling``,
+    ``head`` and ``embed_init``."""
     pooling = hparams.get("pooling", "avg")
     backbone = create_backbone(hparams["backbone"], hparams.get("pretrained", False),
                                pretrained_file, **({"global_pool": ""} if pooling == "avg+max"
                                                    else {}))
     return EmbeddingNet(backbone, hparams["embed_dim"], hparams.get("freeze_bn", False),
-                        pooling, hparams.get("freeze_bn_affine", False))
+                        pooling, hparams.get("freeze_bn_affine", False),
+                        hparams.get("head", "linear"), hparams.get("embed_init", "kaiming"),
+                        hparams.get("freeze_patch_embed", False))

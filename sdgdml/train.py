@@ -43,6 +43,7 @@ from .validation import InvalidValueError, check_batch_fits, check_hparams, chec
 
 log = logging.getLogger("sdgdml")
 USER_ERRORS = (DatasetError, UnknownAlgorithmError, UnknownHparamError, PretrainedWeightsError,
+               recipes.RecipeError,
                InvalidValueError, LockedError, CheckpointError, NonFiniteLossError,
                DiskFullError, LoggerError)
 
@@ -114,7 +115,7 @@ def _prepare(args) -> tuple[dict, object, SDGDMLProtocol]:
     resolve_split(args)
     needs = data_needs(args.algorithm)      # a bad name fails before anything is loaded
     defaults = hparams_registry.default_hparams(args.algorithm, args.dataset)
-    overrides = {**{k: v for k, v in recipes.recipe_hparams(args.recipe, args.dataset).items()
+    overrides = {**{k: v for k, v in _recipe_values(args, overrides).items()
                     if k in defaults}, **overrides}          # explicit --hparams win
     check_hparams(overrides, defaults)
     hparams = hparams_registry.get_hparams(args.algorithm, args.dataset, args.hparams_seed,
@@ -130,6 +131,19 @@ def _prepare(args) -> tuple[dict, object, SDGDMLProtocol]:
     if args.num_workers is None:          # recorded as resolved
         args.num_workers = speed.default_num_workers(speed.has_files(dataset))
     return hparams, dataset, protocol
+
+
+def _recipe_values(args, overrides: dict) -> dict:
+    """The hparams of ``--recipe``, its global batch shared by the processes (unless
+    ``batch_size`` is given explicitly: then it is the per-process batch, as always)."""
+    recipe = args.recipe and recipes.RECIPES[args.recipe]
+    if not recipe or recipe.global_batch_size is None or "batch_size" in overrides:
+        return recipes.recipe_hparams(args.recipe, args.dataset, world_size=None)
+    if args.lr_scaling == "linear" and distributed.world_size() > 1:
+        raise InvalidValueError(f"recipe {args.recipe} keeps its global batch of "
+                                f"{recipe.global_batch_size} on any number of processes: "
+                                f"--lr_scaling linear has nothing to scale (use none)")
+    return recipes.recipe_hparams(args.recipe, args.dataset, distributed.world_size())
 
 
 def _scale_to_processes(args, hparams: dict) -> None:

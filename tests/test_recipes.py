@@ -109,7 +109,7 @@ def test_recipe_values():
     assert (r["pooling"], r["freeze_bn"], r["freeze_bn_affine"], r["optimizer"], r["lr"],
             r["weight_decay"], r["proxy_lr_mult"], r["batch_size"], r["warmup_epochs"],
             r["lr_schedule"], r["lr_step_epochs"], r["lr_step_gamma"], r["grad_clip_value"]) == (
-        "avg+max", True, True, "adamw", 1e-4, 1e-4, 100.0, 120, 5, "step", 5.0, 0.5, 10.0)
+        "avg+max", True, False, "adamw", 1e-4, 1e-4, 100.0, 120, 5, "step", 5.0, 0.5, 10.0)
     assert recipes.recipe_hparams("proxyanchor_r50", "Cars196Ext")["lr_step_epochs"] == 10.0
     assert recipes.recipe_epochs("proxyanchor_r50") == 60
     p = recipes.recipe_hparams("pfml_r50", "CUB200Ext")
