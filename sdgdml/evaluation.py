@@ -7,7 +7,13 @@ Metrics (all in [0, 1]):
 - ``map@r``: Mean Average Precision at R (Musgrave et al., "A Metric Learning Reality Check",
   2020), R = number of gallery items of the query's class: (1/R) sum_{i<=R} P(i) rel(i).
 - ``map@all``: mean Average Precision over the full gallery ranking.
-- ``precision@K``: fraction of same-class items among the K nearest.
+- ``precision@K``: fraction of same-class items among the K nearest (divided by K, also for a
+  query whose class has fewer than K gallery items: its best possible score is then R/K).
+- ``ucdir_precision@K``: P@K as UCDIR computes it (github conghuihu/UCDIR, ``main.py``
+  ``retrieval_precision_cal``), the convention of the unsupervised cross-domain retrieval papers
+  that report its P@K: each query's top min(K, R) items are judged (R = gallery items of its
+  class), and the hits are pooled over the queries: sum of hits / sum of min(K, R). A query
+  whose class has R < K gallery items can then score 1, and queries weigh by min(K, R).
 - ``class_recall@K``: recall@K averaged per class first, then over the query classes (every
   class weighs the same, however many images it has), beside the per-query mean ``recall@K``.
 - ``nmi``, ``ami``: normalised / adjusted mutual information between the query labels and a
@@ -52,7 +58,8 @@ import torch.nn.functional as F
 
 DEFAULT_METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
 CLUSTERING_METRICS = ("nmi", "ami")
-METRIC_NAMES = "recall@K, class_recall@K, precision@K (K >= 1), map@r, map@all, nmi, ami"
+METRIC_NAMES = ("recall@K, class_recall@K, precision@K, ucdir_precision@K (K >= 1), map@r, "
+                "map@all, nmi, ami")
 UCDR_METRICS = ("map@all", "precision@1", "precision@5", "precision@15")
 OPEN_RULES = ("threshold", "prototype", "detector")
 
@@ -146,6 +153,7 @@ class _MetricRequest:
     recall_ks: list[int] = field(default_factory=list)
     class_recall_ks: list[int] = field(default_factory=list)
     precision_ks: list[int] = field(default_factory=list)
+    ucdir_precision_ks: list[int] = field(default_factory=list)
     map_r: bool = False
     map_all: bool = False
     clustering: list[str] = field(default_factory=list)
@@ -156,7 +164,7 @@ def _parse_metrics(metrics) -> _MetricRequest:
     for m in metrics:
         name, _, arg = m.partition("@")
         lists = {"recall": req.recall_ks, "class_recall": req.class_recall_ks,
-                 "precision": req.precision_ks}
+                 "precision": req.precision_ks, "ucdir_precision": req.ucdir_precision_ks}
         if name in lists and arg.isdigit() and int(arg) >= 1:
             lists[name].append(int(arg))
         elif m == "map@r":
@@ -223,6 +231,15 @@ def _map_at_r(hits: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
     return (precision * h).sum(1) / relevant.double()
 
 
+def _ucdir_precision(hits: torch.Tensor, relevant: torch.Tensor, k: int) -> float:
+    """UCDIR's P@K (module doc): hits within each query's top min(k, R), pooled over the
+    queries. hits: (n, >= min(k, R)) bool of the ranked lists; relevant: (n,) R (> 0)."""
+    judged = relevant.clamp(max=k)
+    ranks = torch.arange(1, hits.shape[1] + 1)
+    within = ranks.unsqueeze(0) <= judged.unsqueeze(1)
+    return ((hits & within).sum().double() / judged.sum()).item()
+
+
 def _map_at_all(query, gallery, q_labels, g_labels, exclude_self, chunk_size, dev):
     """Average precision over the whole ranking, per query (nan when nothing is relevant)."""
     aps = []
@@ -270,7 +287,7 @@ def retrieval_metrics(
     req = _parse_metrics(metrics)
     relevant = _relevant_counts(q_labels, g_labels, exclude_self)
     has_rel = relevant > 0
-    kmax = max(req.recall_ks + req.class_recall_ks + req.precision_ks
+    kmax = max(req.recall_ks + req.class_recall_ks + req.precision_ks + req.ucdir_precision_ks
                + ([int(relevant.max())] if req.map_r else []) + [1])
     kmax = min(kmax, len(gallery) - (1 if exclude_self else 0))
     _, idx = knn(query, gallery, kmax, exclude_self, chunk_size, device)
@@ -283,6 +300,8 @@ def retrieval_metrics(
         out[f"class_recall@{k}"] = _class_mean(hits[:, :k].any(1), q_labels)
     for k in req.precision_ks:      # / k, also when the gallery is smaller than k
         out[f"precision@{k}"] = (hits[has_rel, :k].double().sum(1) / k).mean().item()
+    for k in req.ucdir_precision_ks:
+        out[f"ucdir_precision@{k}"] = _ucdir_precision(hits[has_rel], relevant[has_rel], k)
     if req.map_r:
         out["map@r"] = _map_at_r(hits[has_rel], relevant[has_rel]).mean().item()
     if req.map_all:
