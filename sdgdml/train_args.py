@@ -86,10 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
       help="open: fraction of the query's classes the gallery holds (UEM: half; drawn with "
            "trial_seed); the others are query-private")
     a("--ucdr_min_images", type=int, default=0,
-      help="restrict the protocol to classes with more than N images in every domain of the "
-           "run (UEM's DomainNet, after UCDIR: 200)")
+      help="restrict the protocol to one class set for the whole dataset: the classes with "
+           "more than N training images in every domain of the dataset (UEM's DomainNet-7, "
+           "after UCDIR: 200; `python -m sdgdml.datasets check` prints DomainNet's)")
     a("--ucdr_num_classes", type=int, default=0,
-      help="and to the N such classes with the most images (UEM's DomainNet: 7; 0: all)")
+      help="and to the N such classes with the largest smallest count (DomainNet-7: 7; "
+           "0: all)")
     a("--ucdr_metrics", nargs="+", default=list(evaluation.UCDR_METRICS),
       help="retrieval metrics of UCDR splits (over shared-class queries)")
     a("--open_rule", choices=evaluation.OPEN_RULES, default="threshold",

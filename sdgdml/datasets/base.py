@@ -188,6 +188,16 @@ class SDGDataset(abc.ABC):
             return ~samples.official_test, samples.official_test.copy()
         return everything, everything
 
+    def training_pool(self, domain: str) -> np.ndarray:
+        """Indices of ``domain``'s training images: its official train list with
+        ``OFFICIAL_LISTS``, else every image."""
+        return np.flatnonzero(self._pools(self.domain(domain))[0])
+
+    def training_class_counts(self, domain: str) -> np.ndarray:
+        """Training images per class id in ``domain`` (``training_pool``)."""
+        labels = self.domain(domain).labels[self.training_pool(domain)]
+        return np.bincount(labels, minlength=len(self.CLASSES))
+
     @functools.cached_property
     def _source_seen_split(self) -> tuple[np.ndarray, np.ndarray]:
         """(train indices, val indices) of the source's seen-class images (see ``val_protocol``

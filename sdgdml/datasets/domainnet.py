@@ -8,13 +8,23 @@ and '-'); every list line's label is checked against its class folder. Seen clas
 source's train list (validation = the seen-class images of its *test* list by default, i.e.
 ``val_protocol = "official"``), and every retrieval test set is the unseen-class images of a
 domain's test list.
+
+UEM's / UCDIR's universal cross-domain retrieval protocol ("DomainNet-7": ``--ucdr ...
+--ucdr_min_images 200 --ucdr_num_classes 7``) uses one fixed set of 7 classes, chosen from the
+official *training* lists of the six domains (``sdgdml.datasets.ucdr``); ``check`` prints it
+with each domain's training images, beside the counts of UCDIR's script (clipart 1,959, sketch
+2,091).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .base import VAL_OFFICIAL
 from .files import DomainIndex, FileDataset, list_images, some
+from .samples import DatasetError
+from .ucdr import ProtocolError, class_subset_report
 
 CLASSES = (
     "aircraft_carrier", "airplane", "alarm_clock", "ambulance", "angel", "animal_migration",
@@ -62,6 +72,12 @@ CLASSES = (
     "watermelon", "waterslide", "whale", "wheel", "windmill", "wine_bottle", "wine_glass",
     "wristwatch", "yoga", "zebra", "zigzag")
 LIST_PARTS = ("train", "test")
+# UCDIR's DomainNet-7 (github conghuihu/UCDIR, scripts/domainnet_clipart-sketch.sh of its first
+# release: folders domainNet-7/<domain>, --mocok-A 1959 --mocok-B 2091, --num-cluster 7): the
+# rule's parameters (UCDIR/UEM papers: the 7 classes with more than 200 images) and the script's
+# training-image counts, for comparison
+UCDR7_MIN_IMAGES, UCDR7_NUM_CLASSES = 200, 7
+UCDIR_TRAIN_IMAGES = {"clipart": 1959, "sketch": 2091}
 
 
 class DomainNet(FileDataset):
@@ -163,3 +179,32 @@ class DomainNet(FileDataset):
             index.warnings.append(f"{unlisted} image files under {folder} are in neither "
                                   f"official list (not used)")
         return index
+
+    def training_class_counts(self, domain: str) -> np.ndarray:
+        """Images per class in ``domain``'s official train list (read from the list file: no
+        image folder is walked)."""
+        index = DomainIndex(domain, str(self.root / domain))
+        entries = self._read_list(domain, "train", index, set())
+        if index.problems:
+            raise DatasetError(f"{self.NAME}: {'; '.join(index.problems)}")
+        return np.bincount([label for _, label, _ in entries], minlength=len(self.CLASSES))
+
+    def check(self, domains: list[str] | None = None, verify: bool = True) -> tuple[bool, str]:
+        """``FileDataset.check``, its report followed by the DomainNet-7 class set."""
+        ok, report = super().check(domains, verify)
+        return ok, f"{report}\n{self.ucdr7_report()}"
+
+    def ucdr7_report(self) -> str:
+        """DomainNet-7 of the UCDR protocol (``sdgdml.datasets.ucdr``) with each domain's
+        training images per class, beside UCDIR's counts."""
+        head = (f"DomainNet-7 (--ucdr_min_images {UCDR7_MIN_IMAGES} --ucdr_num_classes "
+                f"{UCDR7_NUM_CLASSES}; one set for every domain pair): the "
+                f"{UCDR7_NUM_CLASSES} classes with more than {UCDR7_MIN_IMAGES} training "
+                f"images in every domain, largest smallest count first")
+        try:
+            table = class_subset_report(self, UCDR7_MIN_IMAGES, UCDR7_NUM_CLASSES,
+                                        reference=UCDIR_TRAIN_IMAGES)
+        except (ProtocolError, DatasetError) as e:
+            return f"{head}: not available ({e})"
+        return (f"{head}.\nTraining images (official train lists); 'reference': UCDIR's "
+                f"script, folders domainNet-7/<domain>:\n{table}")

@@ -12,12 +12,21 @@ A protocol is a query domain A (the run's ``source``), one or more gallery domai
   set: "the retrieval domain's label space is half of the query's", B a subset of A). A query of
   a class B lacks (A-private) must be detected as private (retrieval returns null).
 
-A class subset (``min_images``, ``num_classes``) restricts every protocol to the classes
-holding more than ``min_images`` images in every domain of the protocol, the ``num_classes`` of
-them with the largest such count (ties: lower class id), before the draws above. UEM's
-DomainNet protocol (UCDIR's, Hu & Lee ECCV 2022: "the 7 classes with more than 200 images") is
-``min_images=200, num_classes=7`` (``--ucdr_min_images 200 --ucdr_num_classes 7``); the
-classes are computed from the data of the pair, so the choice is reproducible and logged.
+A class subset (``min_images``, ``num_classes``) restricts every protocol to one fixed set of
+classes, the same for every domain pair of the dataset: the classes with more than
+``min_images`` *training* images in every domain of the dataset, the ``num_classes`` of them
+with the largest smallest count (ties: lower class id), before the draws above. UEM's DomainNet
+protocol is UCDIR's "DomainNet-7" (Hu & Lee ECCV 2022: "the 7 classes with more than 200
+images"; UCDIR's first released script, github conghuihu/UCDIR
+``scripts/domainnet_clipart-sketch.sh``, reads the folders ``domainNet-7/<domain>`` with 1,959
+clipart and 2,091 sketch training images and ``--num-cluster 7``): ``min_images=200,
+num_classes=7`` (``--ucdr_min_images 200 --ucdr_num_classes 7``). UCDIR's repository does not
+name the 7 classes; this rule, applied to DomainNet's official training lists, is ours and is
+printed with each domain's counts by ``python -m sdgdml.datasets check`` (docs/datasets.md).
+
+Training images only: on a dataset with official train/test lists (DomainNet) a UCDR domain is
+its training-list images (UCDIR trains and retrieves on the training folders); elsewhere every
+image of the domain.
 
 Class subsets are drawn from the dataset's class count with ``seed`` (the run's trial seed),
 never from file lists, so the same definitions hold for DigitsDG, Office-31, Office-Home or
@@ -32,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from tabulate import tabulate
 
 from .base import SDGDataset
 from .samples import DatasetError, EvalSplit, Split, UnlabeledSamples
@@ -98,39 +108,55 @@ def class_sets(kind: str, classes, seed: int = 0, partial_fraction: float = 0.5,
     return (subset, everything) if kind == "partial" else (everything, subset)
 
 
-def frequent_classes(dataset: SDGDataset, domains, min_images: int, num_classes: int
+def frequent_classes(dataset: SDGDataset, min_images: int, num_classes: int
                      ) -> tuple[int, ...]:
-    """The classes with more than ``min_images`` images in every one of ``domains``, at most
-    ``num_classes`` of them (0: all): the largest smallest-count first, ties by class id."""
-    counts = np.stack([np.bincount(dataset.domain(d).labels, minlength=len(dataset.CLASSES))
-                       for d in domains]).min(0)
+    """The classes with more than ``min_images`` training images in every domain of the
+    dataset, at most ``num_classes`` of them (0: all): the largest smallest-count first, ties by
+    class id. One set for the dataset, whichever domains a run uses."""
+    counts = np.stack([dataset.training_class_counts(d) for d in dataset.DOMAINS]).min(0)
     eligible = [c for c in np.argsort(-counts, kind="stable") if counts[c] > min_images]
     chosen = eligible[:num_classes] if num_classes else eligible
     if len(chosen) < max(num_classes, 1):
         raise ProtocolError(f"only {len(chosen)} classes of {dataset.NAME} have more than "
-                            f"{min_images} images in each of {list(domains)}; asked for "
+                            f"{min_images} training images in each of its domains "
+                            f"({', '.join(dataset.DOMAINS)}); asked for "
                             f"{num_classes or 'at least 1'}")
     return tuple(sorted(int(c) for c in chosen))
+
+
+def class_subset_report(dataset: SDGDataset, min_images: int, num_classes: int,
+                        reference: dict[str, int] | None = None) -> str:
+    """The class subset of ``frequent_classes`` with each domain's training images per class
+    and in total (beside ``reference`` totals, e.g. a paper's, when given)."""
+    classes = frequent_classes(dataset, min_images, num_classes)
+    counts = {d: dataset.training_class_counts(d) for d in dataset.DOMAINS}
+    rows = [[f"{c} {dataset.CLASSES[c]}", *(int(counts[d][c]) for d in dataset.DOMAINS)]
+            for c in classes]
+    rows.append(["total", *(int(counts[d][list(classes)].sum()) for d in dataset.DOMAINS)])
+    if reference:
+        rows.append(["reference", *(reference.get(d, "-") for d in dataset.DOMAINS)])
+    return tabulate(rows, headers=["class", *dataset.DOMAINS], tablefmt="simple")
 
 
 def make_protocol(dataset: SDGDataset, kind: str, seed: int = 0, partial_fraction: float = 0.5,
                   shared_fraction: float = 0.5, min_images: int = 0, num_classes: int = 0
                   ) -> UCDRProtocol:
     """The protocol of a dataset instance: its source is the query domain, its targets the
-    gallery domains (restricted to a class subset when ``min_images`` or ``num_classes``)."""
-    classes = (frequent_classes(dataset, (dataset.source, *dataset.targets), min_images,
-                                num_classes) if min_images or num_classes
+    gallery domains (restricted to the dataset's class subset when ``min_images`` or
+    ``num_classes``)."""
+    classes = (frequent_classes(dataset, min_images, num_classes) if min_images or num_classes
                else len(dataset.CLASSES))
     q, g = class_sets(kind, classes, seed, partial_fraction, shared_fraction)
     return UCDRProtocol(kind, dataset.source, tuple(dataset.targets), q, g)
 
 
 def domain_view(dataset: SDGDataset, domain: str, classes, name: str, labelled: bool) -> Split:
-    """Every image of ``domain`` whose class is in ``classes``; ``labelled=False`` gives a view
-    without labels (:class:`UnlabeledSamples`: ``ImageDataset`` over it yields images only and
-    its samples have no labels to give)."""
+    """Every training image (``training_pool``) of ``domain`` whose class is in ``classes``;
+    ``labelled=False`` gives a view without labels (:class:`UnlabeledSamples`: ``ImageDataset``
+    over it yields images only and its samples have no labels to give)."""
     samples = dataset.domain(domain)
-    idx = np.flatnonzero(np.isin(samples.labels, np.asarray(classes)))
+    pool = dataset.training_pool(domain)
+    idx = pool[np.isin(samples.labels[pool], np.asarray(classes))]
     if len(idx) == 0:
         raise ProtocolError(f"domain {domain!r} of {dataset.NAME} holds no image of classes "
                             f"{list(classes)}")
