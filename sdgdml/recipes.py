@@ -2,9 +2,12 @@
 (``python -m sdgdml.train --recipe proxyanchor_r50``, or ``recipe:`` in a sweep file's
 ``train_args``). A recipe's hparams replace the registry's defaults (or the random sample) of
 the hparams the algorithm has; explicit ``--hparams`` still win; it may also give the run length
-in epochs when neither ``--epochs`` nor ``--steps`` is given. The recipe's name is recorded
-(``args.json`` and every record's ``args``; ``collect_results.py`` appends it to the algorithm's
-name in the tables) and its values are in ``hparams.json`` and every record's ``hparams``.
+in epochs when neither ``--epochs`` nor ``--steps`` is given, and a global batch (the batch the
+loss sees), shared equally by the processes of a multi-GPU run. A recipe named after released
+code holds that code's settings; a deliberate variant has a name that says so. The recipe's
+name is recorded (``args.json`` and every record's ``args``; ``collect_results.py`` appends it to
+the algorithm's name in the tables) and its values are in ``hparams.json`` and every record's
+``hparams``.
 
 A light module (no torch): the argument parser reads the names.
 """
