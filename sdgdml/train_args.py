@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--steps", type=int, default=None, help="length of training in steps (overrides --epochs)")
     a("--recipe", choices=sorted(RECIPES), default=None,
       help="a paper's official training setting as hparam defaults (and run length in epochs "
-           "unless --epochs/--steps); explicit --hparams still win (sdgdml/recipes.py)")
+           "unless --epochs/--steps, and a global batch split over the processes); explicit "
+           "--hparams still win (sdgdml/recipes.py: each recipe's source, what it reproduces "
+           "and what it leaves open)")
     a("--checkpoint_freq", type=int, default=None,
       help="evaluate, record and checkpoint every N steps; default: about 10 per run")
     a("--protocol", choices=("within", "cross", "both"), default=None,
