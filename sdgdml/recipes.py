@@ -106,7 +106,10 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
                    "the ViT training crop scale (0.2, 1) with bicubic resizing (ours: "
                    "(0.08, 1), bilinear); during the warm-up the backbone is frozen rather "
                    "than at lr 0, so its Adam moments start after the warm-up instead of "
-                   "accumulating during it."),
+                   "accumulating during it; on their 2 processes each back-propagates only its "
+                   "own 90 rows and DDP averages, which gives the network half the gradient of "
+                   "the 180-embedding loss (ours: the exact gradient; under AdamW the scale "
+                   "matters only through eps and the clip by value)."),
     Recipe("uem_r50", "UEM paper (NeurIPS 2024) Sec. 4",
            {**_R50, "optimizer": "sgd", "lr": 2e-4, "lr_schedule": "cosine",
             "uem_idse_fraction": 100 / 150},
