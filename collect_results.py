@@ -19,7 +19,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from sdgdml.collect import DATA_FORMATS, SELECTION_METHODS, NoResultsError, collect
+from sdgdml.collect import (DATA_FORMATS, SELECTION_METHODS, NoResultsError, collect,
+                            load_records)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def draw_plots(args) -> None:
+    """``--plots``: matplotlib is imported only then (``sdgdml/collect_plots.py``)."""
+    from sdgdml.collect_plots import plots
+
+    with warnings.catch_warnings():         # the tables already reported unreadable records
+        warnings.simplefilter("ignore")
+        df, _ = load_records(args.input_dir, args.include_incomplete)
+    plots(df, args.plots, args.selection, args.metrics, args.selection_metric, args.protocol,
+          args.with_source)
+
+
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
@@ -64,9 +76,11 @@ def main(argv=None) -> None:
     try:
         text = collect(args.input_dir, args.selection, args.metrics, args.selection_metric,
                        args.protocol, args.with_source, args.include_incomplete,
-                       args.show_hparams, args.digits, args.format, args.plots)
+                       args.show_hparams, args.digits, args.format)
     except NoResultsError as e:
         raise SystemExit(f"error: {e}") from None
+    if args.plots:
+        draw_plots(args)
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)

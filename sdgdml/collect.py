@@ -365,19 +365,14 @@ def render_rows(rows: list[dict], fmt: str) -> str:
 def collect(input_dirs, selections=("source_val",), metrics=("recall@1",),
             selection_metric: str = "recall@1", protocol: str = "all",
             with_source: bool = False, include_incomplete: bool = False,
-            show_hparams: bool = False, digits: int = 1, fmt: str = "markdown",
-            plots_dir=None) -> str:
+            show_hparams: bool = False, digits: int = 1, fmt: str = "markdown") -> str:
     """Everything ``collect_results.py`` prints, as one string (``fmt``: markdown, plain,
-    latex, csv or json); ``plots_dir``: also draw the plots there."""
+    latex, csv or json); its ``--plots`` are ``collect_plots.plots``'s."""
     df, hparams = load_records(input_dirs, include_incomplete)
     if df.empty:
         raise NoResultsError("no completed runs found in " + ", ".join(map(str, dirs_of(
             input_dirs))) + ("" if include_incomplete else
                              " (--include_incomplete to use unfinished ones)"))
-    if plots_dir:
-        from .collect_plots import plots     # matplotlib only when plots are asked for
-
-        plots(df, plots_dir, selections, metrics, selection_metric, protocol, with_source)
     if fmt in DATA_FORMATS:
         rows = []
         for method in selections:

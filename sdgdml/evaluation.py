@@ -336,9 +336,9 @@ def detector_scores(query: torch.Tensor, gallery: torch.Tensor, rule: OpenSetRul
                     ) -> torch.Tensor:
     """UEM's App. B.1 private-query detector on any embeddings (App. B.2 gives every method the
     same detector): K-Means of each domain (``rule.clusters`` clusters, or the Elbow estimate
-    up to ``rule.max_clusters``; no label is read), then ``uem_losses.detector_margin``."""
-    from .algorithms.uem_losses import detector_margin
+    up to ``rule.max_clusters``; no label is read), then ``prototypes.detector_margin``."""
     from .clustering import elbow_k, kmeans
+    from .prototypes import detector_margin
 
     q, g = normalize(_as_tensor(query, "cpu")), normalize(_as_tensor(gallery, "cpu"))
     fits = []

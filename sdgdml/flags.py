@@ -25,6 +25,7 @@ FLAG_ROLES: dict[str, frozenset] = {
     "output_dir":            MACHINE | SWEEP,
     "algorithm":             CELL | SWEEP,
     "hparams":               CELL | SWEEP,
+    "sweep_hparams":         CELL | SWEEP,
     "hparams_seed":          CELL | SWEEP,
     "trial_seed":            CELL | SWEEP,
     "seed":                  CELL,

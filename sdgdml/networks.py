@@ -12,6 +12,7 @@ a cached copy the error is immediate and says what to do.
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,8 @@ from urllib.parse import urlparse
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .suggest import did_you_mean
 
 ALIASES = {
     "resnet50_tv": "resnet50.tv_in1k",     # torchvision ImageNet weights, the DML convention
@@ -56,6 +59,16 @@ class DigitsCNN(nn.Module):
 
 
 LOCAL_BACKBONES: dict[str, Callable[..., nn.Module]] = {"digits_cnn": DigitsCNN}
+
+
+@functools.lru_cache(maxsize=1)
+def backbone_names() -> tuple[str, ...]:
+    """Every backbone name ``create_backbone`` accepts: ours (``LOCAL_BACKBONES``, ``ALIASES``),
+    timm's architectures and timm's pretrained tags (``resnet50.tv_in1k``)."""
+    import timm
+
+    return tuple(dict.fromkeys([*LOCAL_BACKBONES, *ALIASES, *timm.list_models(),
+                                *timm.list_models(pretrained=True)]))
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -115,9 +128,8 @@ def _timm_model(name: str, pretrained: bool, pretrained_file: str | None, **kwar
     import timm
 
     if not timm.is_model(name):
-        hint = timm.list_models(f"*{name.split('.')[0][:8]}*")[:10]
         raise ValueError(f"unknown backbone {name!r}: neither {sorted(LOCAL_BACKBONES)} nor a "
-                         f"timm model; similar timm names: {hint}")
+                         f"timm model{did_you_mean(name, backbone_names())}")
     if pretrained_file:
         path = Path(pretrained_file)
         if not path.is_file():

@@ -9,10 +9,11 @@ composition, optionally with per-algorithm hparams), ``n_hparams`` (hparams seed
 Every trial of an hparams seed uses the *same* hparams: a sample depends
 on (algorithm, dataset, hparams_seed) only, never on the trial.
 
-Hparams: ``hparams`` fixes values (a JSON override passed to every run) and ``hparam_ranges``
-replaces the registry's random distribution of a hparam for seeds > 0, e.g.
-``{lr: {log_uniform: [1e-5, 1e-3]}, batch_size: {choice: [32, 64]},
-pa_margin: {uniform: [0, 0.3]}}``.
+Hparams: ``hparams`` fixes values for every run and ``hparam_ranges`` replaces the registry's
+random distribution of a hparam for seeds > 0, in ``sdgdml.search_space``'s vocabulary (bounds
+are values, never exponents), e.g. ``{lr: {log_uniform: [1.0e-5, 1.0e-3]}, batch_size:
+{choice: [32, 64]}, pa_margin: {uniform: [0, 0.3]}}``. Both reach the run as
+``--sweep_hparams``, recorded with the origin ``sweep`` (``hparams_registry``).
 ``train_args`` holds any other ``python -m sdgdml.train`` flag (``steps``, ``protocol``, ...).
 
 A run's folder is ``<output_dir>/<md5 of its experiment identity>``: the train args that
@@ -31,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from .flags import SWEEP_OWNED
+from .search_space import from_spec
 
 # every key a sweep file may hold (anything else is a typo and an error)
 FILE_KEYS = ("name", "description", "splits", "datasets", "algorithms", "n_hparams",
              "n_trials", "trial_seeds", "hparams", "hparam_ranges", "train_args")
-DISTRIBUTIONS = ("uniform", "log_uniform", "choice", "int_uniform")
 
 
 class SweepError(ValueError):
@@ -201,33 +202,10 @@ def parse_split(spec: str) -> list[tuple[str, str, list[str]]]:
 
 def _check_ranges(ranges: dict, where: str) -> None:
     for name, spec in ranges.items():
-        if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in DISTRIBUTIONS
-                and isinstance(next(iter(spec.values())), list)):
-            known = " | ".join(d + ": [...]" for d in DISTRIBUTIONS)
-            raise SweepError(f"{where}: range of {name!r} must be one of {{{known}}}, "
-                             f"got {spec!r}")
-        (dist, values), = spec.items()
-        problem = _range_problem(dist, values)
-        if problem:
-            raise SweepError(f"{where}: range of {name!r} ({dist}: {values}) {problem}")
-
-
-def _range_problem(dist: str, values: list) -> str:
-    """What is wrong with a distribution's values ('' if nothing)."""
-    if dist == "choice":
-        return "" if values else "needs at least one value"
-    number = int if dist == "int_uniform" else (int, float)
-    if len(values) != 2 or not all(isinstance(v, number) and not isinstance(v, bool)
-                                   for v in values):
-        kind = "integers" if dist == "int_uniform" else "numbers"
-        hint = ("; YAML reads 1e-3 as text: write 1.0e-3" if any(isinstance(v, str)
-                                                                 for v in values) else "")
-        return f"needs two {kind} [low, high]{hint}"
-    if values[0] > values[1]:
-        return "has low > high"
-    if dist == "log_uniform" and values[0] <= 0:
-        return "needs low > 0"
-    return ""
+        try:
+            from_spec(spec)
+        except ValueError as e:
+            raise SweepError(f"{where}: range of {name!r} {e}") from None
 
 
 def _check_train_args(argv: list[str]) -> None:
@@ -308,21 +286,10 @@ def validate(d: SweepDefinition) -> list[tuple[str, str, list[str]]]:
 
 
 # ----------------------------------------------------------------------------- expansion
-def sample_range(spec: dict, rng: np.random.RandomState) -> Any:
-    (dist, values), = spec.items()
-    if dist == "uniform":
-        return float(rng.uniform(*values))
-    if dist == "log_uniform":
-        lo, hi = np.log10(values[0]), np.log10(values[1])
-        return float(10 ** rng.uniform(lo, hi))
-    if dist == "int_uniform":
-        return int(rng.randint(values[0], values[1] + 1))
-    return values[int(rng.randint(len(values)))]        # choice
-
-
 def run_hparams(d: SweepDefinition, algorithm: dict, dataset: str, hparams_seed: int) -> dict:
-    """The hparam overrides a run gets: fixed values, then (seeds > 0) this sweep's ranges,
-    each drawn from its own RNG seeded like the registry's (algorithm, dataset, seed, name)."""
+    """The hparam values a run gets from the sweep (``--sweep_hparams``): fixed values, then
+    (seeds > 0) values drawn from this sweep's ranges, each from its own RNG seeded like the
+    registry's (algorithm, dataset, seed, name)."""
     from .hparams_registry import seed_hash
 
     out = {**d.hparams, **algorithm["hparams"]}
@@ -331,7 +298,7 @@ def run_hparams(d: SweepDefinition, algorithm: dict, dataset: str, hparams_seed:
         for name, spec in sorted(ranges.items()):
             rng = np.random.RandomState(seed_hash("sweep", algorithm["name"], dataset,
                                                   hparams_seed, name))
-            out[name] = sample_range(spec, rng)
+            out[name] = from_spec(spec)(rng)
     return out
 
 
@@ -356,7 +323,7 @@ def make_jobs(d: SweepDefinition, output_dir: str | Path, machine_argv=()) -> li
                             "--algorithm", algorithm["name"], "--hparams_seed", str(hseed),
                             "--trial_seed", str(trial), *d.train_args]
                     if overrides:
-                        argv += ["--hparams", json.dumps(overrides, sort_keys=True)]
+                        argv += ["--sweep_hparams", json.dumps(overrides, sort_keys=True)]
                     argv += list(machine_argv)
                     args = parser.parse_args(argv + ["--output_dir", "."])
                     rid = run_id(experiment_identity(args))

@@ -27,7 +27,7 @@ from .algorithms import (Algorithm, EvalContext, Schedule, UnknownAlgorithmError
 from .datasets import (DatasetError, create_dataset, format_split, get_dataset_class,
                        load_dataset_config, parse_split)
 from .datasets import transforms as T
-from .hparams_registry import UnknownHparamError
+from .hparams_registry import Resolution, UnknownHparamError
 from .locking import LockedError, RunLock
 from .loggers import LoggerError, RunMonitor, check_loggers
 from .networks import PretrainedWeightsError, create_model
@@ -39,7 +39,7 @@ from .runstate import (CheckpointError, NonFiniteLossError, atomic_save, check_f
                        peak_memory_gb, resume_state, rng_state, seed_everything, set_rng_state)
 from .streams import TrainStreams, steps_per_epoch
 from .train_args import build_parser, experiment_identity
-from .validation import InvalidValueError, check_batch_fits, check_hparams, check_train_args
+from .validation import InvalidValueError, check_batch_fits, check_train_args, parse_hparams
 
 log = logging.getLogger("sdgdml")
 USER_ERRORS = (DatasetError, UnknownAlgorithmError, UnknownHparamError, PretrainedWeightsError,
@@ -107,61 +107,59 @@ def load_dataset(args):
     return dataset
 
 
-def _prepare(args) -> tuple[dict, object, SDGDMLProtocol]:
+def _prepare(args) -> tuple[Resolution, object, SDGDMLProtocol]:
     """Every check that needs no run folder (values, names, hparams, data, protocol, batch
-    size), before anything is created: (hparams, dataset, protocol)."""
+    size), before anything is created: (the resolved hparams and their origins, dataset,
+    protocol)."""
     overrides = check_train_args(args)
     speed.check_compile_backend(args.compile)
     resolve_split(args)
     needs = data_needs(args.algorithm)      # a bad name fails before anything is loaded
-    defaults = hparams_registry.default_hparams(args.algorithm, args.dataset)
-    overrides = {**{k: v for k, v in _recipe_values(args, overrides).items()
-                    if k in defaults}, **overrides}          # explicit --hparams win
-    check_hparams(overrides, defaults)
-    hparams = hparams_registry.get_hparams(args.algorithm, args.dataset, args.hparams_seed,
-                                           overrides)
+    resolved = hparams_registry.resolve_hparams(
+        args.algorithm, args.dataset, args.hparams_seed, args.recipe,
+        parse_hparams(args.sweep_hparams, "--sweep_hparams"), overrides,
+        _scale_to_processes(args), distributed.world_size())
+    hparams = resolved.values
     algorithm_class(args.algorithm).check_options(args, hparams)
     dataset = load_dataset(args)
     protocol = make_protocol(args, dataset)
     protocol.check(needs)
     source, _ = protocol.training_views(needs)
-    _scale_to_processes(args, hparams)
+    if distributed.world_size() > 1:
+        args.global_batch_size = hparams["batch_size"] * distributed.world_size()
     check_batch_fits(hparams["batch_size"] * distributed.world_size(), len(source),
                      format_split(args.dataset, dataset.source, []))
     if args.num_workers is None:          # recorded as resolved
         args.num_workers = speed.default_num_workers(speed.has_files(dataset))
-    return hparams, dataset, protocol
+    return resolved, dataset, protocol
 
 
-def _recipe_values(args, overrides: dict) -> dict:
-    """The hparams of ``--recipe``, its global batch shared by the processes (unless
-    ``batch_size`` is given explicitly: then it is the per-process batch, as always)."""
-    recipe = args.recipe and recipes.RECIPES[args.recipe]
-    if not recipe or recipe.global_batch_size is None or "batch_size" in overrides:
-        return recipes.recipe_hparams(args.recipe, args.dataset, world_size=None)
-    if args.lr_scaling == "linear" and distributed.world_size() > 1:
-        raise InvalidValueError(f"recipe {args.recipe} keeps its global batch of "
-                                f"{recipe.global_batch_size} on any number of processes: "
-                                f"--lr_scaling linear has nothing to scale (use none)")
-    return recipes.recipe_hparams(args.recipe, args.dataset, distributed.world_size())
-
-
-def _scale_to_processes(args, hparams: dict) -> None:
-    """Several processes (``distributed``): record the world size, the global batch B x N
-    and the lr factor (``--lr_scaling``) in args, as part of the experiment (a run resumes
-    only with as many processes); one process: nothing changes."""
+def _scale_to_processes(args) -> float:
+    """Several processes (``distributed``): record the world size and the lr factor
+    (``--lr_scaling``) in args, as part of the experiment (a run resumes only with as many
+    processes), and return the factor (the last hparam source); one process: 1."""
     world = distributed.world_size()
     if world == 1:
-        return
+        return 1
     parts = [algorithm_class(args.algorithm), *(c.cls for c in components(args.algorithm))]
     single = [p.__name__ for p in parts if not p.MULTI_PROCESS]
     if single:
         raise UnknownAlgorithmError(f"{args.algorithm} does not train across processes yet "
                                     f"({single[-1]} keeps per-process state): run it on one GPU")
-    args.world_size, args.global_batch_size = world, hparams["batch_size"] * world
+    args.world_size = world
     args.lr_scale = world if args.lr_scaling == "linear" else 1
-    if "lr" in hparams:
-        hparams["lr"] *= args.lr_scale
+    return args.lr_scale
+
+
+def _log_hparams(resolved: Resolution, recipe: str | None) -> None:
+    """The values, where those not at their declared default came from, and the recipe keys
+    that apply to none of this algorithm's hparams."""
+    log.info("hparams: %s", json.dumps(resolved.values, sort_keys=True))
+    for origin, names in resolved.by_origin().items():
+        log.info("hparams from %s: %s", origin, ", ".join(names))
+    if resolved.ignored:
+        log.warning("--recipe %s: %s apply to none of this algorithm's hparams (not used)",
+                    recipe, ", ".join(sorted(resolved.ignored)))
 
 
 @dataclass
@@ -181,6 +179,7 @@ class Run:
     seed: int
     freq: int
     monitor: RunMonitor | None = None     # progress and live loggers, once the start is known
+    hparam_origins: dict | None = None    # where each hparam's value came from
 
     def evaluate(self) -> dict[str, float]:
         a, alg = self.args, self.algorithm
@@ -197,6 +196,7 @@ class Run:
                   **self.monitor.learning_rates(), "eval_time": time.time() - t0,
                   "mem_gb": peak_memory_gb(self.device),
                   **metrics, "args": vars(self.args), "hparams": self.hparams,
+                  "hparam_origins": self.hparam_origins,
                   "schema_version": SCHEMA_VERSION, "sdgdml_version": __version__}
         append_record(self.out / "results.jsonl", record)
         self.monitor.after_checkpoint(step, metrics)
@@ -207,10 +207,11 @@ class Run:
         log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
 
 
-def _build(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol
+def _build(args, out: Path, resolved: Resolution, dataset, protocol: SDGDMLProtocol
            ) -> tuple[Run, TrainStreams, int | None]:
-    """Write args/hparams, build the algorithm and restore it from a checkpoint (its step,
-    or None for a new run); the data streams start at that step."""
+    """Write args/hparams (and their origins), build the algorithm and restore it from a
+    checkpoint (its step, or None for a new run); the data streams start at that step."""
+    hparams = resolved.values
     needs = data_needs(args.algorithm)
     seed = args.trial_seed if args.seed is None else args.seed
     device = distributed.process_device(args.device) or torch.device(
@@ -219,11 +220,12 @@ def _build(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol
     if main:
         write_json(out / "args.json", vars(args))
         write_json(out / "hparams.json", hparams)
+        write_json(out / "hparam_origins.json", resolved.origins)
     log.info("sdgdml %s | %s | %s | device %s", __version__, args.algorithm,
              format_split(args.dataset, dataset.source, dataset.targets), device)
     for domain, files in getattr(dataset, "skipped", {}).items():
         log.info("skipped %d corrupt image files of %s (--skip_corrupt)", len(files), domain)
-    log.info("hparams: %s", json.dumps(hparams, sort_keys=True))
+    _log_hparams(resolved, args.recipe)
 
     source, targets = protocol.training_views(needs)
     global_hp = {**hparams, "batch_size": hparams["batch_size"] * world}   # what is drawn
@@ -250,7 +252,8 @@ def _build(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol
     if args.jpeg_draft:
         speed.enable_jpeg_draft(dataset, image_size)
     run = Run(args, out, hparams, dataset, protocol, dataset.train_split(), algorithm, schedule,
-              dataset.eval_transform(image_size, data_config), device, seed, freq)
+              dataset.eval_transform(image_size, data_config), device, seed, freq,
+              hparam_origins=resolved.origins)
     if not main:                    # rank 0 may set a bad checkpoint aside first
         distributed.barrier()
     resumed_at = _restore(run)
@@ -320,20 +323,21 @@ def train(args: argparse.Namespace) -> list[dict]:
     """Run (or resume) one experiment; returns its records. Every value is checked before
     the run folder exists; the run's lock (``locking.RunLock``) is held while it runs."""
     distributed.setup(args.device)        # several processes: join them (``distributed``)
-    hparams, dataset, protocol = _prepare(args)
+    resolved, dataset, protocol = _prepare(args)
     check_loggers(args.logger)            # before the run folder is made
     out = Path(args.output_dir)
     if distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
         with RunLock(out):
-            records = _run(args, out, hparams, dataset, protocol)
+            records = _run(args, out, resolved, dataset, protocol)
     else:                                 # rank 0 holds the lock and writes
-        records = _run(args, out, hparams, dataset, protocol)
+        records = _run(args, out, resolved, dataset, protocol)
     distributed.shutdown()
     return records
 
 
-def _run(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol) -> list[dict]:
+def _run(args, out: Path, resolved: Resolution, dataset, protocol: SDGDMLProtocol
+         ) -> list[dict]:
     if distributed.is_main():
         _setup_logging(out, args.quiet)
     else:
@@ -342,7 +346,7 @@ def _run(args, out: Path, hparams: dict, dataset, protocol: SDGDMLProtocol) -> l
     if (out / "done").exists():
         log.info("%s is already done; nothing to do", out)
         return read_records(out / "results.jsonl")
-    run, streams, resumed_at = _build(args, out, hparams, dataset, protocol)
+    run, streams, resumed_at = _build(args, out, resolved, dataset, protocol)
     run.monitor = _monitor(run, resumed_at or 0)
     try:
         if resumed_at is None and not args.no_eval_at_start:   # a checkpoint's record is kept

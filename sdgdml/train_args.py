@@ -56,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--output_dir", required=True, help="run folder for records, log and checkpoint")
     a("--algorithm", default="ProxyAnchor",
       help="base loss or standalone algorithm, optionally with '+Plugin's (ProxyAnchor+SEE)")
-    a("--hparams", default=None, help="JSON dict overriding hyperparameters, applied last")
-    a("--hparams_seed", type=int, default=0, help="0: default hparams; >0: a random sample")
+    a("--hparams", default=None,
+      help="JSON dict overriding hyperparameters, applied last (after --recipe and a sweep's "
+           "values); every hparam's origin is written to hparam_origins.json")
+    a("--sweep_hparams", default=None,
+      help="JSON dict of the values a sweep fixes or draws for this run (set by sdgdml.sweep; "
+           "recorded with origin 'sweep'; --hparams still wins)")
+    a("--hparams_seed", type=int, default=0,
+      help="0: default hparams; >0: a random sample from each hparam's declared distribution")
     a("--trial_seed", type=int, default=0,
       help="trial seed: the source train/validation split (and the default --seed)")
     a("--seed", type=int, default=None, help="training seed (init, batches, augmentation)")

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from . import evaluation
+from .suggest import did_you_mean
 
 SEED_LIMIT = 2 ** 32          # NumPy's seeds are 32-bit
 
@@ -72,16 +73,16 @@ def check_ranges(args) -> None:
             raise InvalidValueError(f"--{flag}: {e}") from None
 
 
-def parse_hparams(text: str | None) -> dict:
-    """``--hparams``: a JSON object of overrides ({} when not given)."""
+def parse_hparams(text: str | None, flag: str = "--hparams") -> dict:
+    """``--hparams`` (or ``--sweep_hparams``): a JSON object of values ({} when not given)."""
     if not text:
         return {}
     try:
         overrides = json.loads(text)
     except json.JSONDecodeError as e:
-        raise InvalidValueError(f"--hparams is not valid JSON ({e}): {text}") from None
+        raise InvalidValueError(f"{flag} is not valid JSON ({e}): {text}") from None
     _require(isinstance(overrides, dict),
-             f"--hparams must be a JSON object such as '{{\"lr\": 3e-4}}', got {text}")
+             f"{flag} must be a JSON object such as '{{\"lr\": 3e-4}}', got {text}")
     return overrides
 
 
@@ -131,12 +132,19 @@ def _kind_ok(value, default) -> bool:
 DURATIONS = ("_epochs", "_steps", "_every")     # integer hparams where 0 means "off"
 
 
-def check_hparams(overrides: dict, defaults: dict) -> None:
-    """Each override has its default's kind and lies in its range (the module's rule)."""
+def check_hparams(overrides: dict, defaults: dict, choices: dict | None = None) -> None:
+    """Each override has its default's kind and lies in its range (the module's rule); one
+    with declared ``choices`` ({name: allowed values}) is one of them."""
     for name, value in overrides.items():
         if name not in defaults:
             continue                    # unknown names: the registry's own error lists them
         default = defaults[name]
+        allowed = (choices or {}).get(name)
+        if allowed is not None:
+            _require(value in allowed, f"hparam {name}={json.dumps(value)} is not one of its "
+                                       f"choices{did_you_mean(str(value), map(str, allowed))}"
+                                       f"{_listed(allowed)}")
+            continue
         _require(_kind_ok(value, default),
                  f"hparam {name}={json.dumps(value)}: expected "
                  f"{'a finite number' if isinstance(default, float) else type(default).__name__}"
@@ -149,6 +157,11 @@ def check_hparams(overrides: dict, defaults: dict) -> None:
             _require(value >= 1, f"hparam {name} must be >= 1, got {value}")
         if default >= 0:
             _require(value >= 0, f"hparam {name} must be >= 0, got {value}")
+
+
+def _listed(allowed, limit: int = 12) -> str:
+    return (f"; known: {', '.join(map(str, allowed))}" if len(allowed) <= limit
+            else f" ({len(allowed)} known)")
 
 
 def check_batch_fits(batch_size: int, n_images: int, what: str) -> None:

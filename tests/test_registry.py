@@ -8,7 +8,7 @@ import torch
 from pytorch_metric_learning import losses as pml_losses
 
 from sdgdml import hparams_registry
-from sdgdml.algorithms import (DataNeeds, LossWrapper, MetricLearning, Schedule,
+from sdgdml.algorithms import (DataNeeds, Plugin, MetricLearning, Schedule,
                                UnknownAlgorithmError, create_algorithm, create_loss, data_needs,
                                frozen,
                                parse_algorithm, register_loss, register_plugin)
@@ -38,7 +38,7 @@ class ToyLargeMargin(PMLProxyLoss):
                                                  scale=hparams["toy_scale"])
 
 
-class ToyFlipPlugin(LossWrapper):
+class ToyFlipPlugin(Plugin):
     """Adds the horizontally flipped batch, made under the frozen network (which records what
     it saw), and weights the base loss of the added samples."""
 

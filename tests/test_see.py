@@ -106,7 +106,7 @@ def test_too_many_synthetic_vectors_for_the_dimension_is_an_error():
         expand(_unit(2, 5), _unit(2, 5, seed=1), 4, random_frame(5, 6))
 
 
-# ------------------------------------------------------------------ the SEE loss wrapper
+# ------------------------------------------------------------------ the SEE plug-in
 def _see_loss(base="NormSoftmax", classes=4, dim=16, **over):
     name = f"{base}+SEE"
     torch.manual_seed(0)
@@ -147,7 +147,7 @@ def test_loss_is_eq4_with_eq3_written_out_for_normsoftmax():
     torch.manual_seed(11)
     total = loss(z, y)
     torch.manual_seed(11)
-    frame = random_frame(16, 5, dtype=torch.float32)       # the draw the wrapper made
+    frame = random_frame(16, 5, dtype=torch.float32)       # the draw the plug-in made
     W = F.normalize(loss.base.pml.W.T, dim=1)
 
     def ell(v, c):

@@ -73,7 +73,7 @@ def test_hparam_ranges_are_sampled_per_seed_and_reach_the_run(tmp_path):
                                   "batch_size": {"choice": [32, 64]},
                                   "pa_margin": {"uniform": [0.0, 0.3]}})
     jobs = sweep_config.make_jobs(d, tmp_path)
-    overrides = [json.loads(j.argv[j.argv.index("--hparams") + 1]) for j in jobs]
+    overrides = [json.loads(j.argv[j.argv.index("--sweep_hparams") + 1]) for j in jobs]
     assert overrides[0] == {"embed_dim": 32}                  # seed 0: defaults + fixed values
     for o in overrides[1:]:
         assert 1e-4 <= o["lr"] <= 1e-2 and o["batch_size"] in (32, 64)

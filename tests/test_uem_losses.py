@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from sdgdml.algorithms import uem_losses as L
 from sdgdml.clustering import kmeans
+from sdgdml.prototypes import detector_margin
 
 
 TAU = 0.07                      # the paper's temperature
@@ -152,7 +153,7 @@ def test_detector_rejects_exactly_the_private_cluster():
     fb = _ring([0, 120], 10, 0.05, 1)
     pa, assign_a, _ = kmeans(fa, 3, seed=0)
     pb, assign_b, _ = kmeans(fb, 2, seed=0)
-    margin = L.detector_margin(fa, fb, pa, assign_a, pb, assign_b)
+    margin = detector_margin(fa, fb, pa, assign_a, pb, assign_b)
     private = torch.arange(30) >= 20
     assert (margin[private] == -10.0).all()                 # nearest prototype unmerged
     assert (margin[~private] >= 0).all()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import (Algorithm, EvalContext, LossWrapper, MetricLoss, Schedule, frozen,
+from .base import (Algorithm, EvalContext, MetricLoss, Plugin, Schedule, frozen,
                    nearest_class_proxy)
 from .metric_learning import MetricLearning
 from .registry import (DataNeeds, UnknownAlgorithmError, components, known_components,
@@ -55,7 +55,7 @@ def create_algorithm(name: str, network, num_classes: int, hparams: dict,
     return MetricLearning(network, num_classes, hparams, schedule, loss, domain_sizes)
 
 
-__all__ = ["Algorithm", "DataNeeds", "EvalContext", "LossWrapper", "MetricLearning",
+__all__ = ["Algorithm", "DataNeeds", "EvalContext", "MetricLearning", "Plugin",
            "MetricLoss", "Schedule", "UnknownAlgorithmError", "algorithm_class", "components",
            "create_algorithm", "create_loss", "data_needs", "frozen", "known_components",
            "names", "nearest_class_proxy", "parse_algorithm", "register_algorithm",

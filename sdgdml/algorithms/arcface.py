@@ -15,8 +15,9 @@ class ArcFace(PMLProxyLoss):
 
     @staticmethod
     def declare_hparams(hp, small):
-        hp("arc_margin_deg", 28.6, uniform(10, 40))
-        hp("arc_scale", 64.0, uniform(16, 64))
+        hp("arc_margin_deg", 28.6, uniform(10, 40),
+           help="additive angular margin m in degrees (ArcFace)")
+        hp("arc_scale", 64.0, uniform(16, 64), help="logit scale s (ArcFace)")
 
     def make(self, num_classes, embed_dim, hparams):
         return pml_losses.ArcFaceLoss(num_classes, embed_dim, margin=hparams["arc_margin_deg"],

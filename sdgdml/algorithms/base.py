@@ -12,6 +12,8 @@ An :class:`Algorithm` owns its network, losses, optimizers and schedulers. The t
   ``enter_stage(name)`` (snapshot or freeze modules there) when it changes. The stage is saved
   in ``state_dict``, so a run killed in stage 2 resumes in stage 2;
 - ``embed(x)``: L2-normalised embeddings (no grad, eval mode);
+- ``declare_hparams`` / ``declare_training_hparams`` / ``recipe`` (classmethods): the hparams
+  it reads (``hparams_registry``); it reads no other name and gives none a fallback;
 - ``check_options(options, hparams)`` (a classmethod): refuse run options the method cannot
   serve, before the run folder or any model exists;
   ``extra_metrics(ctx)``: method-specific metrics recorded with every checkpoint;
@@ -19,7 +21,7 @@ An :class:`Algorithm` owns its network, losses, optimizers and schedulers. The t
   copies), optimizers, schedulers, step and stage, so that a run resumes exactly.
 
 A :class:`MetricLoss` maps (embeddings, labels) to a scalar and exposes its proxies uniformly
-(``proxies()``) so that plug-ins (:class:`LossWrapper`) can wrap any proxy baseline. A plug-in
+(``proxies()``) so that plug-ins (:class:`Plugin`) can extend any proxy baseline. A plug-in
 may also create extra training images (``expand_inputs``), see :class:`MetricLoss`.
 """
 from __future__ import annotations
@@ -103,7 +105,8 @@ class MetricLoss(nn.Module):
 
     @staticmethod
     def declare_hparams(hp, small: bool) -> None:
-        """Declare this component's hparams: ``hp(name, default, sampler)``."""
+        """Declare this component's hparams: ``hp(name, default, distribution, choices=...,
+        help=...)`` (``hparams_registry``)."""
 
     @property
     def terms(self) -> dict[str, float]:
@@ -138,8 +141,8 @@ class MetricLoss(nn.Module):
         return self
 
 
-class LossWrapper(MetricLoss):
-    """A plug-in around a base loss (``Base+Wrapper`` names), declared with
+class Plugin(MetricLoss):
+    """A plug-in around a base loss (``Base+Plugin`` names), declared with
     ``@register_plugin``. Delegates proxies, progress and input expansion to the base."""
 
     def __init__(self, base: MetricLoss):
@@ -157,6 +160,9 @@ class LossWrapper(MetricLoss):
 
     def expand_inputs(self, x, y, network):
         return self.base.expand_inputs(x, y, network)
+
+
+LossWrapper = Plugin     # the former name, while branches written against it are merged
 
 
 def nearest_class_proxy(z: torch.Tensor, y: torch.Tensor, proxies: torch.Tensor,
@@ -195,7 +201,15 @@ class Algorithm(nn.Module):
 
     @staticmethod
     def declare_hparams(hp, small: bool) -> None:
-        """A standalone algorithm's own hparams: ``hp(name, default, sampler)``."""
+        """A standalone algorithm's own hparams: ``hp(name, default, distribution, choices=...,
+        help=...)`` (``hparams_registry``)."""
+
+    @classmethod
+    def recipe(cls, small: bool) -> dict:
+        """This method's own published training recipe: values of declared hparams (the
+        common ones included) that replace their defaults and are not searched
+        (``hparams_registry.resolve_hparams``, source 2); {}: none."""
+        return {}
 
     @classmethod
     def declare_training_hparams(cls, hp, small: bool, base: type) -> None:
@@ -282,6 +296,10 @@ class Algorithm(nn.Module):
         self.precision.load_state_dict(state.get("precision", {}))
 
 
+LR_SCHEDULES = ("constant", "cosine", "step")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+
+
 def lr_lambda(schedule: Schedule, kind: str, step_epochs: float = 0.0, gamma: float = 0.5):
     """Multiplicative LR factor per step: ``constant``, ``cosine`` (to 0 at the last step) or
     ``step`` (x ``gamma`` every ``step_epochs`` epochs: torch's StepLR stepped per epoch)."""
@@ -295,7 +313,7 @@ def lr_lambda(schedule: Schedule, kind: str, step_epochs: float = 0.0, gamma: fl
     if kind == "cosine":
         return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, schedule.total_steps)
                                                   / schedule.total_steps))
-    raise ValueError(f"unknown lr_schedule {kind!r}; known: constant, cosine, step")
+    raise ValueError(f"unknown lr_schedule {kind!r}; known: {', '.join(LR_SCHEDULES)}")
 
 
 def make_optimizer(kind: str, groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:
@@ -305,4 +323,4 @@ def make_optimizer(kind: str, groups: list[dict], weight_decay: float) -> torch.
         return torch.optim.Adam(groups, weight_decay=weight_decay)
     if kind == "sgd":
         return torch.optim.SGD(groups, momentum=0.9, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {kind!r}; known: adamw, adam, sgd")
+    raise ValueError(f"unknown optimizer {kind!r}; known: {', '.join(OPTIMIZERS)}")

@@ -68,7 +68,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..search_space import choice, log_uniform, uniform
-from .base import LossWrapper, MetricLoss
+from .base import Plugin, MetricLoss
 from .registry import register_plugin
 
 SEPARATIONS = ("margin", "softmax")
@@ -182,13 +182,20 @@ def c4_loss(z: torch.Tensor, y: torch.Tensor, cents: torch.Tensor, valid: torch.
 def declare_c4_hparams(hp, prefix: str) -> None:
     """C4's hparams (centroid EMA, pull, separation), named ``<prefix><name>``: shared by
     CenterPolar (``cp_``) and CenterPolarRotation (``cpr_``)."""
-    hp(f"{prefix}momentum", 0.9, uniform(0.0, 0.99))            # centroid EMA (0: batch)
-    hp(f"{prefix}c4_weight", 1.0, log_uniform(-1, 0.5))
-    hp(f"{prefix}c4_on_expanded", True, choice(True, False))
-    hp(f"{prefix}separation", "margin", choice(*SEPARATIONS))
-    hp(f"{prefix}sep_weight", 1.0, log_uniform(-1, 0.5))
-    hp(f"{prefix}margin", 1.2, uniform(0.8, 1.5))               # distance of unit centroids
-    hp(f"{prefix}scale", 16.0, uniform(8.0, 32.0))              # centroid softmax scale
+    hp(f"{prefix}momentum", 0.9, uniform(0.0, 0.99),
+       help="EMA momentum of the class centroids (0: the batch mean)")
+    hp(f"{prefix}c4_weight", 1.0, log_uniform(0.1, 10 ** 0.5),
+       help="weight of the C4 loss (pull + separation)")
+    hp(f"{prefix}c4_on_expanded", True, choice(True, False),
+       help="C4 also pulls the expanded samples to their centroids")
+    hp(f"{prefix}separation", "margin", choice(*SEPARATIONS),
+       choices=SEPARATIONS, help="how C4 keeps centroids apart: margin or softmax")
+    hp(f"{prefix}sep_weight", 1.0, log_uniform(0.1, 10 ** 0.5),
+       help="weight of the separation term inside C4")
+    hp(f"{prefix}margin", 1.2, uniform(0.8, 1.5),               # distance of unit centroids
+       help="separation margin between unit centroids (separation margin)")
+    hp(f"{prefix}scale", 16.0, uniform(8.0, 32.0),              # centroid softmax scale
+       help="softmax scale over centroids (separation softmax)")
 
 
 def init_c4(loss: nn.Module, h: dict, prefix: str, num_classes: int, embed_dim: int) -> None:
@@ -203,7 +210,7 @@ def init_c4(loss: nn.Module, h: dict, prefix: str, num_classes: int, embed_dim: 
 
 
 @register_plugin("CenterPolar", default_base="ProxyAnchor")
-class CenterPolar(LossWrapper):
+class CenterPolar(Plugin):
     """``Base+CenterPolar``: C3E (adversarial expansion of the images) and C4 around any base
     metric loss. The bare name ``CenterPolar`` is ``ProxyAnchor+CenterPolar`` (the paper's base:
     proxy losses). The module docstring gives the equations and every default's reason."""
@@ -215,13 +222,21 @@ class CenterPolar(LossWrapper):
     @staticmethod
     def declare_hparams(hp, small):
         """The open design choices (module docstring: what each means, why its default)."""
-        hp("cp_c3e_steps", 15, lambda r: int(r.choice([1, 5, 10, 15])))    # ADA/M-ADA T_max
-        hp("cp_c3e_step_size", 1.0, log_uniform(-1, 1))         # ADA/M-ADA ascent rate
-        hp("cp_c3e_gamma", 1.0, log_uniform(-1, 1))             # ADA/M-ADA semantic constraint
-        hp("cp_c3e_distance", "geodesic", choice("geodesic", "cosine"))
-        hp("cp_c3e_every", 10, lambda r: int(r.choice([1, 5, 10, 20])))
-        hp("cp_c3e_pool", 8, lambda r: int(r.choice([1, 4, 8, 16])))
-        hp("cp_c3e_ratio", 1.0, uniform(0.25, 1.0))
+        hp("cp_c3e_steps", 15, choice(1, 5, 10, 15),    # ADA/M-ADA T_max
+           help="C3E gradient-ascent steps per expansion (ADA's T_max); 0: C3E off")
+        hp("cp_c3e_step_size", 1.0, log_uniform(0.1, 10.0),     # ADA/M-ADA ascent rate
+           help="C3E ascent rate on the normalised input (ADA's)")
+        hp("cp_c3e_gamma", 1.0, log_uniform(0.1, 10.0),         # ADA/M-ADA constraint
+           help="C3E semantic constraint gamma on the embedding shift (ADA's)")
+        hp("cp_c3e_distance", "geodesic", choice("geodesic", "cosine"),
+           choices=("geodesic", "cosine"),
+           help="C3E distance to the centroid: geodesic (arccos) or cosine")
+        hp("cp_c3e_every", 10, choice(1, 5, 10, 20),
+           help="steps between two generations of expanded images")
+        hp("cp_c3e_pool", 8, choice(1, 4, 8, 16),
+           help="generations of expanded images kept in the pool")
+        hp("cp_c3e_ratio", 1.0, uniform(0.25, 1.0),
+           help="expanded images per step, as a fraction of the batch size")
         declare_c4_hparams(hp, "cp_")
 
     def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from ..search_space import choice, log_uniform, uniform
-from .base import LossWrapper, MetricLoss
+from .base import Plugin, MetricLoss
 from .centerpolar import angle, c4_loss, declare_c4_hparams, init_c4
 from .registry import register_plugin
 
@@ -96,20 +96,27 @@ def centrifugal_expand(z: torch.Tensor, c: torch.Tensor, delta: torch.Tensor,
 
 
 @register_plugin("CenterPolarRotation", default_base="ProxyAnchor")
-class CenterPolarRotation(LossWrapper):
+class CenterPolarRotation(Plugin):
     """``Base+CenterPolarRotation``: rotation-C3E and C4 around any base metric loss. The bare
     name ``CenterPolarRotation`` is ``ProxyAnchor+CenterPolarRotation``."""
 
     @staticmethod
     def declare_hparams(hp, small):
         """The open design choices (module docstring says what each means)."""
-        hp("cpr_expand", 1.0, uniform(0.25, 2.0))                 # C3E max strength s_max
-        hp("cpr_expand_schedule", "linear", choice("constant", "linear", "cosine"))
-        hp("cpr_adaptive", True, choice(True, False))             # delta in class radii
-        hp("cpr_expand_jitter", 0.5, uniform(0.0, 1.0))
-        hp("cpr_max_angle_deg", 90.0, uniform(45.0, 120.0))
-        hp("cpr_expand_weight", 1.0, log_uniform(-1, 0.3))
-        hp("cpr_detach_expanded", False, choice(False, True))
+        hp("cpr_expand", 1.0, uniform(0.25, 2.0),                 # C3E max strength s_max
+           help="rotation-C3E maximum strength s_max")
+        hp("cpr_expand_schedule", "linear", choice("constant", "linear", "cosine"),
+           choices=SCHEDULES, help="how the expansion strength grows over training")
+        hp("cpr_adaptive", True, choice(True, False),             # delta in class radii
+           help="expansion angle in units of the class's radius")
+        hp("cpr_expand_jitter", 0.5, uniform(0.0, 1.0),
+           help="random fraction of the strength removed per sample")
+        hp("cpr_max_angle_deg", 90.0, uniform(45.0, 120.0),
+           help="largest rotation angle in degrees")
+        hp("cpr_expand_weight", 1.0, log_uniform(0.1, 10 ** 0.3),
+           help="weight of the loss on the rotated embeddings")
+        hp("cpr_detach_expanded", False, choice(False, True),
+           help="rotated embeddings carry no gradient to the backbone")
         declare_c4_hparams(hp, "cpr_")
 
     def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):

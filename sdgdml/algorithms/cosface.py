@@ -15,8 +15,8 @@ class CosFace(PMLProxyLoss):
 
     @staticmethod
     def declare_hparams(hp, small):
-        hp("cos_margin", 0.35, uniform(0.1, 0.5))
-        hp("cos_scale", 64.0, uniform(16, 64))
+        hp("cos_margin", 0.35, uniform(0.1, 0.5), help="additive cosine margin m (CosFace)")
+        hp("cos_scale", 64.0, uniform(16, 64), help="logit scale s (CosFace)")
 
     def make(self, num_classes, embed_dim, hparams):
         return pml_losses.CosFaceLoss(num_classes, embed_dim, margin=hparams["cos_margin"],

@@ -1,17 +1,17 @@
-"""How loss compositions train: :class:`MetricLearning` (network + a possibly wrapped metric
-loss), the algorithm behind every ``Base+Plugin`` name."""
+"""How loss compositions train: :class:`MetricLearning` (network + a metric loss, possibly with
+plug-ins), the algorithm behind every ``Base+Plugin`` name."""
 from __future__ import annotations
 
 import torch
 
 from .. import evaluation
-from ..search_space import log_uniform, fixed
+from ..search_space import fixed, log_uniform
 from .base import Algorithm, EvalContext, MetricLoss, frozen, lr_lambda, make_optimizer
 from .registry import UnknownAlgorithmError, components
 
 
 class MetricLearning(Algorithm):
-    """Supervised DML: network + a (possibly wrapped) metric loss.
+    """Supervised DML: network + a metric loss (possibly with plug-ins).
 
     Optimiser groups: backbone and embedding head at ``lr``; the loss's parameters (proxies) at
     ``lr * proxy_lr_mult`` (x100 in ProxyAnchor / ProxyNCA / SoftTriple / PFML recipes).
@@ -36,26 +36,30 @@ class MetricLearning(Algorithm):
         ]
         loss_params = list(loss.parameters())
         if loss_params:
-            groups.append({"params": loss_params, "lr": lr * hparams.get("proxy_lr_mult", 1.0),
+            groups.append({"params": loss_params, "lr": lr * hparams["proxy_lr_mult"],
                            "name": "proxies"})
-        opt = make_optimizer(hparams.get("optimizer", "adamw"), groups, hparams["weight_decay"])
+        opt = make_optimizer(hparams["optimizer"], groups, hparams["weight_decay"])
         self.optimizers["main"] = opt
         self.schedulers["main"] = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(schedule, hparams.get("lr_schedule", "constant"),
-                           hparams.get("lr_step_epochs", 0.0), hparams.get("lr_step_gamma", 0.5)))
-        self.warmup_steps = round(hparams.get("warmup_epochs", 0) * schedule.steps_per_epoch)
-        self.clip = float(hparams.get("grad_clip_value", 0.0))
+            opt, lr_lambda(schedule, hparams["lr_schedule"], hparams["lr_step_epochs"],
+                           hparams["lr_step_gamma"]))
+        self.warmup_steps = round(hparams["warmup_epochs"] * schedule.steps_per_epoch)
+        self.clip = float(hparams["grad_clip_value"])
         fixed = getattr(network, "fixed_parameters", list)()
         self._fixed = {id(p) for p in fixed}
 
     @classmethod
     def declare_training_hparams(cls, hp, small: bool, base: type) -> None:
-        hp("warmup_epochs", 0 if small else 1, fixed())
-        hp("grad_clip_value", 0.0, fixed())         # 0: off; ProxyAnchor's official code: 10
-        hp("lr_step_epochs", 0.0, fixed())          # lr_schedule "step" only
-        hp("lr_step_gamma", 0.5, fixed())
+        hp("warmup_epochs", 0 if small else 1, fixed(),
+           help="epochs at the start with the backbone frozen (head and proxies train)")
+        hp("grad_clip_value", 0.0, fixed(),         # 0: off; ProxyAnchor's official code: 10
+           help="clip every gradient element to [-v, v]; 0: off")
+        hp("lr_step_epochs", 0.0, fixed(),          # lr_schedule "step" only
+           help="lr_schedule step: epochs between lr decays")
+        hp("lr_step_gamma", 0.5, fixed(), help="lr_schedule step: lr factor at each decay")
         if base.HAS_PROXIES:        # the loss's own parameters (proxies) train faster
-            hp("proxy_lr_mult", 100.0, log_uniform(1, 3))
+            hp("proxy_lr_mult", 100.0, log_uniform(10.0, 1000.0),
+               help="learning rate of the loss's proxies = lr x this")
 
     def _freeze_backbone(self, frozen_: bool) -> None:
         for p in self.network.backbone.parameters():

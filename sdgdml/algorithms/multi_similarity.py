@@ -16,10 +16,14 @@ class MultiSimilarity(MetricLoss):
 
     @staticmethod
     def declare_hparams(hp, small):
-        hp("ms_alpha", 2.0, uniform(1, 4))
-        hp("ms_beta", 50.0, uniform(20, 60))
-        hp("ms_base", 0.5, uniform(0.3, 0.7))
-        hp("ms_epsilon", 0.1, uniform(0.05, 0.2))
+        hp("ms_alpha", 2.0, uniform(1, 4),
+           help="positive-pair weight alpha")
+        hp("ms_beta", 50.0, uniform(20, 60),
+           help="negative-pair weight beta")
+        hp("ms_base", 0.5, uniform(0.3, 0.7),
+           help="similarity offset lambda")
+        hp("ms_epsilon", 0.1, uniform(0.05, 0.2),
+           help="pair-mining margin epsilon")
 
     def __init__(self, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__()

@@ -15,7 +15,8 @@ class NormSoftmax(PMLProxyLoss):
 
     @staticmethod
     def declare_hparams(hp, small):
-        hp("nsm_temperature", 0.05, log_uniform(-2, -0.5))
+        hp("nsm_temperature", 0.05, log_uniform(0.01, 10 ** -0.5),
+           help="softmax temperature of the normalised proxies (NormSoftmax)")
 
     def make(self, num_classes, embed_dim, hparams):
         return pml_losses.NormalizedSoftmaxLoss(num_classes, embed_dim,

@@ -39,8 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..search_space import fixed, log_uniform, uniform
-from .base import LossWrapper, MetricLoss
+from ..search_space import choice, fixed, log_uniform, uniform
+from .base import Plugin, MetricLoss
 from .registry import register_loss, register_plugin
 
 MIN_DISTANCE = 1e-3
@@ -92,7 +92,7 @@ class PotentialField:
     @classmethod
     def from_hparams(cls, hparams: dict) -> "PotentialField":
         delta = float(hparams["pfml_delta"])
-        delta_rep = hparams.get("pfml_delta_rep")
+        delta_rep = hparams["pfml_delta_rep"]
         field = cls(delta, delta if delta_rep is None else float(delta_rep),
                     float(hparams["pfml_alpha"]))
         if min(field.delta_att, field.delta_rep) <= MIN_DISTANCE or field.alpha < 0:
@@ -122,11 +122,15 @@ def declare_pfml_hparams(hp, small):
     force, so the search starts at 1), M = 15 (CUB, Cars). ``pfml_m`` is used by standalone
     PFML, ``pfml_weight`` by the Base+PFML plug-in; ``pfml_delta_rep`` None means equal to
     ``pfml_delta`` (Fig. 3(d) ablation otherwise). Declared once for both roles."""
-    hp("pfml_m", 15, lambda r: int(r.choice([2, 5, 10, 15, 30])))
-    hp("pfml_delta", 0.2, uniform(0.1, 0.35))
-    hp("pfml_delta_rep", None, fixed())
-    hp("pfml_alpha", 4.0, uniform(1, 6))
-    hp("pfml_weight", 1.0, log_uniform(-1.5, 0.5))
+    hp("pfml_m", 15, choice(2, 5, 10, 15, 30),
+       help="proxies per class M (standalone PFML, Sec. 4.1)")
+    hp("pfml_delta", 0.2, uniform(0.1, 0.35),
+       help="interaction range delta of the attraction (PFML Eq. 1-2)")
+    hp("pfml_delta_rep", None, fixed(),
+       help="range delta of the repulsion; null: pfml_delta (Fig. 3(d) ablation)")
+    hp("pfml_alpha", 4.0, uniform(1, 6), help="field strength alpha (PFML Eq. 1-2)")
+    hp("pfml_weight", 1.0, log_uniform(10 ** -1.5, 10 ** 0.5),
+       help="weight of the PFML term on a base loss (Base+PFML)")
 
 
 @register_loss("PFML")
@@ -160,7 +164,7 @@ class PFML(MetricLoss):
 
 
 @register_plugin("PFML")
-class PFMLPlugin(LossWrapper):
+class PFMLPlugin(Plugin):
     """``Base+PFML``: base loss + pfml_weight * energy of the batch embeddings and the base
     loss's proxies (batch embeddings only when the base has no proxies)."""
 

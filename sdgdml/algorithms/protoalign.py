@@ -151,28 +151,45 @@ class ProtoAlign(Algorithm):
     def declare_hparams(hp, small):
         """The choices where the slides are silent (module docstring); the four switches
         pal_proto_mix / pal_sel / pal_spda / pal_sn2m are the slides' ablations."""
-        hp("pal_temperature", 0.1, log_uniform(-1.5, -0.5))
-        hp("pal_proto_temperature", 0.1, log_uniform(-1.5, -0.5))
-        hp("pal_num_prototypes", 0, fixed())            # 0: the dataset's number of classes
-        hp("pal_queue_size", 0, fixed())                # 0: one source epoch of samples
-        hp("pal_cluster_every", 1.0, choice(0.5, 1.0, 2.0))  # epochs between k-means runs
-        hp("pal_kmeans_iters", 20, fixed())
-        hp("pal_kmeans_backend", "torch", fixed())      # torch | sklearn
-        hp("pal_proto_mix", True, fixed())              # False: "w/o P.M." (no L_PNCE)
-        hp("pal_sel", True, fixed())                    # False: "w/o SEL"
-        hp("pal_sel_weight", 1.0, log_uniform(-1, 0.5))
-        hp("pal_spda", True, fixed())                   # False: "w/o SPDA"
-        hp("pal_spda_weight", 0.1, log_uniform(-2, 0))
-        hp("pal_disc_hidden", 256, fixed())
-        hp("pal_disc_lr_mult", 1.0, log_uniform(-0.5, 1))
-        hp("pal_sn2m", True, fixed())                   # False: "w/o SN2M"
-        hp("pal_sn2m_mode", "switch", fixed())          # switch | instance | prototype
-        hp("pal_sn2m_weight", 1.0, log_uniform(-1, 0.5))
-        hp("pal_sn2m_threshold", 0.5, uniform(0.0, 0.8))
-        hp("pal_stage2_start", 0.5, uniform(0.2, 0.7))  # fraction of training
-        hp("pal_crop_scale", 0.6 if small else 0.2, uniform(0.2, 0.8))
-        hp("pal_color_jitter", 0.4, uniform(0.0, 0.6))
-        hp("pal_flip", not small, fixed())              # a flipped digit is another glyph
+        hp("pal_temperature", 0.1, log_uniform(10 ** -1.5, 10 ** -0.5),
+           help="temperature of the instance contrastive loss L_INCE")
+        hp("pal_proto_temperature", 0.1, log_uniform(10 ** -1.5, 10 ** -0.5),
+           help="temperature of the prototype loss L_PNCE")
+        hp("pal_num_prototypes", 0, fixed(),            # 0: the dataset's number of classes
+           help="prototypes per domain K; 0: the dataset's class count")
+        hp("pal_queue_size", 0, fixed(),                # 0: one source epoch of samples
+           help="embeddings kept per domain for clustering; 0: one source epoch")
+        hp("pal_cluster_every", 1.0, choice(0.5, 1.0, 2.0),  # epochs between k-means runs
+           help="epochs between k-means runs")
+        hp("pal_kmeans_iters", 20, fixed(), help="k-means iterations")
+        hp("pal_kmeans_backend", "torch", fixed(),      # torch | sklearn
+           choices=BACKENDS, help="k-means implementation: torch or sklearn")
+        hp("pal_proto_mix", True, fixed(),              # False: "w/o P.M." (no L_PNCE)
+           help="prototype loss L_PNCE (False: w/o P.M.)")
+        hp("pal_sel", True, fixed(),                    # False: "w/o SEL"
+           help="semantic-enhanced loss SEL (False: w/o SEL)")
+        hp("pal_sel_weight", 1.0, log_uniform(0.1, 10 ** 0.5), help="weight of SEL")
+        hp("pal_spda", True, fixed(),                   # False: "w/o SPDA"
+           help="semantic-preserving domain alignment (False: w/o SPDA)")
+        hp("pal_spda_weight", 0.1, log_uniform(0.01, 1.0), help="weight of SPDA")
+        hp("pal_disc_hidden", 256, fixed(), help="hidden width of the SPDA discriminator")
+        hp("pal_disc_lr_mult", 1.0, log_uniform(10 ** -0.5, 10.0),
+           help="discriminator learning rate = lr x this")
+        hp("pal_sn2m", True, fixed(),                   # False: "w/o SN2M"
+           help="switchable nearest-neighbour match (False: w/o SN2M)")
+        hp("pal_sn2m_mode", "switch", fixed(),          # switch | instance | prototype
+           choices=SN2M_MODES, help="SN2M positives: switch, instance or prototype")
+        hp("pal_sn2m_weight", 1.0, log_uniform(0.1, 10 ** 0.5), help="weight of SN2M")
+        hp("pal_sn2m_threshold", 0.5, uniform(0.0, 0.8),
+           help="SN2M drops matches whose cosine is below this")
+        hp("pal_stage2_start", 0.5, uniform(0.2, 0.7),  # fraction of training
+           help="fraction of training where stage 2 starts")
+        hp("pal_crop_scale", 0.6 if small else 0.2, uniform(0.2, 0.8),
+           help="smallest crop fraction of the contrastive views")
+        hp("pal_color_jitter", 0.4, uniform(0.0, 0.6),
+           help="brightness/contrast jitter of the contrastive views")
+        hp("pal_flip", not small, fixed(),              # a flipped digit is another glyph
+           help="horizontal flips in the contrastive views")
 
     def __init__(self, network, num_classes, hparams, schedule, domain_sizes=None):
         super().__init__(network, num_classes, hparams, schedule, domain_sizes)
@@ -199,10 +216,10 @@ class ProtoAlign(Algorithm):
             {"params": list(self.discriminator.parameters()), "lr": lr * h["pal_disc_lr_mult"],
              "name": "discriminator"},
         ]
-        opt = make_optimizer(h.get("optimizer", "adamw"), groups, h["weight_decay"])
+        opt = make_optimizer(h["optimizer"], groups, h["weight_decay"])
         self.optimizers["main"] = opt
         self.schedulers["main"] = torch.optim.lr_scheduler.LambdaLR(
-            opt, lr_lambda(schedule, h.get("lr_schedule", "constant")))
+            opt, lr_lambda(schedule, h["lr_schedule"]))
 
     # ------------------------------------------------------------------ memories, prototypes
     def _memory(self, name: str) -> DomainMemory:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pytorch_metric_learning import losses as pml_losses
 
-from ..search_space import uniform
+from ..search_space import log_uniform, uniform
 from .pml_proxy import PMLProxyLoss
 from .registry import register_loss
 
@@ -13,8 +13,9 @@ from .registry import register_loss
 class ProxyAnchor(PMLProxyLoss):
     @staticmethod
     def declare_hparams(hp, small):
-        hp("pa_margin", 0.1, uniform(0.0, 0.3))
-        hp("pa_alpha", 32.0, lambda r: float(2 ** r.uniform(3, 6)))
+        hp("pa_margin", 0.1, uniform(0.0, 0.3), help="margin delta (Proxy Anchor Eq. 4)")
+        hp("pa_alpha", 32.0, log_uniform(8.0, 64.0),
+           help="scaling factor alpha (Proxy Anchor Eq. 4)")
 
     def make(self, num_classes, embed_dim, hparams):
         return pml_losses.ProxyAnchorLoss(num_classes, embed_dim, margin=hparams["pa_margin"],

@@ -14,7 +14,8 @@ from .registry import register_loss
 class ProxyNCA(PMLProxyLoss):
     @staticmethod
     def declare_hparams(hp, small):
-        hp("pnca_scale", 9.0, log_uniform(0, 1.5))
+        hp("pnca_scale", 9.0, log_uniform(1.0, 10 ** 1.5),
+           help="scale of the proxy-distance softmax (ProxyNCA, pml's softmax_scale)")
 
     def make(self, num_classes, embed_dim, hparams):
         return pml_losses.ProxyNCALoss(num_classes, embed_dim,

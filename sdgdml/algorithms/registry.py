@@ -81,7 +81,7 @@ def register_loss(name: str | None = None) -> Callable:
 
 
 def register_plugin(name: str | None = None, default_base: str | None = None) -> Callable:
-    """Register a :class:`LossWrapper` subclass as a plug-in (``Base+Name``); with
+    """Register a :class:`Plugin` subclass as a plug-in (``Base+Name``); with
     ``default_base``, the bare name stands for ``default_base+Name``."""
     return _register("plugin", name, default_base)
 

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from ..search_space import choice, log_uniform, uniform
-from .base import LossWrapper, MetricLoss, nearest_class_proxy
+from .base import Plugin, MetricLoss, nearest_class_proxy
 from .registry import UnknownAlgorithmError, proxy_losses, register_plugin
 
 DEGENERATE_NORM = 1e-6
@@ -174,20 +174,27 @@ def expanded_fraction(epoch: float, total_epochs: float, start: float, end: floa
 
 
 @register_plugin("SEE")
-class SEE(LossWrapper):
+class SEE(Plugin):
     """``Base+SEE``: L = L_ML + lambda * L_SEE (Eq. 3-4) on any proxy-based base loss, with the
     authors' released settings by default (module docstring)."""
 
     @staticmethod
     def declare_hparams(hp, small):
         """The released code's values (module docstring says where each comes from)."""
-        hp("see_n_aug", 8, lambda r: int(r.choice([2, 4, 8, 16])))
-        hp("see_lambda", 0.2, log_uniform(-1.5, 0.5))
-        hp("see_topk_start", 0.0, uniform(0.0, 0.2))
-        hp("see_topk_end", 0.4, uniform(0.2, 1.0))
-        hp("see_schedule", "cosine", choice(*SCHEDULES))
-        hp("see_grad", "proxies", choice(*GRADS))
-        hp("see_aug_weighting", "once", choice(*WEIGHTINGS))
+        hp("see_n_aug", 8, choice(2, 4, 8, 16),
+           help="synthetic embeddings per expanded sample (SEE Alg. 1)")
+        hp("see_lambda", 0.2, log_uniform(10 ** -1.5, 10 ** 0.5),
+           help="weight lambda of L_SEE (SEE Eq. 3-4)")
+        hp("see_topk_start", 0.0, uniform(0.0, 0.2),
+           help="fraction of the batch expanded at the first epoch")
+        hp("see_topk_end", 0.4, uniform(0.2, 1.0),
+           help="fraction of the batch expanded at the last epoch")
+        hp("see_schedule", "cosine", choice(*SCHEDULES),
+           choices=SCHEDULES, help="how the expanded fraction grows: cosine or linear")
+        hp("see_grad", "proxies", choice(*GRADS),
+           choices=GRADS, help="what L_SEE trains: the proxies only, or all (backbone too)")
+        hp("see_aug_weighting", "once", choice(*WEIGHTINGS),
+           choices=WEIGHTINGS, help="L_SEE once over the synthetic batch, or x n_aug (per_aug)")
 
     def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__(base)
@@ -263,10 +270,17 @@ class SEEFirstReading(SEE):
 
     @staticmethod
     def declare_hparams(hp, small):
-        hp("see_n_aug", 3, lambda r: int(r.choice([1, 2, 3, 4, 6, 8])))
-        hp("see_lambda", 0.5, log_uniform(-1.5, 0.5))
-        hp("see_topk_start", 0.25, uniform(0.0, 0.5))
-        hp("see_topk_end", 1.0, uniform(0.5, 1.0))
-        hp("see_schedule", "linear", choice(*SCHEDULES))
-        hp("see_grad", "all", choice(*GRADS))
-        hp("see_aug_weighting", "per_aug", choice(*WEIGHTINGS))
+        hp("see_n_aug", 3, choice(1, 2, 3, 4, 6, 8),
+           help="synthetic embeddings per expanded sample (SEE Alg. 1)")
+        hp("see_lambda", 0.5, log_uniform(10 ** -1.5, 10 ** 0.5),
+           help="weight lambda of L_SEE (SEE Eq. 3-4)")
+        hp("see_topk_start", 0.25, uniform(0.0, 0.5),
+           help="fraction of the batch expanded at the first epoch")
+        hp("see_topk_end", 1.0, uniform(0.5, 1.0),
+           help="fraction of the batch expanded at the last epoch")
+        hp("see_schedule", "linear", choice(*SCHEDULES),
+           choices=SCHEDULES, help="how the expanded fraction grows: cosine or linear")
+        hp("see_grad", "all", choice(*GRADS),
+           choices=GRADS, help="what L_SEE trains: the proxies only, or all (backbone too)")
+        hp("see_aug_weighting", "per_aug", choice(*WEIGHTINGS),
+           choices=WEIGHTINGS, help="L_SEE once over the synthetic batch, or x n_aug (per_aug)")

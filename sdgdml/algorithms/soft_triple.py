@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pytorch_metric_learning import losses as pml_losses
 
-from ..search_space import log_uniform, uniform
+from ..search_space import choice, log_uniform, uniform
 from .pml_proxy import PMLProxyLoss
 from .registry import register_loss
 
@@ -17,10 +17,12 @@ class SoftTriple(PMLProxyLoss):
 
     @staticmethod
     def declare_hparams(hp, small):
-        hp("st_centers", 10, lambda r: int(r.choice([2, 5, 10])))
-        hp("st_lambda", 20.0, uniform(5, 30))
-        hp("st_gamma", 0.1, log_uniform(-2, -0.5))
-        hp("st_margin", 0.01, uniform(0.0, 0.1))
+        hp("st_centers", 10, choice(2, 5, 10), help="centres per class K (SoftTriple)")
+        hp("st_lambda", 20.0, uniform(5, 30),
+           help="scale lambda of the class similarities (SoftTriple Eq. 8-10)")
+        hp("st_gamma", 0.1, log_uniform(0.01, 10 ** -0.5),
+           help="temperature gamma over a class's centres (SoftTriple Eq. 8-10)")
+        hp("st_margin", 0.01, uniform(0.0, 0.1), help="margin delta (SoftTriple Eq. 8-10)")
 
     def make(self, num_classes, embed_dim, hparams):
         return pml_losses.SoftTripleLoss(

@@ -73,8 +73,8 @@ class UEM(Algorithm):
 
     NEEDS = DataNeeds(labels=False, indices=True, unlabeled_targets=True)
 
-    @staticmethod
-    def recipe(small: bool) -> dict:
+    @classmethod
+    def recipe(cls, small: bool) -> dict:
         """Sec. 4's training recipe, over the package's common defaults (not on the small-image
         benchmark, whose CNN trains from scratch)."""
         if small:
@@ -85,21 +85,31 @@ class UEM(Algorithm):
     @staticmethod
     def declare_hparams(hp, small):
         """The paper's values, the open choices (module docstring) and Table 4's switches."""
-        hp("uem_tau", 0.07, fixed())
-        hp("uem_beta", 0.99, fixed())
-        hp("uem_idse_fraction", 2 / 3, uniform(0.5, 0.85))
-        hp("uem_cluster_every", 1.0, fixed())          # epochs between K-Means
-        hp("uem_elbow_every", 1.0, fixed())            # epochs between Elbow estimates
-        hp("uem_elbow_max_k", 20 if small else 80, fixed())
-        hp("uem_elbow_sample", 5000, fixed())
-        hp("uem_kmeans_iters", 20, fixed())
-        hp("uem_grl_coeff", 1.0, fixed())
-        hp("uem_disc_hidden", 1024, fixed())
-        hp("uem_init", "scratch" if small else "moco_v2", fixed())
-        hp("uem_merge", True, fixed())                 # False: "w/o P.M."
-        hp("uem_sel", True, fixed())                   # False: "w/o SEL"
-        hp("uem_spr", True, fixed())                   # False: "w/o SPDA" (plain DANN)
-        hp("uem_sn2m", True, fixed())                  # False: "w/o SN2M" (NN matching)
+        hp("uem_tau", 0.07, fixed(), help="temperature tau of the contrastive losses (UEM Eq. 6-7)")
+        hp("uem_beta", 0.99, fixed(), help="memory-bank momentum beta (UEM Eq. 5)")
+        hp("uem_idse_fraction", 2 / 3, uniform(0.5, 0.85),
+           help="fraction of training in stage 1 (IDSE); 1.0: stage 1 only")
+        hp("uem_cluster_every", 1.0, fixed(),          # epochs between K-Means
+           help="epochs between K-Means re-estimations of the prototypes")
+        hp("uem_elbow_every", 1.0, fixed(),            # epochs between Elbow estimates
+           help="epochs between Elbow estimates of the prototype count")
+        hp("uem_elbow_max_k", 20 if small else 80, fixed(),
+           help="largest prototype count the Elbow method considers")
+        hp("uem_elbow_sample", 5000, fixed(), help="bank entries sampled for the Elbow estimate")
+        hp("uem_kmeans_iters", 20, fixed(), help="Lloyd iterations after k-means++")
+        hp("uem_grl_coeff", 1.0, fixed(),
+           help="gradient-reversal coefficient of the domain classifier (Eq. 13)")
+        hp("uem_disc_hidden", 1024, fixed(), help="hidden width of the domain classifier")
+        hp("uem_init", "scratch" if small else "moco_v2", fixed(),
+           choices=INITS, help="backbone start: moco_v2 (--pretrained_file), supervised or scratch")
+        hp("uem_merge", True, fixed(),                 # False: "w/o P.M."
+           help="merge translated prototypes (False: Table 4's w/o P.M.)")
+        hp("uem_sel", True, fixed(),                   # False: "w/o SEL"
+           help="semantic-enhanced loss L_SEL (False: w/o SEL)")
+        hp("uem_spr", True, fixed(),                   # False: "w/o SPDA" (plain DANN)
+           help="semantic-preserving term L_SPR (False: w/o SPDA, plain DANN)")
+        hp("uem_sn2m", True, fixed(),                  # False: "w/o SN2M" (NN matching)
+           help="switchable nearest-neighbour match (False: w/o SN2M, NN matching)")
 
     def __init__(self, network, num_classes, hparams, schedule, domain_sizes=None):
         super().__init__(network, num_classes, hparams, schedule, domain_sizes)

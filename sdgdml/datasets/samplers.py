@@ -11,6 +11,9 @@ import numpy as np
 import torch
 
 
+MODES = ("random", "m_per_class")      # the hparam ``sampler``
+
+
 def _aug_seed(seed: int, step: int, position: int) -> int:
     return int(np.random.SeedSequence([seed, step, position]).generate_state(1)[0])
 
@@ -27,8 +30,8 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, num_samples: int, batch_size: int, seed: int, total_steps: int,
                  start_step: int = 0, mode: str = "random", labels=None, m: int = 4):
-        if mode not in ("random", "m_per_class"):
-            raise ValueError(f"unknown sampler {mode!r}; known: random, m_per_class")
+        if mode not in MODES:
+            raise ValueError(f"unknown sampler {mode!r}; known: {', '.join(MODES)}")
         self.labels = None if labels is None else np.asarray(labels)
         self.n = num_samples
         self.batch_size, self.seed, self.mode = batch_size, seed, mode
