@@ -1,6 +1,6 @@
 """The package's import graph, read from the source (ast; imports inside functions count):
 no cycle, and no module outside ``algorithms/`` imports a method's file (only the package, its
-interfaces ``base`` and its ``registry``)."""
+interfaces ``base`` and its ``registry``); no citation of a path outside the repository."""
 from __future__ import annotations
 
 import ast
@@ -103,3 +103,9 @@ def test_no_module_outside_algorithms_imports_a_method_file():
     bad = {(m, t) for m, ts in _graph().items() if not m.startswith(ALGORITHMS)
            for t in ts if t.startswith(ALGORITHMS) and t not in ALGORITHM_INTERFACES}
     assert bad == set()
+
+
+def test_no_citation_points_outside_the_repository():
+    """Code and docs cite papers and docs/, never the development notes (``shared/``)."""
+    files = [*PACKAGE.rglob("*.py"), *(REPO / "docs").rglob("*.md"), REPO / "README.md"]
+    assert [str(f) for f in files if "shared/" in f.read_text()] == []

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from sdgdml.algorithms import (Schedule, UnknownAlgorithmError, create_algorithm, create_loss,
-                               names)
+                               proxy_losses)
 from sdgdml.algorithms import see as see_module
 from sdgdml.algorithms.see import SEE, SEEFirstReading, expand, mmd_coefficients, random_frame
 from sdgdml.hparams_registry import default_hparams
 from sdgdml.networks import create_model
 
-PROXY_BASES = [b for b in names("loss") if b != "MultiSimilarity"]
+PROXY_BASES = proxy_losses()           # the losses with proxies (HAS_PROXIES)
 
 
 def _unit(*shape, seed=0, dtype=torch.float64):

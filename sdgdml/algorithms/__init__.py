@@ -16,7 +16,8 @@ from .base import (Algorithm, EvalContext, MetricLoss, Plugin, Schedule, frozen,
                    nearest_class_proxy)
 from .metric_learning import MetricLearning
 from .registry import (DataNeeds, UnknownAlgorithmError, components, known_components,
-                       names, parse_algorithm, register_algorithm, register_loss, register_plugin)
+                       names, parse_algorithm, proxy_losses, register_algorithm, register_loss,
+                       register_plugin)
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -58,5 +59,5 @@ def create_algorithm(name: str, network, num_classes: int, hparams: dict,
 __all__ = ["Algorithm", "DataNeeds", "EvalContext", "MetricLearning", "Plugin",
            "MetricLoss", "Schedule", "UnknownAlgorithmError", "algorithm_class", "components",
            "create_algorithm", "create_loss", "data_needs", "frozen", "known_components",
-           "names", "nearest_class_proxy", "parse_algorithm", "register_algorithm",
+           "names", "nearest_class_proxy", "parse_algorithm", "proxy_losses", "register_algorithm",
            "register_loss", "register_plugin"]

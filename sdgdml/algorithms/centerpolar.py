@@ -1,7 +1,7 @@
 """CenterPolar: class-centric polarization for SDG-DML (Yuan, Wan, Liu, Xu, Wang: "Beyond Seen
 Bounds: Class-Centric Polarization for Single-Domain Generalized Deep Metric Learning", arXiv
 2601.09121, 2026). Code not released; the method section as a review of the full paper states it
-(``shared/notes/methods.md``; the paper's equation numbers could not be read, so the relations
+(summarised in docs/methods.md; the paper's equation numbers could not be read, so the relations
 are cited by name):
 
 C3E, class-centric centrifugal expansion ("adversarial manifold expansion", pixel space): for a

@@ -5,7 +5,7 @@ rotation*). The full paper's C3E is an adversarial expansion of the *images*: th
 golden records of the interface refactor (``tests/golden``); its hparams carry the ``cpr_``
 prefix and its logged terms ``cpr_*``.
 
-From the abstract (``shared/papers/centerpolar-abstract.txt``), quoted as [A1]-[A5]:
+From the abstract of arXiv 2601.09121, quoted as [A1]-[A5]:
 
 [A1] "these methods rely on proxy-based expansion, which tends to generate samples clustered near
      class proxies, failing to simulate the broad and distant domain shifts"

@@ -1,5 +1,5 @@
 """ProtoAlign: the former ``UEM`` of this package, built from the 4-page slides of UEM (Wang, Du &
-Zhu, NeurIPS 2024; ``shared/papers/uem-slides.txt``) before the full paper was available. It
+Zhu, NeurIPS 2024; the authors' presentation) before the full paper was available. It
 differs from the published method in almost every component (see ``uem.py`` for UEM as
 published) and is kept, unchanged in behaviour, under a name that does not say UEM; its hparams
 carry the prefix ``pal_`` (``pa_`` is ProxyAnchor's).

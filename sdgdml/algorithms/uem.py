@@ -1,5 +1,5 @@
 """UEM: semantic feature learning for universal unsupervised cross-domain retrieval, as published
-(Wang, Du & Zhu, NeurIPS 2024, with appendix; distilled in ``shared/notes/uem-paper.md``).
+(Wang, Du & Zhu, NeurIPS 2024, with appendix; summarised in docs/methods.md).
 Equations: ``uem_losses.py`` (one function each, numbered as in the paper). The former,
 slides-based implementation is ``ProtoAlign`` (``protoalign.py``).
 

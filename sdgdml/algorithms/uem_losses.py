@@ -1,4 +1,4 @@
-"""UEM's equations as pure functions (Wang, Du & Zhu, NeurIPS 2024; ``shared/notes/uem-paper.md``).
+"""UEM's equations as pure functions (Wang, Du & Zhu, NeurIPS 2024; docs/methods.md).
 Equation numbers are the paper's. ``tau`` is the temperature (0.07), features ``z`` are
 L2-normalised rows, ``d`` the Euclidean distance, ``D(u, v) = (1 - cos(u, v)) d(u, v)`` the
 distance of the cross-domain searches (Eq. 15-17, App. B.1). Losses are means over the batch

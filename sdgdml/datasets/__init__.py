@@ -1,12 +1,16 @@
-"""Dataset registry: ``DATASETS``, ``get_dataset_class(name)``, ``create_dataset(...)`` and
+"""Datasets: ``DATASETS``, ``get_dataset_class(name)``, ``create_dataset(...)`` and
 source->target split strings such as ``PACS:photo->art_painting,cartoon,sketch``.
 
+Each dataset registers itself in its own file (``@register_dataset``, :mod:`.registry`);
+importing this package imports every module in it, so adding a dataset is one new file.
 Registered: DigitsDG (embedded), DomainNet, PACS, OfficeHome, Office31, CUB200Ext, Cars196Ext,
 plus the datasets of a user config file (:mod:`sdgdml.datasets.config`). Check what is on disk
 with ``python -m sdgdml.datasets check --data_dir D``.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 
 from .base import SDGDataset
 from .cars import Cars196Ext
@@ -17,30 +21,15 @@ from .digits import DigitsDG
 from .domainnet import DomainNet
 from .files import FileDataset
 from .folders import PACS, Office31, OfficeHome
+from .registry import DATASETS, get_dataset_class, register_dataset, unregister_dataset
 from .samples import (CorruptImageError, DatasetError, DomainSamples, EvalSplit, ImageDataset,
                       Split, UnlabeledSamples)
 
-DATASETS: dict[str, type[SDGDataset]] = {}
 _USER: set[str] = set()      # names registered from a config file (may be re-registered)
 
-
-def register_dataset(cls: type[SDGDataset]) -> type[SDGDataset]:
-    """Class decorator (or call) adding a dataset to the registry under ``cls.NAME``."""
-    DATASETS[cls.NAME] = cls
-    return cls
-
-
-def get_dataset_class(name: str) -> type[SDGDataset]:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise DatasetError(
-            f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))} (more can be "
-            f"registered in a dataset config file, see README)") from None
-
-
-for _cls in (DigitsDG, DomainNet, PACS, OfficeHome, Office31, CUB200Ext, Cars196Ext):
-    register_dataset(_cls)
+for _module in pkgutil.iter_modules(__path__):      # each dataset file registers itself
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def load_dataset_config(data_dir=None, config_file=None) -> dict[str, dict]:
@@ -108,4 +97,4 @@ __all__ = ["DATASETS", "Cars196Ext", "CUB200Ext", "CorruptImageError", "DatasetE
            "DigitsDG", "DomainNet", "DomainSamples", "EvalSplit", "FileDataset", "ImageDataset",
            "Office31", "OfficeHome", "PACS", "SDGDataset", "Split", "UnlabeledSamples",
            "create_dataset", "format_split", "get_dataset_class", "load_dataset_config",
-           "parse_split", "register_dataset", "single_source_splits", "ucdr"]
+           "parse_split", "register_dataset", "single_source_splits", "ucdr", "unregister_dataset"]

@@ -24,6 +24,7 @@ import scipy.io
 
 from .ext import ExtDataset
 from .files import DomainIndex, list_images, some
+from .registry import register_dataset
 
 ANNOS = "cars_annos.mat"
 DEVKIT_META = "devkit/cars_meta.mat"
@@ -52,6 +53,7 @@ def _field(annotations, name: str, path: Path, index: DomainIndex) -> np.ndarray
     return np.atleast_1d(annotations[name])
 
 
+@register_dataset
 class Cars196Ext(ExtDataset):
     NAME = "Cars196Ext"
     CLASSES = tuple(f"{i:03d}" for i in range(1, N_CLASSES + 1))

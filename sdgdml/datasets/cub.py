@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .ext import ExtDataset
 from .files import DomainIndex, list_images, some
+from .registry import register_dataset
 
 CLASSES = (
     "001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross",
@@ -101,6 +102,7 @@ def read_id_file(path: Path, index: DomainIndex) -> dict[int, str]:
     return out
 
 
+@register_dataset
 class CUB200Ext(ExtDataset):
     NAME = "CUB200Ext"
     CLASSES = CLASSES

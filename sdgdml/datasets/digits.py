@@ -30,6 +30,7 @@ from scipy import ndimage
 from . import transforms as T
 from .base import SDGDataset
 from .samples import ArraySamples, DatasetError
+from .registry import register_dataset
 
 BUILD_SEED = 20261122
 SIZE = 32
@@ -123,6 +124,7 @@ def build_domains() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return domains
 
 
+@register_dataset
 class DigitsDG(SDGDataset):
     """Embedded digits benchmark; ``data_dir`` is not used (the data ships with packages)."""
 

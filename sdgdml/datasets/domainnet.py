@@ -23,6 +23,7 @@ import numpy as np
 
 from .base import VAL_OFFICIAL
 from .files import DomainIndex, FileDataset, list_images, some
+from .registry import register_dataset
 from .samples import DatasetError
 from .ucdr import ProtocolError, class_subset_report
 
@@ -80,6 +81,7 @@ UCDR7_MIN_IMAGES, UCDR7_NUM_CLASSES = 200, 7
 UCDIR_TRAIN_IMAGES = {"clipart": 1959, "sketch": 2091}
 
 
+@register_dataset
 class DomainNet(FileDataset):
     NAME = "DomainNet"
     DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")

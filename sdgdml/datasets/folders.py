@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .files import DomainIndex, FileDataset, scan_class_folders
+from .registry import register_dataset
 
 
 class ImageFolderDataset(FileDataset):
@@ -69,6 +70,7 @@ class ImageFolderDataset(FileDataset):
         return index
 
 
+@register_dataset
 class PACS(ImageFolderDataset):
     """PACS (Li et al., ICCV 2017): 4 domains x 7 classes, 9,991 images."""
 
@@ -82,6 +84,7 @@ class PACS(ImageFolderDataset):
                 "by DomainBed's download script as <data_dir>/PACS)")
 
 
+@register_dataset
 class OfficeHome(ImageFolderDataset):
     """Office-Home (Venkateswara et al., CVPR 2017): 4 domains x 65 classes, 15,588 images.
     The domain ``Real_World`` lives in the folder "Real World" (with a space) as distributed;
@@ -107,6 +110,7 @@ class OfficeHome(ImageFolderDataset):
     DOWNLOAD = "https://www.hemanthdv.org/officeHomeDataset.html (OfficeHomeDataset_10072016.zip)"
 
 
+@register_dataset
 class Office31(ImageFolderDataset):
     """Office-31 (Saenko et al., ECCV 2010): 3 domains x 31 classes, 4,110 images."""
 

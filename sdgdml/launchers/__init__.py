@@ -1,6 +1,9 @@
 """Launchers: how a sweep's runs are executed, and how their state is asked back.
 
-Registry ``LAUNCHERS`` (``--launcher NAME``):
+Registry ``LAUNCHERS`` (``--launcher NAME``): a :class:`Launcher` subclass registers itself
+with ``@register_launcher`` (under its ``name``); importing this package imports every module
+in it, so adding a launcher is one new file here (a test module may register one too).
+Built in:
 
 - ``dummy``: prints each run's command; submits and writes nothing (a dry run).
 - ``local``: runs here and waits: serially in this process, or N at a time in subprocesses
@@ -19,8 +22,10 @@ count; ``error`` is added if it raises, ``preempted`` when submitit requeues it)
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
 import shlex
 import socket
 import subprocess
@@ -33,9 +38,9 @@ from pathlib import Path
 
 import submitit
 
-from .locking import LockedError, RunLock
-from .progress import Progress
-from .records import write_json
+from ..locking import LockedError, RunLock
+from ..progress import Progress
+from ..records import write_json
 
 JOB_FILE, ATTEMPT_FILE = "job.json", "attempt.json"
 # scheduler states -> sweep states (anything else, with no `done` file: FAILED)
@@ -61,8 +66,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         return Path(self.argv[self.argv.index("--output_dir") + 1])
 
     def __call__(self) -> str:
-        from . import train  # imported here: unpickling a job stays cheap
-        from .distributed import env_world
+        from .. import train  # imported here: unpickling a job stays cheap
+        from ..distributed import env_world
 
         if env_world()[0] > 0:      # a task of a multi-GPU run: rank 0 holds the lock, writes
             train.main(self.argv)
@@ -125,6 +130,22 @@ def pid_alive(pid: int) -> bool:
 
 
 # ----------------------------------------------------------------------------- launchers
+LAUNCHERS: dict[str, type["Launcher"]] = {}
+
+
+def register_launcher(cls: type["Launcher"]) -> type["Launcher"]:
+    """Class decorator adding a launcher to ``LAUNCHERS`` under ``cls.name``."""
+    if cls.name in LAUNCHERS:
+        raise ValueError(f"a launcher named {cls.name!r} is registered twice")
+    LAUNCHERS[cls.name] = cls
+    return cls
+
+
+def unregister_launcher(name: str) -> None:
+    """Remove a launcher (for tests that register toy launchers)."""
+    LAUNCHERS.pop(name, None)
+
+
 class Launcher:
     """Base: ``submit(jobs)`` (under the launch lock), ``run(jobs)`` (after it, for
     launchers that execute here); ``scheduler_states(job records)`` asks back."""
@@ -162,6 +183,7 @@ class Launcher:
         return {}
 
 
+@register_launcher
 class DummyLauncher(Launcher):
     name, records_jobs = "dummy", False
 
@@ -180,6 +202,7 @@ def _local_states(job_records):
     return out
 
 
+@register_launcher
 class LocalLauncher(Launcher):
     name = "local"
 
@@ -285,6 +308,7 @@ class SubmititLauncher(Launcher):
                 f"each run's own log: <run dir>/out.txt"]
 
 
+@register_launcher
 class SubmititLocalLauncher(SubmititLauncher):
     name, cluster = "submitit_local", "local"
 
@@ -303,6 +327,7 @@ class SubmititLocalLauncher(SubmititLauncher):
         return _local_states(job_records)
 
 
+@register_launcher
 class SlurmLauncher(SubmititLauncher):
     name, cluster = "slurm", "slurm"
 
@@ -407,9 +432,6 @@ def _squeue() -> dict[str, str] | None:
     return dict(line.split("|", 1) for line in text.splitlines() if "|" in line)
 
 
-LAUNCHERS: dict[str, type[Launcher]] = {
-    c.name: c for c in (DummyLauncher, LocalLauncher, SubmititLocalLauncher, SlurmLauncher)}
-
-
-if __name__ == "__main__":   # the local launcher's child process: one run
-    TrainJob(sys.argv[1:])()
+for _module in pkgutil.iter_modules(__path__):     # each launcher file registers itself
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
