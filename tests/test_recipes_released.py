@@ -48,7 +48,7 @@ def test_see_recipe_keeps_a_global_batch_of_180_on_any_number_of_processes(
     monkeypatch.setattr(distributed, "world_size", lambda: world)
     args = build_parser().parse_args(["--algorithm", "ProxyAnchor+SEE", "--recipe",
                                       "see_deit_s", "--targets", "uci", "--output_dir", "x"])
-    hparams, _, _ = _prepare(args)
+    hparams = _prepare(args)[0].values
     assert hparams["batch_size"] == per_process
     if world > 1:               # what the loss gathers (distributed.gather_batch)
         assert args.global_batch_size == 180 and args.lr_scale == 1
@@ -67,7 +67,7 @@ def test_a_global_batch_the_processes_cannot_share_is_one_error_line(tmp_path, m
     assert not (tmp_path / "run").exists()
     args = build_parser().parse_args(base + ["--hparams", json.dumps({"batch_size": 32})])
     monkeypatch.setattr(distributed, "world_size", lambda: 7)
-    assert _prepare(args)[0]["batch_size"] == 32      # an explicit batch is per process
+    assert _prepare(args)[0].values["batch_size"] == 32      # an explicit batch is per process
 
 
 def _bn_weights(net):
