@@ -6,13 +6,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")   # never wait on the network in te
 # SDGDML_TEST_GPU=1 on a machine with CUDA:  SDGDML_TEST_GPU=1 python -m pytest -m gpu
 if os.environ.get("SDGDML_TEST_GPU") != "1":
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
-# On the CPU, oneDNN (convolutions) and ATen's vectorised kernels (reductions, softmax) pick their
-# code by the CPU's instruction set, and AVX-512 code sums in another order than AVX2 code: 40
-# training steps then differ from the 5th digit on. Pinning both to AVX2 (which every x86-64 CPU
-# of the last decade has) makes records identical across machines, so the golden records
-# (tests/golden/, written on an AVX2 machine) hold on any of them. Set before torch is imported.
+# On the CPU, oneDNN (convolutions), ATen's vectorised kernels (reductions, softmax) and MKL's
+# BLAS (matrix products: linear layers, similarity matrices) pick their code by the CPU's
+# instruction set, and AVX-512 / AMX code sums in another order than AVX2 code: 40 training steps
+# then differ from the 5th digit on. Pinning all three to AVX2 (which every x86-64 CPU of the last
+# decade has) makes records identical across machines, so the golden records (tests/golden/,
+# written on an AVX2 machine) hold on any of them. Set before torch is imported.
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+os.environ.setdefault("MKL_CBWR", "AVX2")
 
 import pytest  # noqa: E402
 
