@@ -234,7 +234,6 @@ def _check_train_args(argv: list[str]) -> None:
 def validate(d: SweepDefinition) -> list[tuple[str, str, list[str]]]:
     """Check every name against the registries; all problems are reported at once, each with
     the known names. Returns the expanded splits."""
-    from . import hparams_registry
     from .algorithms import UnknownAlgorithmError, parse_algorithm
 
     if not d.splits:
@@ -272,17 +271,39 @@ def validate(d: SweepDefinition) -> list[tuple[str, str, list[str]]]:
             errors.append(str(e))
     for dataset in datasets:
         for a in algorithms:
-            known = hparams_registry.default_hparams(a["name"], dataset)
-            for name in [*d.hparams, *d.hparam_ranges, *a["hparams"], *a["hparam_ranges"]]:
-                if name not in known:
-                    errors.append(f"unknown hparam {name!r} for {a['name']} on {dataset}; "
-                                  f"known: {', '.join(sorted(known))}")
+            errors += _hparam_problems(d, a, dataset)
     if errors:
         errors = list(dict.fromkeys(errors))
         where = f"sweep {d.name!r}" if d.name else "the sweep"
         raise SweepError(f"{where} cannot run ({len(errors)} problem(s)):\n  - "
                          + "\n  - ".join(errors))
     return splits
+
+
+def _hparam_problems(d: SweepDefinition, algorithm: dict, dataset: str) -> list[str]:
+    """Unknown names (with a did-you-mean), and fixed values or ``choice`` options outside
+    their hparam's kind, range or choices (``validation.check_hparams``)."""
+    from .hparams_registry import hparam_specs
+    from .suggest import did_you_mean
+    from .validation import InvalidValueError, check_hparams
+
+    specs = hparam_specs(algorithm["name"], dataset)
+    fixed = {**d.hparams, **algorithm["hparams"]}
+    ranges = {**d.hparam_ranges, **algorithm["hparam_ranges"]}
+    problems = [f"unknown hparam {name!r} for {algorithm['name']} on {dataset}"
+                f"{did_you_mean(name, specs)}; known: {', '.join(sorted(specs))}"
+                for name in [*fixed, *ranges] if name not in specs]
+    values = [{k: v} for k, v in fixed.items() if k in specs]
+    values += [{k: option} for k, spec in ranges.items() if k in specs and isinstance(spec, dict)
+               and isinstance(spec.get("choice"), list) for option in spec["choice"]]
+    for given in values:
+        (name, _), = given.items()
+        try:
+            check_hparams(given, {name: specs[name].default},
+                          {name: specs[name].choices} if specs[name].choices_from else None)
+        except InvalidValueError as e:
+            problems.append(f"algorithm {algorithm['name']}: {e}")
+    return problems
 
 
 # ----------------------------------------------------------------------------- expansion
