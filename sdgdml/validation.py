@@ -38,6 +38,7 @@ def check_train_args(args) -> dict:
     the output folder and the local files named. Creates nothing."""
     check_ranges(args)
     check_device(args.device)
+    _require(bool(args.output_dir.strip()), "--output_dir is empty: name the run folder")
     check_output_dir(Path(args.output_dir))
     if args.pretrained_file:
         _require(Path(args.pretrained_file).is_file(),
@@ -64,6 +65,8 @@ def check_ranges(args) -> None:
     for name in ("ucdr_partial_fraction", "ucdr_shared_fraction"):
         value = getattr(args, name)
         _require(0 < value < 1, f"--{name} must be in (0, 1), got {value}")
+    _require(math.isfinite(args.log_interval) and args.log_interval > 0,
+             f"--log_interval must be > 0 seconds, got {args.log_interval}")
     _require(-1 <= args.open_threshold <= 1,
              f"--open_threshold is a cosine similarity, in [-1, 1]; got {args.open_threshold}")
     for flag in ("metrics", "ucdr_metrics"):
