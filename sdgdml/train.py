@@ -120,6 +120,7 @@ def _prepare(args) -> tuple[Resolution, object, SDGDMLProtocol]:
     size), before anything is created: (the resolved hparams and their origins, dataset,
     protocol)."""
     overrides = check_train_args(args)
+    check_loggers(args.logger)
     speed.check_compile_backend(args.compile)
     resolve_split(args)
     needs = data_needs(args.algorithm)      # a bad name fails before anything is loaded
@@ -128,7 +129,10 @@ def _prepare(args) -> tuple[Resolution, object, SDGDMLProtocol]:
         parse_hparams(args.sweep_hparams, "--sweep_hparams"), overrides,
         _scale_to_processes(args), distributed.world_size())
     hparams = resolved.values
-    algorithm_class(args.algorithm).check_options(args, hparams)
+    try:
+        algorithm_class(args.algorithm).check_options(args, hparams)
+    except ValueError as e:             # a component's own hparam rule (``check_hparams``)
+        raise InvalidValueError(str(e)) from None
     dataset = load_dataset(args)
     protocol = make_protocol(args, dataset)
     protocol.check(needs)
@@ -359,7 +363,6 @@ def train(args: argparse.Namespace) -> list[dict]:
     the run folder exists; the run's lock (``locking.RunLock``) is held while it runs."""
     distributed.setup(args.device)        # several processes: join them (``distributed``)
     resolved, dataset, protocol = _prepare(args)
-    check_loggers(args.logger)            # before the run folder is made
     out = Path(args.output_dir)
     if distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)

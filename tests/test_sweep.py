@@ -351,16 +351,22 @@ def test_missing_data_is_reported_before_anything_is_launched(tmp_path):
     assert not out.exists()
 
 
-def test_a_run_that_crashes_is_failed_with_its_error(tmp_path, capsys):
+def test_a_run_that_crashes_is_failed_with_its_error(tmp_path, capsys, monkeypatch):
+    from sdgdml.algorithms import MetricLearning
+
+    def crash(self, batch):
+        raise RuntimeError("CUDA out of memory (planted)")
+
+    monkeypatch.setattr(MetricLearning, "update", crash)
     out = tmp_path / "sweep"
     with pytest.raises(SystemExit) as e:            # a failed run: exit status 1
-        launch(out, "--launcher", "local", "--hparams", '{"lr": "fast"}', trials=1)
+        launch(out, "--launcher", "local", trials=1)
     assert e.value.code.startswith("error: 1 of the 1 runs launched failed (e.g. ")
-    assert 'hparam lr="fast"' in e.value.code
+    assert "out of memory (planted)" in e.value.code
     assert "ran 1 runs (in-process, serially); 1 failed" in capsys.readouterr().out
     (state,) = sweep.status(sweep.build_parser().parse_args(["status", "--output_dir", str(out),
                                                              "--allow_failed"]))
-    assert state.state == "FAILED" and 'hparam lr="fast"' in state.detail
+    assert state.state == "FAILED" and "out of memory (planted)" in state.detail
     assert "log:" in state.detail
 
 
