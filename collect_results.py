@@ -10,7 +10,9 @@ average) and averaged over datasets, after model selection.
 
 Cells: mean ± standard error over trials, in %; SE = sample std (ddof=1) / sqrt(n).
 See sdgdml/collect.py for the selection methods. Exit status 1 (``error: ...``) when an input
-folder does not exist or no completed run is found.
+folder does not exist, no completed run is found, no record holds a metric asked for, or an
+argument is wrong (checked before anything is read or written); a record that cannot be used
+is skipped with a ``file:line`` warning.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from sdgdml.collect import (DATA_FORMATS, SELECTION_METHODS, NoResultsError, collect,
                             load_records)
+from sdgdml.validation import InvalidValueError, check_output_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,22 +70,47 @@ def draw_plots(args) -> None:
           args.with_source)
 
 
+def check_args(args) -> None:
+    """Every argument, before anything is read or written (``InvalidValueError``)."""
+    missing = [d for d in args.input_dir if not Path(d).is_dir()]
+    if missing:
+        raise InvalidValueError(f"no such folder: {', '.join(missing)}")
+    if not 0 <= args.digits <= 10:
+        raise InvalidValueError(f"--digits must be in [0, 10], got {args.digits}")
+    if args.output is not None:
+        out = Path(args.output)
+        if not args.output.strip() or out.is_dir():
+            raise InvalidValueError(f"--output {args.output!r} must name a file")
+        if not out.absolute().parent.is_dir():
+            raise InvalidValueError(f"--output {args.output}: no such folder "
+                                    f"{out.absolute().parent}")
+        check_output_dir(out.absolute().parent, "--output")
+    if args.plots is not None:
+        if not args.plots.strip():
+            raise InvalidValueError("--plots is empty: name a folder")
+        check_output_dir(Path(args.plots), "--plots")
+    for metric in [*args.metrics, args.selection_metric]:
+        if not metric.strip():
+            raise InvalidValueError("a metric name is empty")
+
+
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-    missing = [d for d in args.input_dir if not Path(d).is_dir()]
-    if missing:
-        raise SystemExit(f"error: no such folder: {', '.join(missing)}")
     try:
+        check_args(args)
         text = collect(args.input_dir, args.selection, args.metrics, args.selection_metric,
                        args.protocol, args.with_source, args.include_incomplete,
                        args.show_hparams, args.digits, args.format)
-    except NoResultsError as e:
+        if args.output:
+            Path(args.output).write_text(text)
+    except (NoResultsError, InvalidValueError) as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:
+        raise SystemExit(f"error: cannot write {e.filename}: {e.strerror}") from None
     if args.plots:
         draw_plots(args)
     if args.output:
-        Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

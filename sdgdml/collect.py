@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from .flags import CELL_ARGS, MACHINE_ARGS
-from .records import read_records
+from .records import numbered_records
 from .tables import SE_NOTE, Table, cell, mean_se, render
 
 SELECTION_METHODS = ("source_val", "oracle", "last")
@@ -91,13 +91,13 @@ def load_records(input_dirs, include_incomplete: bool = False
             if not (run_dir / "done").exists() and not include_incomplete:
                 incomplete.append(run_dir)
                 continue
-            records = read_records(run_dir / "results.jsonl")
+            records = _usable_records(run_dir / "results.jsonl")
             if not records:
                 warnings.warn(f"{run_dir}: run folder with no records (skipped)", stacklevel=2)
                 continue
             run = str(run_dir)
             args = records[-1].get("args", {})
-            if not (args.get("dataset") and args.get("source")):
+            if not (isinstance(args.get("dataset"), str) and isinstance(args.get("source"), str)):
                 warnings.warn(f"{run_dir}: its records name no dataset and source (skipped)",
                               stacklevel=2)
                 continue
@@ -108,7 +108,7 @@ def load_records(input_dirs, include_incomplete: bool = False
             if args.get("recipe"):                      # a named recipe shows in the tables
                 label = f"{label} [{args['recipe']}]"
             ids = {"run": run, "dataset": args.get("dataset"), "source": args.get("source"),
-                   "targets": ",".join(args.get("targets") or []),
+                   "targets": ",".join(map(str, args.get("targets") or [])),
                    "algorithm": label, "hparams_seed": args.get("hparams_seed"),
                    "trial_seed": args.get("trial_seed"),
                    "setting": json.dumps({k: v for k, v in args.items() if k not in CELL_ARGS
@@ -126,6 +126,35 @@ def load_records(input_dirs, include_incomplete: bool = False
     if df.empty:
         return pd.DataFrame(columns=list(ID_COLUMNS)), hparams
     return _split_settings(df), hparams
+
+
+def check_metrics_recorded(df: pd.DataFrame, metrics) -> None:
+    """Raise :class:`NoResultsError` for a metric no record holds (with the closest ones)."""
+    from .suggest import did_you_mean
+
+    for metric in metrics:
+        if not any(str(c).endswith(f"_{metric}") for c in df.columns):
+            recorded = {str(c)[i + 1:] for c in df.columns for i, ch in enumerate(str(c))
+                        if ch == "_"}
+            raise NoResultsError(f"no record holds the metric {metric!r}"
+                                 f"{did_you_mean(metric, sorted(recorded))}")
+
+
+def _usable_records(path: Path) -> list[dict]:
+    """The run's records a table can use: each other one is skipped with a ``file:line``
+    warning (its args not a mapping, its step not a number)."""
+    usable = []
+    for lineno, r in numbered_records(path):
+        step = r.get("step")
+        problem = ("its args is not a mapping" if not isinstance(r.get("args", {}), dict) else
+                   "its hparams is not a mapping" if not isinstance(r.get("hparams", {}), dict)
+                   else "its step is not a number" if isinstance(step, bool)
+                   or not isinstance(step, (int, float)) else "")
+        if problem:
+            warnings.warn(f"{path}:{lineno}: record skipped ({problem})", stacklevel=3)
+        else:
+            usable.append(r)
+    return usable
 
 
 def _warn_non_finite(run_dir: Path, records: list[dict]) -> None:
@@ -373,6 +402,7 @@ def collect(input_dirs, selections=("source_val",), metrics=("recall@1",),
         raise NoResultsError("no completed runs found in " + ", ".join(map(str, dirs_of(
             input_dirs))) + ("" if include_incomplete else
                              " (--include_incomplete to use unfinished ones)"))
+    check_metrics_recorded(df, [*metrics, selection_metric])
     if fmt in DATA_FORMATS:
         rows = []
         for method in selections:

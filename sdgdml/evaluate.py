@@ -246,14 +246,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_cli(cli: argparse.Namespace) -> None:
-    """Bad numbers are refused before anything is loaded."""
-    for name in ("top_k", "gallery_queries", "gallery_k", "map_points"):
-        if getattr(cli, name) < 1:
-            raise EvaluationError(f"--{name} must be at least 1, got {getattr(cli, name)}")
-    for name in ("eval_batch_size", "eval_chunk_size"):
-        if getattr(cli, name) is not None and getattr(cli, name) < 1:
-            raise EvaluationError(f"--{name} must be at least 1, got {getattr(cli, name)}")
+    """Bad numbers and paths are refused before anything is loaded or written."""
+    from .validation import SEED_LIMIT, check_output_dir
+
+    def at_least(names, low):
+        for name in names:
+            value = getattr(cli, name)
+            if value is not None and not value >= low:
+                raise EvaluationError(f"--{name} must be at least {low}, got {value}")
+    at_least(("top_k", "gallery_queries", "gallery_k", "map_points", "eval_batch_size",
+              "eval_chunk_size", "open_max_clusters"), 1)
+    at_least(("num_workers", "ucdr_min_images", "ucdr_num_classes", "open_clusters", "seed",
+              "trial_seed"), 0)
+    for name in ("seed", "trial_seed"):
+        if (getattr(cli, name) or 0) >= SEED_LIMIT:
+            raise EvaluationError(f"--{name} must be in [0, 2**32), got {getattr(cli, name)}")
+    for name in ("ucdr_partial_fraction", "ucdr_shared_fraction"):
+        if getattr(cli, name) is not None and not 0 < getattr(cli, name) < 1:
+            raise EvaluationError(f"--{name} must be in (0, 1), got {getattr(cli, name)}")
+    if cli.open_threshold is not None and not -1 <= cli.open_threshold <= 1:
+        raise EvaluationError(f"--open_threshold is a cosine similarity, in [-1, 1]; got "
+                              f"{cli.open_threshold}")
+    if cli.output is not None:
+        out = Path(cli.output).absolute()
+        if not cli.output.strip() or out.is_dir() or not out.parent.is_dir():
+            raise EvaluationError(f"--output {cli.output!r} must name a file in an existing "
+                                  f"folder")
+        check_output_dir(out.parent, "--output")
+    for flag in ("export", "figures"):
+        if getattr(cli, flag) is not None:
+            if not getattr(cli, flag).strip():
+                raise EvaluationError(f"--{flag} is empty: name a folder")
+            check_output_dir(Path(getattr(cli, flag)), f"--{flag}")
     evaluation.check_metrics(cli.metrics or [])
+    evaluation.check_metrics(cli.ucdr_metrics or [])
 
 
 def _device(name: str) -> torch.device:

@@ -35,6 +35,12 @@ def append_record(path: str | Path, record: dict) -> None:
 
 def read_records(path: str | Path) -> list[dict]:
     """All complete records of a results file ([] if it does not exist)."""
+    return [rec for _, rec in numbered_records(path)]
+
+
+def numbered_records(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, record) of every complete record (a reader that skips more can say
+    ``file:line``)."""
     path = Path(path)
     if not path.exists():
         return []
@@ -48,9 +54,9 @@ def read_records(path: str | Path) -> list[dict]:
                 if not isinstance(rec, dict):
                     raise ValueError("not a JSON object")
             except ValueError as e:
-                warnings.warn(f"{path}:{lineno}: skipping unreadable record ({e})", stacklevel=2)
+                warnings.warn(f"{path}:{lineno}: skipping unreadable record ({e})", stacklevel=3)
                 continue
-            records.append(rec)
+            records.append((lineno, rec))
     return records
 
 

@@ -41,13 +41,15 @@ def read_config(path: str | Path) -> dict:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as e:
         raise ConfigError(f"cannot read {CONFIG_FLAG} {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of flag names to values, got "
                           f"{type(data).__name__}")
+    if "\\u0000" in json.dumps(data, default=str):    # no command line can hold one
+        raise ConfigError(f"{path} holds a NUL character")
     return data
 
 

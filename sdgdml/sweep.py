@@ -46,7 +46,8 @@ from pathlib import Path
 from tabulate import tabulate
 
 from . import sweep_config
-from .launchers import ATTEMPT_FILE, JOB_FILE, LAUNCHERS, SubmissionError, pid_alive
+from .launchers import (ATTEMPT_FILE, JOB_FILE, LAUNCHERS, SubmissionError, option_problems,
+                        pid_alive)
 from .locking import launch_lock
 from .records import read_json, write_json
 from .sweep_config import Job, SweepError
@@ -220,20 +221,47 @@ def _check_data(jobs: list[Job], args) -> None:
                          "--skip_data_check to launch anyway):\n" + "\n".join(problems))
 
 
-def launch(args) -> None:
-    from .datasets import DatasetError, get_dataset_class, load_dataset_config
+def _jobs(args, output_dir: Path) -> tuple[sweep_config.SweepDefinition, list[Job]]:
+    """The launched sweep's definition and every run; every problem of the definition, the train args and
+    the launcher's options is reported at once (:class:`SweepError`) before anything is
+    written."""
+    from .datasets import DatasetError, load_dataset_config
 
-    definition = sweep_config.from_cli(args)
-    output_dir = Path(args.output_dir).resolve()
-    machine = []
-    for flag in ("data_dir", "dataset_config"):
-        if getattr(args, flag):
-            machine += [f"--{flag}", str(Path(getattr(args, flag)).resolve())]
+    from .validation import InvalidValueError, check_output_dir
+
+    problems = option_problems(args)
+    try:
+        if not str(args.output_dir).strip():
+            raise InvalidValueError("--output_dir is empty: name the sweep folder")
+        check_output_dir(Path(args.output_dir))
+    except InvalidValueError as e:
+        problems.append(str(e))
+    if args.max_runs < 1:
+        problems.append(f"--max_runs must be >= 1, got {args.max_runs}")
     try:
         load_dataset_config(args.data_dir, args.dataset_config)   # user-registered datasets
+        definition, read = sweep_config.read_cli(args)
+        problems += read
+        machine = []
+        for flag in ("data_dir", "dataset_config"):
+            if getattr(args, flag):
+                machine += [f"--{flag}", str(Path(getattr(args, flag)).resolve())]
+        if not problems:
+            return definition, sweep_config.make_jobs(definition, output_dir, machine,
+                                                      args.max_runs)
+        sweep_config.validate(definition)
     except DatasetError as e:
-        raise SweepError(str(e)) from None
-    jobs = sweep_config.make_jobs(definition, output_dir, machine)
+        problems.append(str(e))
+    except SweepError as e:
+        problems += e.problems
+    raise SweepError.of(problems)
+
+
+def launch(args) -> None:
+    from .datasets import get_dataset_class
+
+    output_dir = Path(args.output_dir).resolve()
+    definition, jobs = _jobs(args, output_dir)
     if not args.data_dir:
         need = sorted({j.info["dataset"] for j in jobs
                        if get_dataset_class(j.info["dataset"]).NEEDS_DATA_DIR})
@@ -372,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="do not check that every dataset domain loads before launching")
     a("--extend", action="store_true",
       help="allow adding runs to a sweep folder that holds another definition")
+    a("--max_runs", type=int, default=sweep_config.MAX_RUNS,
+      help="refuse a sweep of more runs (its size is printed; sweep.json grows ~1 KiB a run)")
     a("--resubmit_cancelled", action="store_true",
       help="also resubmit runs whose Slurm job a user cancelled (default: leave them)")
     for cls in LAUNCHERS.values():

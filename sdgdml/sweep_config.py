@@ -39,8 +39,25 @@ FILE_KEYS = ("name", "description", "splits", "datasets", "algorithms", "n_hpara
              "n_trials", "trial_seeds", "hparams", "hparam_ranges", "train_args")
 
 
+MAX_RUNS = 10_000      # a larger sweep needs --max_runs (its sweep.json grows ~1 KiB a run)
+
+
 class SweepError(ValueError):
-    """A sweep definition that cannot be run (unknown name, bad value, ...)."""
+    """A sweep definition that cannot be run (unknown name, bad value, ...); ``problems``:
+    each one (the message lists them all)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or [message]
+
+    @classmethod
+    def of(cls, problems: list[str], where: str = "the sweep") -> "SweepError":
+        """One error for every problem found (duplicates once)."""
+        problems = list(dict.fromkeys(problems))
+        if len(problems) == 1:
+            return cls(problems[0])
+        return cls(f"{where} cannot run ({len(problems)} problem(s)):\n  - "
+                   + "\n  - ".join(problems), problems)
 
 
 @dataclass
@@ -87,6 +104,10 @@ def _algorithm_entry(entry: Any) -> dict:
         if extra:
             raise SweepError(f"algorithm entry {entry['name']!r}: unknown keys {sorted(extra)}; "
                              f"known: name, label, hparams, hparam_ranges")
+        for key in ("hparams", "hparam_ranges"):
+            if not isinstance(entry.get(key) or {}, dict):
+                raise SweepError(f"algorithm entry {entry['name']!r}: {key} is a mapping, got "
+                                 f"{entry[key]!r}")
         return {"name": entry["name"], "label": str(entry.get("label") or entry["name"]),
                 "hparams": dict(entry.get("hparams") or {}),
                 "hparam_ranges": dict(entry.get("hparam_ranges") or {})}
@@ -117,33 +138,66 @@ def _count(data: dict, key: str, path: Path) -> int:
 
 
 def from_file(path: str | Path) -> SweepDefinition:
-    """Read a sweep file (YAML); names are validated later by :func:`validate`."""
+    """Read a sweep file (YAML), every field's type checked (all problems at once); names are
+    validated later by :func:`validate`."""
     import yaml
 
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise SweepError(f"sweep file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SweepError(f"{path} is not valid YAML: {e}") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise SweepError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise SweepError(f"{path}: a sweep file is a mapping with keys {', '.join(FILE_KEYS)}")
-    unknown = set(data) - set(FILE_KEYS)
+    if "\\u0000" in json.dumps(data, default=str):    # no command line can hold one
+        raise SweepError(f"{path} holds a NUL character")
+    problems = []
+
+    def field_of(key, kind, what, default):
+        value = data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, kind) or isinstance(value, bool):
+            problems.append(f"{path}: {key} is {what}, got {value!r}")
+            return default
+        return value
+    unknown = set(map(str, data)) - set(FILE_KEYS)
     if unknown:
-        raise SweepError(f"{path}: unknown keys {sorted(unknown)}; known: {', '.join(FILE_KEYS)}")
-    splits = list(data.get("splits") or []) + list(data.get("datasets") or [])
-    train_args = data.get("train_args") or {}
-    if not isinstance(train_args, dict):
-        raise SweepError(f"{path}: train_args is a mapping of train flags to values")
-    return SweepDefinition(
-        splits=[str(s) for s in splits],
-        algorithms=[_algorithm_entry(a) for a in data.get("algorithms") or []],
-        n_hparams=_count(data, "n_hparams", path), n_trials=_count(data, "n_trials", path),
-        hparams=dict(data.get("hparams") or {}),
-        hparam_ranges=dict(data.get("hparam_ranges") or {}),
+        problems.append(f"{path}: unknown keys {sorted(unknown)}; known: {', '.join(FILE_KEYS)}")
+    splits = [*field_of("splits", list, "a list of splits", []),
+              *field_of("datasets", list, "a list of datasets", [])]
+    train_args = field_of("train_args", dict, "a mapping of train flags to values", {})
+    algorithms = []
+    for entry in field_of("algorithms", list, "a list of algorithms", []):
+        try:
+            algorithms.append(_algorithm_entry(entry))
+        except SweepError as e:
+            problems.append(f"{path}: {e}")
+    counts, seeds = {}, None
+    for key in ("n_hparams", "n_trials"):
+        try:
+            counts[key] = _count(data, key, path)
+        except SweepError as e:
+            problems.append(str(e))
+    try:
+        seeds = _seed_list(data, path)
+    except SweepError as e:
+        problems.append(str(e))
+    d = SweepDefinition(
+        splits=[str(s) for s in splits], algorithms=algorithms,
+        n_hparams=counts.get("n_hparams", 1), n_trials=counts.get("n_trials", 1),
+        hparams=dict(field_of("hparams", dict, "a mapping of hparam names to values", {})),
+        hparam_ranges=dict(field_of("hparam_ranges", dict,
+                                    "a mapping of hparam names to ranges", {})),
         train_args=_train_args_from_mapping(train_args),
-        name=data.get("name") or path.stem, trial_seeds=_seed_list(data, path))
+        name=str(field_of("name", (str, int, float), "a name", path.stem)),
+        trial_seeds=seeds)
+    field_of("description", str, "a text", "")
+    if problems:
+        raise SweepError.of(problems, str(path))
+    return d
 
 
 def _seed_list(data: dict, path) -> list[int] | None:
@@ -157,8 +211,23 @@ def _seed_list(data: dict, path) -> list[int] | None:
 
 
 def from_cli(args) -> SweepDefinition:
-    """The definition given by ``launch`` flags (``--config`` file values, then flags)."""
-    d = from_file(args.config) if args.config else SweepDefinition(splits=[], algorithms=[])
+    """The definition given by ``launch`` flags (``--config`` file values, then flags); every
+    problem of the file and the flags at once (:class:`SweepError`)."""
+    d, problems = read_cli(args)
+    if problems:
+        raise SweepError.of(problems)
+    return d
+
+
+def read_cli(args) -> tuple[SweepDefinition, list[str]]:
+    """:func:`from_cli`'s definition (what could be read) and its problems."""
+    from .validation import parse_hparams
+
+    problems = []
+    try:
+        d = from_file(args.config) if args.config else SweepDefinition(splits=[], algorithms=[])
+    except SweepError as e:
+        problems, d = e.problems, SweepDefinition(splits=[], algorithms=[])
     if args.datasets or args.splits:
         d.splits = list(args.splits or []) + list(args.datasets or [])
     if args.algorithms:
@@ -169,12 +238,16 @@ def from_cli(args) -> SweepDefinition:
         d.n_trials = args.n_trials
     if args.hparams:
         try:
-            d.hparams = {**d.hparams, **json.loads(args.hparams)}
-        except json.JSONDecodeError as e:
-            raise SweepError(f"--hparams is not valid JSON ({e}): {args.hparams}") from e
+            d.hparams = {**d.hparams, **parse_hparams(args.hparams)}
+        except ValueError as e:
+            problems.append(str(e))
     if args.train_args:
-        d.train_args = d.train_args + shlex.split(args.train_args)
-    return d
+        try:
+            d.train_args = d.train_args + shlex.split(args.train_args)
+        except ValueError as e:            # shlex: "No closing quotation"
+            problems.append(f"--train_args {args.train_args!r} cannot be split into flags "
+                            f"({e}; quote as in a shell)")
+    return d, problems
 
 
 # ----------------------------------------------------------------------------- validation
@@ -234,17 +307,23 @@ def _check_train_args(argv: list[str]) -> None:
 def validate(d: SweepDefinition) -> list[tuple[str, str, list[str]]]:
     """Check every name against the registries; all problems are reported at once, each with
     the known names. Returns the expanded splits."""
+    from . import hparams_registry
     from .algorithms import UnknownAlgorithmError, parse_algorithm
+    from .suggest import did_you_mean
 
-    if not d.splits:
-        raise SweepError("the sweep has no datasets/splits (--datasets, --splits or `splits:`)")
-    if not d.algorithms:
-        raise SweepError("the sweep has no algorithms (--algorithms or `algorithms:`)")
-    if d.n_hparams < 1 or d.n_trials < 1:
-        raise SweepError("n_hparams and n_trials must be >= 1")
     from .datasets import DATASETS
+    from .validation import SEED_LIMIT
 
     errors, splits, algorithms = [], [], []
+    if not d.splits:
+        errors.append("the sweep has no datasets/splits (--datasets, --splits or `splits:`)")
+    if not d.algorithms:
+        errors.append("the sweep has no algorithms (--algorithms or `algorithms:`)")
+    if not 1 <= d.n_hparams < SEED_LIMIT or not 1 <= d.n_trials < SEED_LIMIT:
+        errors.append(f"n_hparams and n_trials must be in [1, 2**32), got {d.n_hparams} and "
+                      f"{d.n_trials}")
+    if d.trial_seeds and not all(0 <= t < SEED_LIMIT for t in d.trial_seeds):
+        errors.append(f"trial_seeds must be in [0, 2**32), got {d.trial_seeds}")
     for spec in d.splits:
         try:
             splits += parse_split(spec)
@@ -271,38 +350,41 @@ def validate(d: SweepDefinition) -> list[tuple[str, str, list[str]]]:
             errors.append(str(e))
     for dataset in datasets:
         for a in algorithms:
-            errors += _hparam_problems(d, a, dataset)
+            known = hparams_registry.hparam_specs(a["name"], dataset)
+            for name in [*d.hparams, *d.hparam_ranges, *a["hparams"], *a["hparam_ranges"]]:
+                if name not in known:
+                    errors.append(f"unknown hparam {name!r} for {a['name']} on {dataset}"
+                                  f"{did_you_mean(name, known)}; known: {', '.join(sorted(known))}")
+            errors += _value_problems(d, a, known, f"{a['name']} on {dataset}")
     if errors:
-        errors = list(dict.fromkeys(errors))
-        where = f"sweep {d.name!r}" if d.name else "the sweep"
-        raise SweepError(f"{where} cannot run ({len(errors)} problem(s)):\n  - "
-                         + "\n  - ".join(errors))
+        raise SweepError.of(errors, f"sweep {d.name!r}" if d.name else "the sweep")
     return splits
 
 
-def _hparam_problems(d: SweepDefinition, algorithm: dict, dataset: str) -> list[str]:
-    """Unknown names (with a did-you-mean), and fixed values or ``choice`` options outside
-    their hparam's kind, range or choices (``validation.check_hparams``)."""
-    from .hparams_registry import hparam_specs
-    from .suggest import did_you_mean
+def _value_problems(d: SweepDefinition, algorithm: dict, specs: dict, where: str
+                    ) -> list[str]:
+    """The fixed hparams and every range's bounds and choices that a run of ``algorithm``
+    would refuse (``validation.check_hparams``: kind, range, allowed values; ``specs``:
+    ``hparams_registry.hparam_specs``)."""
     from .validation import InvalidValueError, check_hparams
 
-    specs = hparam_specs(algorithm["name"], dataset)
-    fixed = {**d.hparams, **algorithm["hparams"]}
-    ranges = {**d.hparam_ranges, **algorithm["hparam_ranges"]}
-    problems = [f"unknown hparam {name!r} for {algorithm['name']} on {dataset}"
-                f"{did_you_mean(name, specs)}; known: {', '.join(sorted(specs))}"
-                for name in [*fixed, *ranges] if name not in specs]
-    values = [{k: v} for k, v in fixed.items() if k in specs]
-    values += [{k: option} for k, spec in ranges.items() if k in specs and isinstance(spec, dict)
-               and isinstance(spec.get("choice"), list) for option in spec["choice"]]
-    for given in values:
-        (name, _), = given.items()
+    values = [(name, v) for name, v in {**d.hparams, **algorithm["hparams"]}.items()]
+    for name, spec in {**d.hparam_ranges, **algorithm["hparam_ranges"]}.items():
         try:
-            check_hparams(given, {name: specs[name].default},
-                          {name: specs[name].choices} if specs[name].choices_from else None)
+            from_spec(spec)             # a malformed range is reported by _check_ranges
+        except ValueError:
+            continue
+        values += [(name, v) for v in next(iter(spec.values()))]   # bounds or choices
+    problems = []
+    for name, value in values:
+        if name not in specs:
+            continue                    # reported as unknown
+        spec = specs[name]
+        try:
+            check_hparams({name: value}, {name: spec.default},
+                          {name: spec.choices} if spec.choices_from is not None else None)
         except InvalidValueError as e:
-            problems.append(f"algorithm {algorithm['name']}: {e}")
+            problems.append(f"{where}: {e}")
     return problems
 
 
@@ -327,33 +409,47 @@ def run_id(identity: dict) -> str:
     return hashlib.md5(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
-def make_jobs(d: SweepDefinition, output_dir: str | Path, machine_argv=()) -> list[Job]:
-    """Every run of the sweep (validated; duplicates removed), in a stable order."""
+def make_jobs(d: SweepDefinition, output_dir: str | Path, machine_argv=(),
+              max_runs: int = MAX_RUNS) -> list[Job]:
+    """Every run of the sweep (validated; duplicates removed), in a stable order; a sweep of
+    more than ``max_runs`` runs is refused before it is expanded (with its size)."""
+    splits = validate(d)
+    trials = d.trial_seeds or range(d.n_trials)
+    count = len(splits) * len(d.algorithms) * d.n_hparams * len(trials)
+    expanded = _expand(d, splits, trials, Path(output_dir).resolve(), list(machine_argv))
+    if count > max_runs:
+        first = next(expanded)
+        size = count * len(json.dumps({**first.info, "argv": first.argv})) / 2 ** 20
+        raise SweepError(f"the sweep has {count:,} runs, more than --max_runs {max_runs:,}: "
+                         f"its sweep.json would take about {size:,.0f} MiB (and its launch "
+                         f"several times that in memory); raise --max_runs to launch it")
+    jobs, seen = [], set()
+    for job in expanded:
+        if job.run_id not in seen:
+            seen.add(job.run_id)
+            jobs.append(job)
+    return jobs
+
+
+def _expand(d: SweepDefinition, splits, trials, output_dir: Path, machine_argv: list[str]):
+    """Each run's Job, duplicates included."""
     from .train_args import build_parser, experiment_identity
 
-    splits = validate(d)
     parser = build_parser()
-    output_dir = Path(output_dir).resolve()
-    jobs, seen = [], set()
     for dataset, source, targets in splits:
         for algorithm in d.algorithms:
             for hseed in range(d.n_hparams):
                 overrides = run_hparams(d, algorithm, dataset, hseed)
-                for trial in d.trial_seeds or range(d.n_trials):
+                for trial in trials:
                     argv = ["--dataset", dataset, "--source", source, "--targets", *targets,
                             "--algorithm", algorithm["name"], "--hparams_seed", str(hseed),
                             "--trial_seed", str(trial), *d.train_args]
                     if overrides:
                         argv += ["--sweep_hparams", json.dumps(overrides, sort_keys=True)]
-                    argv += list(machine_argv)
-                    args = parser.parse_args(argv + ["--output_dir", "."])
-                    rid = run_id(experiment_identity(args))
-                    if rid in seen:
-                        continue
-                    seen.add(rid)
+                    argv += machine_argv
+                    rid = run_id(experiment_identity(parser.parse_args(argv + ["--output_dir",
+                                                                               "."])))
                     info = {"dataset": dataset, "source": source, "targets": targets,
                             "algorithm": algorithm["name"], "label": algorithm["label"],
                             "hparams_seed": hseed, "trial_seed": trial}
-                    jobs.append(Job(rid, tuple(argv + ["--output_dir", str(output_dir / rid)]),
-                                    info))
-    return jobs
+                    yield Job(rid, tuple(argv + ["--output_dir", str(output_dir / rid)]), info)

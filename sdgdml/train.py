@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,8 @@ from .records import (SCHEMA_VERSION, append_record, read_json, read_records,
                       truncate_records, write_json)
 from .run_config import parse_with_config
 from .runstate import (CheckpointError, NonFiniteLossError, atomic_save, check_finite_losses,
-                       peak_memory_gb, resume_state, rng_state, seed_everything, set_rng_state)
+                       check_finite_state, check_resumable, checkpoint_identity, peak_memory_gb,
+                       resume_state, rng_state, seed_everything, set_rng_state, tensor_shapes)
 from .streams import TrainStreams, steps_per_epoch
 from .train_args import build_parser, experiment_identity
 from .validation import InvalidValueError, check_batch_fits, check_train_args, parse_hparams
@@ -65,16 +67,22 @@ def _setup_logging(out: Path, quiet: bool) -> None:
 
 
 def _check_same_experiment(out: Path, args: dict) -> None:
-    """Refuse to resume a run folder that holds another experiment."""
+    """Refuse to resume a run folder that holds another experiment; the args of a run that
+    never trained (no checkpoint, no record: it stopped while starting) are replaced."""
     recorded = read_json(out / "args.json")      # missing, or cut short by a kill: a new run
     if recorded is None:
         return
     old = experiment_identity(recorded)
     exp = experiment_identity(args)
-    if old != exp:
-        diff = {k: (old.get(k), exp.get(k)) for k in set(old) | set(exp) if old.get(k) != exp.get(k)}
-        raise SystemExit(f"{out} holds a run with other args (old, new): {diff}. "
-                         f"Use another --output_dir, or delete that folder to start over.")
+    if old == exp:
+        return
+    if not (out / "checkpoint.pt").exists() and not read_records(out / "results.jsonl"):
+        log.info("%s held a run that never trained (no checkpoint, no record): its args are "
+                 "replaced", out)
+        return
+    diff = {k: (old.get(k), exp.get(k)) for k in set(old) | set(exp) if old.get(k) != exp.get(k)}
+    raise InvalidValueError(f"{out} holds a run with other args (old, new): {diff}. "
+                            f"Use another --output_dir, or delete that folder to start over")
 
 
 def resolve_split(args: argparse.Namespace) -> None:
@@ -112,6 +120,7 @@ def _prepare(args) -> tuple[Resolution, object, SDGDMLProtocol]:
     size), before anything is created: (the resolved hparams and their origins, dataset,
     protocol)."""
     overrides = check_train_args(args)
+    check_loggers(args.logger)
     speed.check_compile_backend(args.compile)
     resolve_split(args)
     needs = data_needs(args.algorithm)      # a bad name fails before anything is loaded
@@ -120,7 +129,10 @@ def _prepare(args) -> tuple[Resolution, object, SDGDMLProtocol]:
         parse_hparams(args.sweep_hparams, "--sweep_hparams"), overrides,
         _scale_to_processes(args), distributed.world_size())
     hparams = resolved.values
-    algorithm_class(args.algorithm).check_options(args, hparams)
+    try:
+        algorithm_class(args.algorithm).check_options(args, hparams)
+    except ValueError as e:             # a component's own hparam rule (``check_hparams``)
+        raise InvalidValueError(str(e)) from None
     dataset = load_dataset(args)
     protocol = make_protocol(args, dataset)
     protocol.check(needs)
@@ -178,8 +190,10 @@ class Run:
     device: torch.device
     seed: int
     freq: int
+    identity: dict                        # what its checkpoints are of (``runstate``)
     monitor: RunMonitor | None = None     # progress and live loggers, once the start is known
     hparam_origins: dict | None = None    # where each hparam's value came from
+    saved_step: int | None = None         # the step of the last (finite) checkpoint
 
     def evaluate(self) -> dict[str, float]:
         a, alg = self.args, self.algorithm
@@ -189,6 +203,10 @@ class Run:
         return {**metrics, **alg.extra_metrics(ctx)}
 
     def checkpoint(self, step: int, logged: dict) -> None:
+        """Evaluate, record, and save the checkpoint: only of a finite state (else the run
+        stops, the last finite checkpoint kept)."""
+        check_finite_state(self.algorithm.state_dict(), step, self.out / "checkpoint.pt",
+                           self.saved_step)
         t0 = time.time()
         metrics = self.evaluate()
         record = {"step": step, "epoch": step / self.schedule.steps_per_epoch,
@@ -200,8 +218,9 @@ class Run:
                   "schema_version": SCHEMA_VERSION, "sdgdml_version": __version__}
         append_record(self.out / "results.jsonl", record)
         self.monitor.after_checkpoint(step, metrics)
-        atomic_save({"algorithm": self.algorithm.state_dict(), "rng": rng_state(), "step": step},
-                    self.out / "checkpoint.pt")
+        atomic_save({"algorithm": self.algorithm.state_dict(), "rng": rng_state(), "step": step,
+                     "identity": self.identity}, self.out / "checkpoint.pt")
+        self.saved_step = step
         shown = {k: round(v, 4) for k, v in metrics.items()
                  if k.endswith(("recall@1", "map@all", "open_acc", "open_auroc", "detect_acc"))}
         log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
@@ -251,8 +270,10 @@ def _build(args, out: Path, resolved: Resolution, dataset, protocol: SDGDMLProto
     image_size, data_config = hparams["image_size"], T.data_config(hparams)
     if args.jpeg_draft:
         speed.enable_jpeg_draft(dataset, image_size)
+    identity = checkpoint_identity(experiment_identity(vars(args)), args.algorithm,
+                                   schedule.total_steps)
     run = Run(args, out, hparams, dataset, protocol, dataset.train_split(), algorithm, schedule,
-              dataset.eval_transform(image_size, data_config), device, seed, freq,
+              dataset.eval_transform(image_size, data_config), device, seed, freq, identity,
               hparam_origins=resolved.origins)
     if not main:                    # rank 0 may set a bad checkpoint aside first
         distributed.barrier()
@@ -269,21 +290,39 @@ def _build(args, out: Path, resolved: Resolution, dataset, protocol: SDGDMLProto
 def _restore(run: Run) -> int | None:
     """Load the checkpoint if there is one (safely: ``runstate.resume_state``): its step
     (None for a new run)."""
-    path = run.out / "checkpoint.pt"
+    path, records = run.out / "checkpoint.pt", run.out / "results.jsonl"
     main = distributed.is_main()       # only rank 0 writes (``distributed``)
-    state = resume_state(path, run.device, run.args.discard_bad_checkpoint and main, log)
+    shapes = tensor_shapes(run.algorithm.state_dict()["modules"])
+    state = resume_state(path, run.device, run.args.discard_bad_checkpoint and main, log,
+                         lambda s: check_resumable(s, path, run.identity, shapes,
+                                                   lambda step: _record_identity(records, step)))
     if state is None:
         if main:
             truncate_records(run.out / "results.jsonl", -1)
         return None
     run.algorithm.load_state_dict(state["algorithm"])
     set_rng_state(state["rng"])
+    run.saved_step = state["step"]
+    if "identity" not in state:
+        log.warning("%s has no identity (an older sdgdml's): resumed, as the record of its "
+                    "step names this experiment", path)
     if not main:
         return state["step"]
     dropped = truncate_records(run.out / "results.jsonl", state["step"])
     log.info("resumed from %s at step %d (dropped %d later records)", path, state["step"],
              dropped)
     return state["step"]
+
+
+def _record_identity(path: Path, step: int) -> dict | None:
+    """The experiment identity of the record of ``step`` (None: no such record)."""
+    with warnings.catch_warnings():     # a half-written line: reported when truncated
+        warnings.simplefilter("ignore")
+        found = [r for r in read_records(path) if r.get("step") == step]
+    if not found:
+        return None
+    args = found[-1].get("args")
+    return experiment_identity(args) if isinstance(args, dict) else {}
 
 
 def _monitor(run: Run, start: int) -> RunMonitor:
@@ -324,7 +363,6 @@ def train(args: argparse.Namespace) -> list[dict]:
     the run folder exists; the run's lock (``locking.RunLock``) is held while it runs."""
     distributed.setup(args.device)        # several processes: join them (``distributed``)
     resolved, dataset, protocol = _prepare(args)
-    check_loggers(args.logger)            # before the run folder is made
     out = Path(args.output_dir)
     if distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
@@ -338,14 +376,39 @@ def train(args: argparse.Namespace) -> list[dict]:
 
 def _run(args, out: Path, resolved: Resolution, dataset, protocol: SDGDMLProtocol
          ) -> list[dict]:
-    if distributed.is_main():
-        _setup_logging(out, args.quiet)
-    else:
+    if not distributed.is_main():
         log.setLevel(logging.WARNING)
+        return _train_run(args, out, resolved, dataset, protocol)
+    _setup_logging(out, args.quiet)
+    for tmp in out.glob("*.tmp"):        # a killed write's; no writer runs (the lock is ours)
+        tmp.unlink()
+        log.info("removed %s, left by an interrupted write", tmp)
+    try:
+        return _train_run(args, out, resolved, dataset, protocol)
+    except USER_ERRORS as e:             # the message also goes to the run's log
+        _log_error(out, f"error: {e}")
+        raise
+
+
+def _log_error(out: Path, line: str) -> None:
+    """Append ``line`` to ``out.txt`` if the disk lets us (on a full disk it may not)."""
+    try:
+        with open(out / "out.txt", "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+    except OSError:
+        pass
+
+
+def _train_run(args, out: Path, resolved: Resolution, dataset, protocol: SDGDMLProtocol
+               ) -> list[dict]:
     _check_same_experiment(out, vars(args))
     if (out / "done").exists():
+        records = read_records(out / "results.jsonl")
+        if not records:
+            raise InvalidValueError(f"{out} is marked done but holds no record: delete "
+                                    f"{out / 'done'} to train it again")
         log.info("%s is already done; nothing to do", out)
-        return read_records(out / "results.jsonl")
+        return records
     run, streams, resumed_at = _build(args, out, resolved, dataset, protocol)
     run.monitor = _monitor(run, resumed_at or 0)
     try:

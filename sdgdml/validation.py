@@ -38,6 +38,7 @@ def check_train_args(args) -> dict:
     the output folder and the local files named. Creates nothing."""
     check_ranges(args)
     check_device(args.device)
+    _require(bool(args.output_dir.strip()), "--output_dir is empty: name the run folder")
     check_output_dir(Path(args.output_dir))
     if args.pretrained_file:
         _require(Path(args.pretrained_file).is_file(),
@@ -58,12 +59,16 @@ def check_ranges(args) -> None:
     for name in ("checkpoint_freq", "eval_batch_size", "eval_chunk_size"):
         value = getattr(args, name)
         _require(value is None or value >= 1, f"--{name} must be >= 1, got {value}")
-    for name in ("num_workers", "open_clusters"):
+    _require(args.open_max_clusters >= 1,
+             f"--open_max_clusters must be >= 1, got {args.open_max_clusters}")
+    for name in ("num_workers", "open_clusters", "ucdr_min_images", "ucdr_num_classes"):
         _require(getattr(args, name) is None or getattr(args, name) >= 0, f"--{name} must be >= 0, got {getattr(args, name)}")
     _require(0 <= args.label_noise < 1, f"--label_noise must be in [0, 1), got {args.label_noise}")
     for name in ("ucdr_partial_fraction", "ucdr_shared_fraction"):
         value = getattr(args, name)
         _require(0 < value < 1, f"--{name} must be in (0, 1), got {value}")
+    _require(math.isfinite(args.log_interval) and args.log_interval > 0,
+             f"--log_interval must be > 0 seconds, got {args.log_interval}")
     _require(-1 <= args.open_threshold <= 1,
              f"--open_threshold is a cosine similarity, in [-1, 1]; got {args.open_threshold}")
     for flag in ("metrics", "ucdr_metrics"):
@@ -105,15 +110,14 @@ def check_device(name: str) -> None:
         raise InvalidValueError(f"--device {name!r}: only auto, cpu and cuda[:N] are supported")
 
 
-def check_output_dir(path: Path) -> None:
+def check_output_dir(path: Path, flag: str = "--output_dir") -> None:
     """A folder, or a path whose nearest existing parent is a folder this process may write
     (a read-only mount refuses even root)."""
-    _require(not path.exists() or path.is_dir(), f"--output_dir {path} exists and is not a "
-                                                 f"folder")
+    _require(not path.exists() or path.is_dir(), f"{flag} {path} exists and is not a folder")
     existing = next(p for p in (path, *path.absolute().parents) if p.exists())
-    _require(existing.is_dir(), f"--output_dir {path}: {existing} is not a folder")
+    _require(existing.is_dir(), f"{flag} {path}: {existing} is not a folder")
     _require(os.access(existing, os.W_OK | os.X_OK),
-             f"--output_dir {path}: {existing} is not writable")
+             f"{flag} {path}: {existing} is not writable")
 
 
 def _kind_ok(value, default) -> bool:
@@ -130,6 +134,7 @@ def _kind_ok(value, default) -> bool:
 
 
 DURATIONS = ("_epochs", "_steps", "_every")     # integer hparams where 0 means "off"
+INT_LIMIT = 2 ** 31          # sizes and counts torch can hold as a dimension
 
 
 def check_hparams(overrides: dict, defaults: dict, choices: dict | None = None) -> None:
@@ -138,6 +143,8 @@ def check_hparams(overrides: dict, defaults: dict, choices: dict | None = None) 
     for name, value in overrides.items():
         if name not in defaults:
             continue                    # unknown names: the registry's own error lists them
+        _require(not (isinstance(value, float) and not math.isfinite(value)),
+                 f"hparam {name}={json.dumps(value)}: expected a finite number")
         default = defaults[name]
         allowed = (choices or {}).get(name)
         if allowed is not None:
@@ -151,6 +158,9 @@ def check_hparams(overrides: dict, defaults: dict, choices: dict | None = None) 
                  f" like its default {json.dumps(default)}")
         if isinstance(default, bool) or not isinstance(default, (int, float)):
             continue
+        if isinstance(default, int):
+            _require(abs(value) < INT_LIMIT, f"hparam {name}={value} is out of range (an "
+                                             f"integer hparam is below 2**31)")
         if name == "lr" or name.endswith(("_lr", "temperature")):
             _require(value > 0, f"hparam {name} must be > 0, got {value}")
         if isinstance(default, int) and default >= 1 and not name.endswith(DURATIONS):

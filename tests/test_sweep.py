@@ -351,16 +351,22 @@ def test_missing_data_is_reported_before_anything_is_launched(tmp_path):
     assert not out.exists()
 
 
-def test_a_run_that_crashes_is_failed_with_its_error(tmp_path, capsys):
+def test_a_run_that_crashes_is_failed_with_its_error(tmp_path, capsys, monkeypatch):
+    from sdgdml.algorithms import MetricLearning
+
+    def crash(self, batch):
+        raise RuntimeError("CUDA out of memory (planted)")
+
+    monkeypatch.setattr(MetricLearning, "update", crash)
     out = tmp_path / "sweep"
     with pytest.raises(SystemExit) as e:            # a failed run: exit status 1
-        launch(out, "--launcher", "local", "--hparams", '{"batch_size": 100000}', trials=1)
+        launch(out, "--launcher", "local", trials=1)
     assert e.value.code.startswith("error: 1 of the 1 runs launched failed (e.g. ")
-    assert "hparam batch_size=100000 is larger than" in e.value.code
+    assert "out of memory (planted)" in e.value.code
     assert "ran 1 runs (in-process, serially); 1 failed" in capsys.readouterr().out
     (state,) = sweep.status(sweep.build_parser().parse_args(["status", "--output_dir", str(out),
                                                              "--allow_failed"]))
-    assert state.state == "FAILED" and "hparam batch_size=100000" in state.detail
+    assert state.state == "FAILED" and "out of memory (planted)" in state.detail
     assert "log:" in state.detail
 
 
@@ -370,11 +376,6 @@ def test_a_run_that_crashes_is_failed_with_its_error(tmp_path, capsys):
     ("n_hparams: 0", "n_hparams must be an integer >= 1, got 0"),
     ("hparam_ranges: {lr: {log_uniform: [1e-5]}}", "needs two numbers [low, high]"),
     ("hparam_ranges: {lr: {log_uniform: [0, 1.0e-3]}}", "needs low > 0"),
-    ("hparam_ranges: {lr: {log_uniform: [-5, -3]}}",
-     "not exponents (for 10^-5 .. 10^-3 write log_uniform: [1.00e-05, 1.00e-03])"),
-    ("hparams: {optimizer: adamm}", "optimizer=\"adamm\" is not one of its choices (did you "
-                                    "mean 'adam', 'adamw'"),
-    ("hparam_ranges: {lr_schedule: {choice: [cosine, cosin]}}", "lr_schedule=\"cosin\""),
     ("hparam_ranges: {lr: {log_uniform: [1e-4, 1e-3]}}", "YAML reads 1e-3 as text"),
     ("hparam_ranges: {lr: {uniform: [0.3, 0.1]}}", "has low > high"),
     ("hparam_ranges: {batch_size: {int_uniform: [32, 64.5]}}", "needs two integers"),

@@ -5,6 +5,7 @@ import pytest
 
 from sdgdml.algorithms import names
 from sdgdml.train import build_parser, main, train
+from sdgdml.validation import InvalidValueError
 
 SPLITS = ["mnist_val", "mnist_test", "uci_test", "sketch_test"]
 
@@ -48,7 +49,7 @@ def test_a_finished_run_is_not_redone(tmp_path):
 
 def test_other_args_in_the_same_folder_are_refused(tmp_path):
     _run(tmp_path, "--steps", "2", "--checkpoint_freq", "2")
-    with pytest.raises(SystemExit, match="other args"):
+    with pytest.raises(InvalidValueError, match="other args"):
         _run(tmp_path, "--steps", "3", "--checkpoint_freq", "3")
 
 

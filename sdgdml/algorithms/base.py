@@ -99,6 +99,11 @@ class MetricLoss(nn.Module):
     NEEDS = DataNeeds()
     MULTI_PROCESS = True    # False: keeps per-process state that the gathered batch would mix
 
+    @classmethod
+    def check_hparams(cls, hparams: dict) -> None:
+        """Raise ValueError for hparams the loss cannot be built with (called before the
+        run folder exists)."""
+
     def __init__(self):
         super().__init__()
         self.raw_terms: dict[str, torch.Tensor | float] = {}

@@ -89,6 +89,8 @@ class MetricLearning(Algorithm):
 
     @classmethod
     def check_options(cls, options, hparams: dict) -> None:
+        for c in components(options.algorithm):
+            c.cls.check_hparams(hparams)
         if getattr(options, "proxy_alignment", False) and \
                 not components(options.algorithm)[0].cls.HAS_PROXIES:
             raise UnknownAlgorithmError(f"--proxy_alignment needs an algorithm with proxies; "

@@ -140,6 +140,10 @@ class PFML(MetricLoss):
     HAS_PROXIES = True
     declare_hparams = staticmethod(declare_pfml_hparams)
 
+    @classmethod
+    def check_hparams(cls, hparams: dict) -> None:
+        PotentialField.from_hparams(hparams)
+
     def __init__(self, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__()
         self.field = PotentialField.from_hparams(hparams)
@@ -169,6 +173,7 @@ class PFMLPlugin(Plugin):
     loss's proxies (batch embeddings only when the base has no proxies)."""
 
     declare_hparams = staticmethod(declare_pfml_hparams)
+    check_hparams = PFML.check_hparams
 
     def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__(base)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import pkgutil
 import shlex
@@ -371,13 +372,8 @@ class SlurmLauncher(SubmititLauncher):
                     "slurm_constraint": o.slurm_constraint, "slurm_exclude": o.slurm_exclude,
                     "slurm_setup": o.slurm_setup}
         params.update({k: v for k, v in optional.items() if v is not None})
-        if o.slurm_additional_parameters:
-            try:
-                params["slurm_additional_parameters"] = json.loads(
-                    o.slurm_additional_parameters)
-            except json.JSONDecodeError as e:
-                raise SubmissionError(f"--slurm_additional_parameters is not JSON ({e}): "
-                                      f"{o.slurm_additional_parameters}") from None
+        if o.slurm_additional_parameters:       # checked by option_problems
+            params["slurm_additional_parameters"] = json.loads(o.slurm_additional_parameters)
         ex.update_parameters(**params)
         return ex
 
@@ -430,6 +426,33 @@ def _squeue() -> dict[str, str] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return dict(line.split("|", 1) for line in text.splitlines() if "|" in line)
+
+
+# launcher options: (flag, smallest value); None (not given) is always allowed
+OPTION_MINIMA = (("local_workers", 1), ("timeout_min", 1), ("gpus_per_node", 1),
+                 ("cpus_per_task", 1), ("slurm_array_parallelism", 1),
+                 ("slurm_signal_delay_s", 0), ("slurm_max_num_timeout", 0))
+
+
+def option_problems(opts) -> list[str]:
+    """What is wrong with the launchers' options (every one, checked before a sweep writes
+    anything)."""
+    problems = [f"--{flag} must be >= {low}, got {getattr(opts, flag)}"
+                for flag, low in OPTION_MINIMA
+                if getattr(opts, flag, None) is not None and getattr(opts, flag) < low]
+    mem = getattr(opts, "mem_gb", None)
+    if mem is not None and not (math.isfinite(mem) and mem > 0):
+        problems.append(f"--mem_gb must be > 0, got {mem}")
+    extra = getattr(opts, "slurm_additional_parameters", None)
+    if extra:
+        try:
+            parsed = json.loads(extra)
+        except json.JSONDecodeError as e:
+            parsed = e
+        if not isinstance(parsed, dict):
+            problems.append(f"--slurm_additional_parameters is a JSON object of sbatch "
+                            f"options such as '{{\"reservation\": \"x\"}}', got {extra!r}")
+    return problems
 
 
 for _module in pkgutil.iter_modules(__path__):     # each launcher file registers itself
