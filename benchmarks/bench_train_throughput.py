@@ -12,6 +12,18 @@
     python benchmarks/bench_train_throughput.py --device cpu --backbone resnet18 \\
         --image_size 64 --batch_size 32 --steps 10 --file_size 600  # what fits a small CPU
 
+3. ``--launches``: what makes a GPU step launch-bound, per algorithm (every registered one by
+   default) on the DigitsDG CNN (batch 64, ``Algorithm.train_step`` only, after warm-up):
+   top-level aten operators per step (``torch.profiler``, steps 12-14), tensor-to-host reads
+   per step (steps 12-21, ours and pytorch-metric-learning's; the optimiser's own step counters
+   live on the host and are left out), recompiles after warm-up with ``--compile``
+   (``--compile_backend``, ``aot_eager`` by default: recompiles are Dynamo's, whatever the
+   backend; inductor's CPU code generation takes minutes per graph on a small machine),
+   eager step time and its ratio to the bare base loss (plug-ins) in the same run:
+
+    python benchmarks/bench_train_throughput.py --launches --threads 1
+    PYTHONPATH=<other checkout> python benchmarks/bench_train_throughput.py --launches  # before
+
 Every (setting, algorithm) step runs in a fresh child process, one after the other
 (``--rounds`` times, round-robin, median kept), so that
 peak memory (CUDA: ``max_memory_allocated``; CPU: the child's peak resident memory, Python and
@@ -88,6 +100,140 @@ def child(spec: dict) -> dict:
             "compiled": compiled}
 
 
+def _counter():
+    """``sdgdml.scalars.count_host_reads`` of this checkout, also when another checkout's
+    sdgdml is imported (``PYTHONPATH``: to measure code from before it existed)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "sdgdml" / "scalars.py"
+    spec = importlib.util.spec_from_file_location("_bench_scalars", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.count_host_reads
+
+
+def _top_level_ops(prof) -> int:
+    """aten operators not called from inside another aten operator."""
+    def nested(e):
+        p = e.cpu_parent
+        while p is not None:
+            if p.name.startswith("aten::"):
+                return True
+            p = p.cpu_parent
+        return False
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and not nested(e))
+
+
+def launch_child(spec: dict) -> dict:
+    """Ops, host reads, recompiles and step time of one algorithm (in its own process)."""
+    from sdgdml import speed
+    from sdgdml.algorithms import Schedule, create_algorithm, data_needs
+    from sdgdml.hparams_registry import get_hparams
+    from sdgdml.networks import create_model
+
+    torch.manual_seed(0)
+    name, b, classes = spec["algorithm"], spec["batch_size"], 10
+    hp = get_hparams(name, "DigitsDG", 0, {"batch_size": b})
+    sizes = {"mnist": 4 * b, "uci": 4 * b}
+    alg = create_algorithm(name, create_model(hp), classes, hp, Schedule(1000, 100), sizes)
+    if spec["compile"]:
+        from torch import _dynamo
+
+        _dynamo.reset()
+        speed.configure(alg, "fp32", False, spec["compile"], torch.device("cpu"))
+    needs, g = data_needs(name), torch.Generator().manual_seed(0)
+
+    def batch(step):
+        x = torch.randn(b, 3, 32, 32, generator=g)
+        out = {"x": x, "y": torch.arange(b) % classes}
+        if needs.indices:
+            out["index"] = (torch.arange(b) + step * b) % sizes["mnist"]
+        if needs.unlabeled_targets:
+            out["unlabeled"] = {"uci": x.flip(0)}
+            out["unlabeled_index"] = {"uci": (torch.arange(b) + step * 3) % sizes["uci"]}
+        return out
+
+    steps = iter(range(10 ** 6))
+    for _ in range(12):                         # warm-up (compilation, first clustering)
+        alg.train_step(batch(next(steps)))
+    graphs0 = _graphs()
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            alg.train_step(batch(next(steps)))
+    ops = _top_level_ops(prof) / 3
+    with _counter()() as reads:
+        for _ in range(10):
+            alg.train_step(batch(next(steps)))
+    times = []
+    for _ in range(spec["steps"]):
+        x = batch(next(steps))
+        t = time.perf_counter()
+        alg.train_step(x)
+        times.append(time.perf_counter() - t)
+    return {"ops": ops, "ours": reads["ours"] / 10, "pml": reads["pml"] / 10,
+            "recompiles": _graphs() - graphs0 if spec["compile"] else None,
+            "step_s": statistics.median(times)}
+
+
+def _graphs() -> int:
+    """Graphs Dynamo has compiled so far in this process."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def _base_of(name: str) -> str | None:
+    from sdgdml.algorithms import components
+
+    parts = components(name)
+    return parts[0].name if len(parts) > 1 else None
+
+
+def launch_table(args) -> None:
+    from sdgdml.algorithms import names
+    from sdgdml.algorithms.registry import component
+    from tabulate import tabulate
+
+    algorithms = args.algorithms_all or [
+        *names("loss"), *[f"{component('plugin', p).default_base or 'ProxyAnchor'}+{p}"
+                          for p in names("plugin")], *names("algorithm")]
+    rows, results = [], {}
+    for name in algorithms:
+        spec = {"algorithm": name, "batch_size": 64, "steps": args.steps, "compile": None}
+        r = _run_child(spec, args, "--_launch_child")
+        if r is not None and args.compile_backend:
+            c = _run_child({**spec, "compile": args.compile_backend, "steps": 3}, args,
+                           "--_launch_child")
+            r["recompiles"] = None if c is None else c["recompiles"]
+        results[name] = r
+        print(f"  {name:32s} {r}", flush=True)
+    for name, r in results.items():
+        if r is None:
+            continue
+        base = results.get(_base_of(name) or "")
+        rows.append([name, r["ops"], None if base is None else 100 * (r["ops"] / base["ops"] - 1),
+                     r["ours"], r["pml"], r["recompiles"], 1000 * r["step_s"],
+                     None if base is None else r["step_s"] / base["step_s"]])
+    print(f"\n3. launches per training step: DigitsDG CNN, batch 64, 32 px, CPU "
+          f"({torch.get_num_threads()} threads, torch {torch.__version__}), "
+          f"--compile {args.compile_backend} for recompiles")
+    print(tabulate(rows, headers=["algorithm", "aten ops/step", "+% vs base", "reads ours",
+                                  "reads pml", "recompiles", "step ms", "x base"],
+                   floatfmt=".1f", missingval="-"))
+
+
+def _run_child(spec: dict, args, flag: str) -> dict | None:
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    out = subprocess.run([sys.executable, __file__, *threads, flag, json.dumps(spec)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"{spec['algorithm']}: failed\n{out.stderr[-2000:]}")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _photo(rng, h: int, w: int) -> np.ndarray:
     """A smooth photo-like image (decodes like a photo, unlike noise)."""
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
@@ -148,13 +294,26 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads in every process (default: torch's); 1 is steadier "
                         "on a shared machine")
+    p.add_argument("--launches", action="store_true",
+                   help="print table 3 only (ops, host reads, recompiles per algorithm)")
+    p.add_argument("--algorithms_all", nargs="+", default=None, metavar="ALGORITHM",
+                   help="--launches: these algorithms (default: every registered one)")
+    p.add_argument("--compile_backend", default="aot_eager",
+                   help="--launches: the backend whose recompiles are counted ('' : none)")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_launch_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)     # the children's too
     if args._child:
         print(json.dumps(child(json.loads(args._child))))
+        return
+    if args._launch_child:
+        print(json.dumps(launch_child(json.loads(args._launch_child))))
+        return
+    if args.launches:
+        launch_table(args)
         return
 
     runs: dict[tuple, list[dict]] = {}

@@ -2,8 +2,8 @@
 ``<run folder>/tensorboard``: ``tensorboard --logdir runs/``) and ``--logger wandb`` (Weights &
 Biases, optional: imported only when asked for, offline unless ``WANDB_MODE`` says otherwise).
 
-The trainer logs, under ``train/``, every step's losses (``loss`` and named components), the
-learning rate of each optimizer group (:func:`learning_rates`, the same ``lr_<group>`` keys as
+The trainer logs, under ``train/``, every step's losses (``loss`` and named components, read
+from the device in batches: ``RunMonitor``), the learning rate of each optimizer group (:func:`learning_rates`, the same ``lr_<group>`` keys as
 in the records) and the step time; under ``eval/``, every split's metrics at each checkpoint
 (the record's ``<split>_<metric>`` keys). A resumed run purges what was logged after its
 checkpoint, so the curves show each step once.
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .progress import LOG_INTERVAL_S, Progress
+from .scalars import PendingScalars
 
 LOGGERS = ("tensorboard", "wandb")
 TENSORBOARD_DIR = "tensorboard"
@@ -132,8 +133,14 @@ def create_loggers(names, run_dir, config: dict, start_step: int = 0) -> RunLogg
 
 class RunMonitor:
     """What a training loop reports to: the progress output (loss and lr), the live loggers
-    (``train/`` scalars every step, ``eval/`` metrics every checkpoint) and the learning
-    rates its records hold. ``optimizers``: {name: optimizer} of the algorithm."""
+    (``train/`` scalars of every step, ``eval/`` metrics every checkpoint) and the learning
+    rates its records hold. ``optimizers``: {name: optimizer} of the algorithm.
+
+    A step's values may be tensors still on the device (``sdgdml.scalars``): they are queued,
+    and read all at once when the progress output is due (:meth:`after_step`) or when the loop
+    asks (:meth:`read`, at checkpoints); each read step is then logged under its own step
+    number. The progress ``loss=`` is the mean of the steps since the last line (or, on a
+    terminal, since the last refresh of the bar)."""
 
     def __init__(self, names, run_dir, config: dict, optimizers: dict, total: int,
                  start: int = 0, quiet: bool = False, interval: float = LOG_INTERVAL_S):
@@ -141,18 +148,48 @@ class RunMonitor:
         self.loggers = create_loggers(names, run_dir, config, start)
         self.progress = Progress(total, start=start, desc="train", disable=quiet,
                                  interval=interval)
+        self.pending = PendingScalars()
+        self.pending_lrs: list[dict[str, float]] = []
+        self.loss_sum, self.loss_steps = 0.0, 0       # since the last progress line
 
     def learning_rates(self) -> dict[str, float]:
         return learning_rates(self.optimizers)
 
-    def after_step(self, step: int, losses: dict[str, float], step_time: float) -> None:
-        """``step``: the number of steps done (1 after the first)."""
+    def after_step(self, step: int, values: dict, step_time: float
+                   ) -> list[tuple[int, dict[str, float]]]:
+        """``step``: the number of steps done (1 after the first); ``values``: the step's
+        losses (tensors or numbers). Returns the steps read now, [(step, {name: float})]
+        (their values and ``step_time``), or [] when nothing was read."""
+        self.pending.add(step, {**values, "step_time": step_time})
+        self.pending_lrs.append(self.learning_rates())
+        due = self.progress.due()
+        read = self.read() if due else []
+        self.progress.update(1, show_line=due, **(self._shown() if due else {}))
+        return read
+
+    def read(self) -> list[tuple[int, dict[str, float]]]:
+        """Read the queued steps (one transfer), log them; returns them as ``after_step``."""
+        if not len(self.pending):
+            return []
+        read = self.pending.read()
+        for (step, values), lrs in zip(read, self.pending_lrs):
+            self.loggers.log_train(step, {**values, **lrs})
+            if "loss" in values:
+                self.loss_sum, self.loss_steps = self.loss_sum + values["loss"], \
+                    self.loss_steps + 1
+        self.pending_lrs = []
+        return read
+
+    def _shown(self) -> dict[str, float]:
+        """The progress values: the mean loss since the last line, the current lr."""
+        shown = {}
+        if self.loss_steps:
+            shown["loss"] = self.loss_sum / self.loss_steps
+            self.loss_sum, self.loss_steps = 0.0, 0
         lrs = self.learning_rates()
-        self.loggers.log_train(step, {**losses, **lrs, "step_time": step_time})
-        shown = {"loss": losses["loss"]} if "loss" in losses else {}
         if lrs:
             shown["lr"] = next(iter(lrs.values()))
-        self.progress.update(**shown)
+        return shown
 
     def after_checkpoint(self, step: int, metrics: dict[str, float]) -> None:
         self.loggers.log_eval(step, metrics)

@@ -4,6 +4,10 @@ On a terminal (``stream.isatty()``) a :mod:`tqdm` bar is redrawn in place; anywh
 (a file, a pipe, a Slurm ``.out``) no bar is drawn at all: one plain line every ``interval``
 seconds, and one at the end, each with ``done/total``, the percentage, the latest values
 passed to :meth:`Progress.update` (loss, lr, ...) and the elapsed time and ETA.
+
+:meth:`Progress.due` says when fresh values would be shown (a line is due, or on a terminal a
+bar refresh, every ``TTY_REFRESH_S``), so that a caller reads values from the device only then
+(the training loop: ``loggers.RunMonitor``, whose ``loss=`` is the mean since the last line).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import time
 from tqdm import tqdm
 
 LOG_INTERVAL_S = 30.0     # a line every 30 s: ~120 lines per hour of training in a log
+TTY_REFRESH_S = 1.0       # fresh values on a terminal's bar every second
 
 
 def format_seconds(s: float) -> str:
@@ -43,23 +48,35 @@ class Progress:
         self.clock = clock
         self.values: dict = {}
         self.disable = disable
-        self.t0 = self.last_line = clock()
+        self.t0 = self.last_line = self.last_values = clock()
         self.shown = start            # ``done`` when the last line was printed
         self.bar = None
         if not disable and _is_tty(self.stream):
             self.bar = tqdm(total=total, initial=start, desc=desc, unit=unit, file=self.stream,
                             mininterval=0.5, dynamic_ncols=True)
 
-    def update(self, n: int = 1, **values) -> None:
+    def due(self) -> bool:
+        """Whether fresh values would be shown now: on a terminal, ``TTY_REFRESH_S`` after the
+        last values; elsewhere (also when disabled), when a line is due (``interval``)."""
+        if self.bar is not None:
+            return self.clock() - self.last_values >= TTY_REFRESH_S
+        return self.clock() - self.last_line >= self.interval
+
+    def update(self, n: int = 1, show_line: bool | None = None, **values) -> None:
+        """Count ``n`` more units and keep ``values``; ``show_line``: print a line (no
+        terminal) now (True), not now (False), or when ``interval`` has passed (None)."""
         self.done += n
-        self.values.update(values)
+        if values:
+            self.values.update(values)
+            self.last_values = self.clock()
         if self.disable:
             return
         if self.bar is not None:
             self.bar.set_postfix({k: format_value(v) for k, v in self.values.items()},
                                  refresh=False)
             self.bar.update(n)
-        elif self.clock() - self.last_line >= self.interval:
+        elif (self.clock() - self.last_line >= self.interval if show_line is None
+              else show_line):
             self._line()
 
     def line(self) -> str:

@@ -333,6 +333,10 @@ def _monitor(run: Run, start: int) -> RunMonitor:
 
 
 def _train_loop(run: Run, streams: TrainStreams, start: int) -> None:
+    """The steps. Their losses stay on the device and are read in batches (``RunMonitor``:
+    at the progress interval and before every checkpoint), so the host never waits for the
+    device inside a step; a NaN/inf loss found at a read stops the run before anything after
+    it is checkpointed (the last good checkpoint stays)."""
     total = run.schedule.total_steps
     logged: dict[str, list[float]] = defaultdict(list)
     ckpt_path = run.out / "checkpoint.pt"
@@ -342,15 +346,18 @@ def _train_loop(run: Run, streams: TrainStreams, start: int) -> None:
     t_step = time.time()
     for step in range(start, total):
         losses = run.algorithm.train_step(streams.next_batch())
-        check_finite_losses(losses, step + 1, ckpt_path, saved)
-        for k, v in losses.items():
-            logged[k].append(v)
         if world > 1:           # BatchNorm statistics: rank 0's; the batch the loss saw
             distributed.broadcast_state(run.algorithm, buffers_only=True)
-            logged["loss_batch"].append(distributed.last_gathered_rows)
-        logged["step_time"].append(time.time() - t_step)
-        run.monitor.after_step(step + 1, losses, logged["step_time"][-1])
-        if (step + 1) % run.freq == 0 or step + 1 == total:
+            losses = {**losses, "loss_batch": distributed.last_gathered_rows}
+        read = run.monitor.after_step(step + 1, losses, time.time() - t_step)
+        checkpoint = (step + 1) % run.freq == 0 or step + 1 == total
+        if checkpoint:
+            read += run.monitor.read()
+        for done, values in read:
+            check_finite_losses(values, done, ckpt_path, saved)
+            for k, v in values.items():
+                logged[k].append(v)
+        if checkpoint:
             if main:
                 run.checkpoint(step + 1, logged)
             distributed.sync_rng()

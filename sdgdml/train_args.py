@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
            "otherwise)")
     a("--log_interval", type=float, default=LOG_INTERVAL_S,
       help="seconds between progress lines when stderr is not a terminal (a Slurm log); a "
-           "terminal gets a progress bar")
+           "terminal gets a progress bar. Each line's loss= is the mean over the steps since "
+           "the previous line; the losses are read from the device only then and at "
+           "checkpoints (a NaN/inf loss found there stops the run)")
     a(CONFIG_FLAG, default=None, metavar="FILE", help=CONFIG_HELP)
     return p
 

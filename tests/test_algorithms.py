@@ -39,11 +39,11 @@ def test_proxies_train_at_the_multiplied_learning_rate():
     assert groups["proxies"] == pytest.approx(hp["lr"] * hp["proxy_lr_mult"])
 
 
-def test_update_returns_floats_and_moves_everything():
+def test_update_returns_device_scalars_and_moves_everything():
     algo, _ = _algo()
     before = copy.deepcopy(algo.state_dict()["modules"])
-    out = algo.update(_batch())
-    assert isinstance(out["loss"], float) and algo.step == 1
+    out = algo.update(_batch())         # read by the trainer later, not inside the step
+    assert torch.is_tensor(out["loss"]) and out["loss"].ndim == 0 and algo.step == 1
     after = algo.state_dict()["modules"]
     for k in ("network.backbone.features.0.weight", "network.embedding.weight",
               "loss.pml.proxies"):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import yaml
 
 from sdgdml import hparams_registry
-from sdgdml.algorithms import Schedule, algorithm_class
+from sdgdml.algorithms import Schedule, algorithm_class, step_scalars
 from sdgdml.algorithms import uem_losses as L
 from sdgdml.algorithms.uem import CDSM, IDSE, UEM
 from sdgdml.datasets import DATASETS
@@ -111,10 +111,10 @@ def test_table4_switches(switch, gone, added):
     alg = _uem(uem_idse_fraction=0.5, **({switch: False} if switch else {}))
     seen = set()
     for step in range(20):
-        logs = alg.train_step({"x": torch.randn(8, 3, 32, 32),
-                               "index": torch.arange(8) + (step % 3) * 8,
-                               "unlabeled": {"uci": torch.randn(8, 3, 32, 32)},
-                               "unlabeled_index": {"uci": torch.arange(8) + (step % 2) * 8}})
+        logs = step_scalars(alg.train_step({
+            "x": torch.randn(8, 3, 32, 32), "index": torch.arange(8) + (step % 3) * 8,
+            "unlabeled": {"uci": torch.randn(8, 3, 32, 32)},
+            "unlabeled_index": {"uci": torch.arange(8) + (step % 2) * 8}}))
         seen |= {k for k in logs if k in ("uem_ince", "uem_pnce", "uem_sel", "uem_dal",
                                           "uem_spr", "uem_sn2m", "uem_nnm")}
         terms = [v for k, v in logs.items() if k in ("uem_ince", "uem_pnce", "uem_sel",

@@ -13,7 +13,7 @@ import importlib
 import pkgutil
 
 from .base import (Algorithm, EvalContext, MetricLoss, Plugin, Schedule, frozen,
-                   nearest_class_proxy)
+                   nearest_class_proxy, step_scalars)
 from .metric_learning import MetricLearning
 from .registry import (DataNeeds, UnknownAlgorithmError, components, known_components,
                        names, parse_algorithm, proxy_losses, register_algorithm, register_loss,
@@ -60,4 +60,4 @@ __all__ = ["Algorithm", "DataNeeds", "EvalContext", "MetricLearning", "Plugin",
            "MetricLoss", "Schedule", "UnknownAlgorithmError", "algorithm_class", "components",
            "create_algorithm", "create_loss", "data_needs", "frozen", "known_components",
            "names", "nearest_class_proxy", "parse_algorithm", "proxy_losses", "register_algorithm",
-           "register_loss", "register_plugin"]
+           "register_loss", "register_plugin", "step_scalars"]

@@ -7,7 +7,10 @@ An :class:`Algorithm` owns its network, losses, optimizers and schedulers. The t
   calls ``train_step(batch)`` with a dict: ``x`` source images; ``y`` labels (``needs.labels``);
   ``index`` the images' indices in the source view (``needs.indices``); ``unlabeled``
   {domain: images} and ``unlabeled_index`` {domain: indices} (``needs.unlabeled_targets``);
-- ``update(batch) -> dict[str, float]``: one optimisation step, the scalars to log;
+- ``update(batch) -> dict[str, Tensor | float]``: one optimisation step, the scalars to log
+  as 0-dim tensors left on the device (or numbers the host knows): nothing in a step reads a
+  tensor back to the host (``sdgdml.scalars``; the trainer reads them in batches, and
+  :func:`step_scalars` reads one step's, for tests);
 - stages: ``stage_at(step)`` names the stage of a step; ``train_step`` calls
   ``enter_stage(name)`` (snapshot or freeze modules there) when it changes. The stage is saved
   in ``state_dict``, so a run killed in stage 2 resumes in stage 2;
@@ -37,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import distributed
+from ..scalars import read_scalars
 from ..speed import Precision
 from .registry import DataNeeds
 
@@ -61,6 +65,11 @@ class EvalContext:
     train_split: Any
     embed_split: Callable[[Any], np.ndarray]
     options: Any
+
+
+def step_scalars(values: dict) -> dict[str, float]:
+    """One step's logged values (``update``'s, ``raw_terms``) as floats, read in one transfer."""
+    return read_scalars([values])[0]
 
 
 @contextmanager
@@ -90,8 +99,8 @@ class MetricLoss(nn.Module):
     ``SAMPLER`` is the batch sampler it needs by default.
 
     A forward stores named components for logging in ``raw_terms`` as detached tensors (or
-    floats): converting them to Python floats would make the forward wait for the device.
-    ``terms`` converts them when read, after the optimiser step.
+    floats the host knows): converting them to Python floats would make the step wait for the
+    device. The trainer reads them in batches; ``terms`` reads them at once (tests).
     """
 
     HAS_PROXIES = False
@@ -115,7 +124,7 @@ class MetricLoss(nn.Module):
 
     @property
     def terms(self) -> dict[str, float]:
-        return {k: float(v) for k, v in self.raw_terms.items()}
+        return step_scalars(self.raw_terms)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -232,7 +241,7 @@ class Algorithm(nn.Module):
     def enter_stage(self, stage: str) -> None:
         """Called once when training reaches ``stage`` (snapshot or freeze modules here)."""
 
-    def train_step(self, batch: dict) -> dict[str, float]:
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor | float]:
         """Switch stage if this step starts a new one, then ``update``."""
         stage = self.stage_at(self.step)
         if stage != self.stage:
@@ -240,7 +249,7 @@ class Algorithm(nn.Module):
             self.stage = stage
         return self.update(batch)
 
-    def update(self, batch: dict) -> dict[str, float]:
+    def update(self, batch: dict) -> dict[str, torch.Tensor | float]:
         raise NotImplementedError
 
     def autocast(self):

@@ -41,7 +41,10 @@ augmentation for unseen domains (ADA: Volpi et al., NeurIPS 2018) and M-ADA (Qia
   running statistics and does not move them), parameters without gradients, and
   ``torch.autograd.grad`` to the images only, so no parameter gradient or graph is kept. The
   objective is a sum over images: each image's ascent is independent of the batch.
-- Images of a class with no centroid yet (the very first batch) are not expanded.
+- Images of a class with no centroid yet are not expanded: the first batch makes no
+  generation (no class has a centroid before the first step); later, such an image joins its
+  generation unchanged (a mask rather than a selection, so that the host never waits for the
+  device to learn how many images a generation keeps).
 - Class centroids (:class:`CentroidMemory`): per class, an exponential moving average over steps
   of the mean embedding of the class's *seen* samples in the batch,
   mu = normalize(m mu_old + (1 - m) mean) with m = ``cp_momentum`` = 0.9 (a class's first
@@ -253,24 +256,22 @@ class CenterPolar(Plugin):
         self.pool: collections.deque = collections.deque(maxlen=int(h["cp_c3e_pool"]))
         self.calls = 0                  # expand_inputs calls (steps): when to generate
         self.n_extra = 0                # expanded images at the end of the next forward's batch
-        self.gain_deg = 0.0
+        self.gain_deg = torch.zeros(())     # a tensor: read with the other logged values
 
     @property
     def expanding(self) -> bool:
         return self.steps > 0 and self.ratio > 0
 
     def generate(self, x: torch.Tensor, y: torch.Tensor, network: nn.Module) -> None:
-        """C3E: a new generation of expanded images from the batch's images whose class has a
-        centroid, added to the pool."""
+        """C3E: a new generation of the batch's images, added to the pool: expanded where
+        their class has a centroid, unchanged otherwise."""
         keep = self.memory.seen[y]
-        if not bool(keep.any()):
-            return
-        x, y = x[keep], y[keep]
         mu = self.memory.centroids[y].to(x.dtype)
         x_adv, dists = c3e_ascent(network, x, mu, self.steps, self.step_size, self.gamma,
                                   self.distance)
-        self.gain_deg = float((dists[-1] - dists[0]).mean()) * (
-            180 / math.pi if self.distance == "geodesic" else 1.0)
+        x_adv = torch.where(keep.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
+        gain = ((dists[-1] - dists[0]) * keep).sum() / keep.sum().clamp(min=1)
+        self.gain_deg = gain * (180 / math.pi if self.distance == "geodesic" else 1.0)
         self.pool.append((x_adv, y.clone()))
 
     def expand_inputs(self, x, y, network):
@@ -279,7 +280,7 @@ class CenterPolar(Plugin):
         self.n_extra = 0
         if not self.expanding:
             return None
-        if self.calls % self.every == 0:
+        if self.calls % self.every == 0 and self.calls > 0:    # call 0: no centroid yet
             self.generate(x, y, network)
         self.calls += 1
         m = round(self.ratio * len(x))
@@ -316,10 +317,11 @@ class CenterPolar(Plugin):
 
     def get_extra_state(self) -> dict:
         """The pool and the step counter, so that a resumed run continues identically."""
-        return {"calls": self.calls, "gain_deg": self.gain_deg,
+        return {"calls": self.calls, "gain_deg": self.gain_deg.clone(),
                 "pool": [{"x": px, "y": py} for px, py in self.pool]}
 
     def set_extra_state(self, state: dict) -> None:
-        self.calls, self.gain_deg = int(state["calls"]), float(state["gain_deg"])
+        self.calls = int(state["calls"])
+        self.gain_deg = torch.as_tensor(state["gain_deg"], dtype=torch.float32)
         self.pool.clear()
         self.pool.extend((p["x"], p["y"]) for p in state["pool"])

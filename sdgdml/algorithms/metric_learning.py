@@ -74,7 +74,7 @@ class MetricLearning(Algorithm):
         x_extra, y_extra = extra
         return torch.cat([x, x_extra.detach()]), torch.cat([y, y_extra])
 
-    def update(self, batch: dict) -> dict[str, float]:
+    def update(self, batch: dict) -> dict[str, torch.Tensor | float]:
         self._freeze_backbone(self.step < self.warmup_steps)
         self.loss.set_progress(self.epoch, self.schedule.total_epochs)
         x, y = self._with_expanded(batch["x"], batch["y"])
@@ -85,7 +85,7 @@ class MetricLearning(Algorithm):
         self.backward_step(loss, self.optimizers["main"], self.clip)
         self.schedulers["main"].step()
         self.step += 1
-        return {"loss": loss.item(), **self.loss.terms}
+        return {"loss": loss.detach(), **self.loss.raw_terms}
 
     @classmethod
     def check_options(cls, options, hparams: dict) -> None:

@@ -332,7 +332,7 @@ class ProtoAlign(Algorithm):
         return torch.stack(out).mean(), torch.stack(fractions).mean()
 
     # ------------------------------------------------------------------ training step
-    def update(self, batch: dict) -> dict[str, float]:
+    def update(self, batch: dict) -> dict[str, torch.Tensor | float]:
         h = self.hparams
         if self.step > 0 and self.step % self.cluster_steps == 0:
             self.recluster()
@@ -365,5 +365,10 @@ class ProtoAlign(Algorithm):
         for name, z1 in first_views.items():
             self._memory(name).push(z1)
         self.step += 1
-        return {"loss": loss.item(), **{k: float(v) for k, v in logs.items()},
-                **{f"pal_{k}": v.item() for k, v in terms.items()}}
+        return {"loss": loss.detach(), **{k: _detached(v) for k, v in logs.items()},
+                **{f"pal_{k}": v.detach() for k, v in terms.items()}}
+
+
+def _detached(v):
+    """A logged value as it leaves the step: tensors detached (read later), numbers as they are."""
+    return v.detach() if torch.is_tensor(v) else v

@@ -132,6 +132,7 @@ class UEM(Algorithm):
             self.register_buffer(f"center_{role}", torch.zeros(dim))    # bank mean at K-Means
             self.register_buffer(f"k_{role}", torch.zeros((), dtype=torch.long))
         self.merged: dict[str, L.Merged] = {}
+        self.banks_ready = False        # both banks hold >= 2 entries (known on the host)
         self.classifier = nn.Sequential(nn.Linear(dim, h["uem_disc_hidden"]), nn.ReLU(),
                                         nn.Linear(h["uem_disc_hidden"], 1))     # Eq. 13's g
         self.frozen_net: nn.Module | None = None
@@ -236,8 +237,10 @@ class UEM(Algorithm):
                                    merge)}
 
     def _cluster_due(self) -> bool:
-        ready = all(int(self._seen(r).sum()) >= 2 for r in ROLES)
-        return ready and (self.step % self.cluster_steps == 0 or not self.has_prototypes())
+        # banks only fill up: read their counts until both hold two entries (the first steps)
+        self.banks_ready = self.banks_ready or all(int(self._seen(r).sum()) >= 2 for r in ROLES)
+        return self.banks_ready and (self.step % self.cluster_steps == 0
+                                     or not self.has_prototypes())
 
     # ------------------------------------------------------------------ losses
     def _idse(self, role: str, z: torch.Tensor, index: torch.Tensor, alpha: float
@@ -251,10 +254,11 @@ class UEM(Algorithm):
             return out
         merged = self.merged[role]
         own = getattr(self, f"assign_{role}")[index]
-        known = own >= 0
-        if known.any():
-            target = merged.own.to(z.device)[own[known]]
-            out["pnce"] = alpha * L.proto_nce(z[known], merged.prototypes.to(z), target, tau)
+        # the samples with a prototype, as a mask (not a selection: the host never reads it)
+        known = (own >= 0).to(z.dtype)
+        target = merged.own.to(z.device)[own.clamp(min=0)]
+        out["pnce"] = alpha * (L.proto_nce(z, merged.prototypes.to(z), target, tau, "none")
+                               * known).sum() / known.sum().clamp(min=1)
         if self.hparams["uem_sel"]:
             out["sel"] = alpha * L.semantic_enhanced_loss(z, merged.prototypes.to(z), tau)
         return out
@@ -281,7 +285,7 @@ class UEM(Algorithm):
         if h["uem_sn2m"] and self.has_prototypes():
             parts = [L.sn2m_loss(z[r], self._sn2m_inputs(r), tau) for r in ROLES]
             terms["sn2m"] = sum(p[0] for p in parts)
-            logs["uem_sn2m_agree"] = float(sum(p[1] for p in parts) / 2)
+            logs["uem_sn2m_agree"] = (sum(p[1] for p in parts) / 2).detach()
         elif not h["uem_sn2m"]:
             terms["nnm"] = sum(L.nn_match_loss(z[r], self._bank(_other(r))[self._seen(_other(r))],
                                                tau) for r in ROLES)
@@ -299,10 +303,12 @@ class UEM(Algorithm):
         initialisation with the features of the initial f)."""
         for r in ROLES:
             new = ~self._seen(r)[index[r]]
-            self._bank(r)[index[r][new]] = z[r].detach()[new].to(self._bank(r).dtype)
+            bank = self._bank(r)
+            bank[index[r]] = torch.where(new.unsqueeze(1), z[r].detach().to(bank.dtype),
+                                         bank[index[r]])
             self._seen(r)[index[r]] = True
 
-    def update(self, batch: dict) -> dict[str, float]:
+    def update(self, batch: dict) -> dict[str, torch.Tensor | float]:
         h = self.hparams
         x, index = self._batch(batch)
         if self._cluster_due():
@@ -329,8 +335,8 @@ class UEM(Algorithm):
         for r in ROLES:
             L.update_memory(self._bank(r), index[r], z[r], h["uem_beta"])
         self.step += 1
-        return {"loss": loss.item(), **logs, **{f"uem_{k}": float(v.detach()) for k, v in terms.items()},
-                "uem_k_a": float(self.k_a), "uem_k_b": float(self.k_b),
+        return {"loss": loss.detach(), **logs, **{f"uem_{k}": v.detach() for k, v in terms.items()},
+                "uem_k_a": self.k_a.float(), "uem_k_b": self.k_b.float(),
                 "uem_merged": float(len(self.merged["a"].pairs) if self.merged else 0)}
 
     def extra_metrics(self, ctx: EvalContext) -> dict[str, float]:

@@ -33,10 +33,11 @@ def instance_nce(z: torch.Tensor, index: torch.Tensor, bank: torch.Tensor, tau: 
     return F.cross_entropy(z @ bank.T / tau, index)
 
 
-def proto_nce(z: torch.Tensor, prototypes: torch.Tensor, assign: torch.Tensor, tau: float
-              ) -> torch.Tensor:
-    """Eq. 7, L_PNCE: -log softmax over the (merged) prototypes toward the sample's own."""
-    return F.cross_entropy(z @ prototypes.T / tau, assign)
+def proto_nce(z: torch.Tensor, prototypes: torch.Tensor, assign: torch.Tensor, tau: float,
+              reduction: str = "mean") -> torch.Tensor:
+    """Eq. 7, L_PNCE: -log softmax over the (merged) prototypes toward the sample's own
+    (``reduction`` "none": per sample)."""
+    return F.cross_entropy(z @ prototypes.T / tau, assign, reduction=reduction)
 
 
 def ipm_alpha(epoch: float, idse_epochs: float) -> float:

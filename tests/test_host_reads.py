@@ -1,0 +1,89 @@
+"""A training step the device never waits for (issue 21): no tensor-to-host read of ours inside
+``train_step`` of any registered algorithm, and the trainer's monitor reads the queued losses
+once per progress interval (``sdgdml.scalars``, ``loggers.RunMonitor``)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sdgdml.algorithms import Schedule, create_algorithm, data_needs, names
+from sdgdml.algorithms.registry import component
+from sdgdml.hparams_registry import get_hparams
+from sdgdml.loggers import RunMonitor
+from sdgdml.networks import DigitsCNN, EmbeddingNet
+from sdgdml.scalars import count_host_reads, read_scalars
+
+
+def _every_algorithm() -> list[str]:
+    plugins = [f"{component('plugin', p).default_base or 'ProxyAnchor'}+{p}"
+               for p in names("plugin")]
+    return [*names("loss"), *plugins, *names("algorithm")]
+
+
+# what a case needs beyond the defaults: a C3E generation inside the measured steps; UEM's
+# first stage (steps 2, 3) and second (4, 5), with a small K-Means at step 1
+OVERRIDES = {"ProxyAnchor+CenterPolar": {"cp_c3e_every": 3, "cp_c3e_steps": 2},
+             "UEM": {"uem_idse_fraction": 0.1, "uem_elbow_max_k": 3, "uem_kmeans_iters": 3}}
+CASES = [(a, OVERRIDES.get(a, {})) for a in _every_algorithm()]
+SIZES = {"mnist": 48, "uci": 48}
+BATCH, CLASSES, SIDE, DIM = 16, 5, 8, 16
+
+
+def _tiny_net() -> EmbeddingNet:
+    return EmbeddingNet(DigitsCNN(width=4), DIM)
+
+
+def _batch(name: str, step: int) -> dict:
+    g = torch.Generator().manual_seed(step)
+    needs = data_needs(name)
+    batch = {"x": torch.randn(BATCH, 3, SIDE, SIDE, generator=g)}
+    if needs.labels:
+        batch["y"] = torch.arange(BATCH) % CLASSES
+    if needs.indices:
+        batch["index"] = (torch.arange(BATCH) + step * BATCH) % SIZES["mnist"]
+    if needs.unlabeled_targets:
+        batch["unlabeled"] = {"uci": torch.randn(BATCH, 3, SIDE, SIDE, generator=g)}
+        batch["unlabeled_index"] = {"uci": (torch.arange(BATCH) + step * 7) % SIZES["uci"]}
+    return batch
+
+
+@pytest.mark.parametrize("name,overrides", CASES, ids=[a for a, _ in CASES])
+def test_no_host_read_of_ours_inside_a_training_step(name, overrides):
+    """Steps 2-5 of a 40-step run of 20 steps per epoch (the first steps fill UEM's banks and
+    cluster them; ProtoAlign and UEM recluster once per epoch, at step 20, outside the
+    measured steps: a stated per-epoch read). pytorch-metric-learning's own reads (its
+    reducers) are counted apart and not asserted."""
+    hp = get_hparams(name, "DigitsDG", overrides={"batch_size": BATCH, "embed_dim": DIM,
+                                                        **overrides})
+    torch.manual_seed(0)
+    alg = create_algorithm(name, _tiny_net(), CLASSES, hp, Schedule(40, 20), SIZES)
+    for step in range(2):
+        alg.train_step(_batch(name, step))
+    with count_host_reads() as reads:
+        logs = [alg.train_step(_batch(name, step)) for step in range(2, 6)]
+    assert reads["ours"] == 0, (name, dict(reads))
+    values = read_scalars(logs)             # what the trainer reads later: finite numbers
+    assert all(math.isfinite(v) for row in values for v in row.values()), values
+
+
+def test_the_monitor_reads_once_per_interval_and_shows_the_mean_loss(tmp_path, capsys):
+    losses = [torch.tensor(float(i)) for i in range(1, 7)]
+    monitor = RunMonitor([], tmp_path, {}, {}, total=6, interval=1e9)
+    monitor.progress.stream = __import__("sys").stdout
+    with count_host_reads() as reads:
+        read = [monitor.after_step(i + 1, {"loss": t, "n": 2}, 0.1) for i, t in
+                enumerate(losses[:3])]
+    assert reads["ours"] == 0 and read == [[], [], []]           # nothing due, nothing read
+    with count_host_reads() as reads:
+        got = monitor.read()                                      # a checkpoint's read
+    assert reads["ours"] == 1 and [s for s, _ in got] == [1, 2, 3]
+    assert [v["loss"] for _, v in got] == [1.0, 2.0, 3.0] and got[0][1]["n"] == 2.0
+    monitor.progress.interval = 0.0                               # the next line is due
+    for i, t in enumerate(losses[3:], start=4):
+        monitor.after_step(i, {"loss": t}, 0.1)
+    # the first line after the checkpoint shows the mean of steps 1-4, the next ones 5, 6
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("loss=")[1].split()[0] for line in lines] == ["2.5", "5", "6"]
+    monitor.close()
