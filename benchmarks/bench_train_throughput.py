@@ -136,6 +136,7 @@ def launch_child(spec: dict) -> dict:
     hp = get_hparams(name, "DigitsDG", 0, {"batch_size": b})
     sizes = {"mnist": 4 * b, "uci": 4 * b}
     alg = create_algorithm(name, create_model(hp), classes, hp, Schedule(1000, 100), sizes)
+    alg.step = 500                  # mid-training (curricula of SEE, CenterPolar; UEM stage 1)
     if spec["compile"]:
         from torch import _dynamo
 

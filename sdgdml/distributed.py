@@ -13,15 +13,16 @@ sdgdml.train ...``, or the Slurm launcher's ``--gpus_per_node N`` (N tasks of on
   pytorch-metric-learning's ``DistributedLossWrapper``: all_gather, then this process's own
   rows put back as the tensor that carries its gradient). Proxies and plug-in state see the
   global batch and stay identical on every process.
-- Gradients: :func:`average_gradients` all-reduces them before the optimiser step (the
-  average DDP's reducer computes; done after backward rather than overlapped with it, because
+- Gradients: averaged over the processes before the optimiser step (the average DDP's
+  reducer computes), overlapped with the backward pass (:class:`OverlappedAverage`: buckets
+  all-reduced as soon as their gradients are complete; written here rather than DDP because
   algorithms freeze parts of the network for whole steps: warm-up, plug-ins' frozen passes,
   which DDP's reducer only tolerates with ``find_unused_parameters``). With the gathered
   rows' gradients scaled by N (:class:`_GatherRows`), the averaged gradient is exactly the
   gradient of the one-process loss on the global batch, for network and proxies alike.
 - Algorithms whose every component has ``MULTI_PROCESS = True`` (loss compositions); others
   (UEM's per-process memory banks, CenterPolar's per-process pool of expanded images) are
-  refused before anything is created.
+  refused before anything is created, with their ``SINGLE_PROCESS_REASON``.
 - Only rank 0 evaluates, writes records and checkpoints, and holds the run lock; the others
   resume from the same checkpoint. Buffers (BatchNorm statistics) follow rank 0's after every
   step, as DDP's ``broadcast_buffers`` does, and RNG states after every checkpoint
@@ -138,6 +139,71 @@ def gather_batch(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.
     z_all = _GatherRows.apply(z)
     last_gathered_rows = len(z_all)
     return z_all, torch.cat(labels)
+
+
+BUCKET_MB = 25          # DDP's default bucket size
+
+
+class OverlappedAverage:
+    """The gradient average of :func:`average_gradients`, overlapped with the backward pass
+    (DDP's bucketed reducer, written here so that steps may freeze parameters): the parameters
+    are split, in reverse order (roughly the order backward produces their gradients), into
+    buckets of ``bucket_mb``; a hook on each parameter notes when its gradient is complete, and a
+    bucket whose trainable parameters are all done is all-reduced asynchronously while backward
+    goes on. Buckets start strictly in index order, the same on every process (every process
+    runs the same graph on the gathered batch, so the same parameters get gradients). Calling
+    the object after backward (``speed.Precision``'s ``sync``) starts what is left (buckets with
+    frozen or unused parameters: only the gradients that exist), waits, and writes the means
+    back. An element-wise sum over the processes, then a division, as the flat all-reduce: the
+    same numbers."""
+
+    def __init__(self, module: torch.nn.Module, bucket_mb: float = BUCKET_MB):
+        params = [p for p in module.parameters()][::-1]
+        self.buckets: list[list[torch.nn.Parameter]] = [[]]
+        size, cap = 0, bucket_mb * 2 ** 20
+        for p in params:
+            if self.buckets[-1] and size + p.numel() * p.element_size() > cap:
+                self.buckets.append([])
+                size = 0
+            self.buckets[-1].append(p)
+            size += p.numel() * p.element_size()
+        self.bucket_of = {id(p): i for i, b in enumerate(self.buckets) for p in b}
+        self._reset()
+        for p in params:
+            p.register_post_accumulate_grad_hook(self._ready)
+
+    def _reset(self) -> None:
+        self.done: list[set[int]] = [set() for _ in self.buckets]
+        self.started = 0                # buckets launched, in index order
+        self.works: list[tuple] = []
+
+    def _complete(self, i: int) -> bool:
+        return all(id(p) in self.done[i] for p in self.buckets[i] if p.requires_grad)
+
+    def _ready(self, p: torch.nn.Parameter) -> None:
+        self.done[self.bucket_of[id(p)]].add(id(p))
+        while self.started < len(self.buckets) and self._complete(self.started):
+            self._launch(self.started)
+
+    def _launch(self, i: int) -> None:
+        grads = [p.grad for p in self.buckets[i] if p.grad is not None]
+        self.started = i + 1
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        self.works.append((dist.all_reduce(flat, async_op=True), flat, grads))
+
+    def __call__(self, module: torch.nn.Module) -> None:
+        while self.started < len(self.buckets):
+            self._launch(self.started)
+        for work, flat, grads in self.works:
+            work.wait()
+            flat /= world_size()
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset:offset + g.numel()].view_as(g))
+                offset += g.numel()
+        self._reset()
 
 
 def average_gradients(module: torch.nn.Module) -> None:

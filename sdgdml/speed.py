@@ -37,7 +37,8 @@ class Precision:
     """The autocast context and the backward/optimiser step of one precision on one device.
 
     ``sync``: called with the gradients after backward and before the optimiser step (the
-    distributed gradient average, ``distributed.average_gradients``); None on one process."""
+    distributed gradient average, ``distributed.OverlappedAverage``: it waits for the
+    reductions started during backward); None on one process."""
 
     def __init__(self, name: str = "fp32", device: torch.device | str = "cpu", sync=None):
         if name not in PRECISIONS:

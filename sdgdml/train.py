@@ -154,10 +154,11 @@ def _scale_to_processes(args) -> float:
     if world == 1:
         return 1
     parts = [algorithm_class(args.algorithm), *(c.cls for c in components(args.algorithm))]
-    single = [p.__name__ for p in parts if not p.MULTI_PROCESS]
+    single = [p for p in parts if not p.MULTI_PROCESS]
     if single:
         raise UnknownAlgorithmError(f"{args.algorithm} does not train across processes yet "
-                                    f"({single[-1]} keeps per-process state): run it on one GPU")
+                                    f"({single[-1].__name__}: "
+                                    f"{single[-1].SINGLE_PROCESS_REASON}): run it on one GPU")
     args.world_size = world
     args.lr_scale = world if args.lr_scaling == "linear" else 1
     return args.lr_scale
@@ -266,7 +267,7 @@ def _build(args, out: Path, resolved: Resolution, dataset, protocol: SDGDMLProto
     algorithm = create_algorithm(args.algorithm, create_model(hparams, args.pretrained_file),
                                  num_classes, hparams, schedule, sizes).to(device)
     speed.configure(algorithm, args.precision, args.channels_last, args.compile, device,
-                    distributed.average_gradients if world > 1 else None)
+                    distributed.OverlappedAverage(algorithm) if world > 1 else None)
     image_size, data_config = hparams["image_size"], T.data_config(hparams)
     if args.jpeg_draft:
         speed.enable_jpeg_draft(dataset, image_size)

@@ -139,11 +139,12 @@ def test_algorithms_with_per_process_state_are_refused(tmp_path, monkeypatch):
     from sdgdml.train import main
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    with pytest.raises(SystemExit, match="error: UEM does not train across processes yet"):
+    with pytest.raises(SystemExit, match="error: UEM does not train across processes yet "
+                                         r"\(UEM: its memory banks are indexed"):
         main(["--algorithm", "UEM", "--targets", "uci", "--output_dir", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
     with pytest.raises(SystemExit, match=r"ProxyAnchor\+CenterPolar does not train across "
-                                         r"processes yet \(CenterPolar keeps"):
+                                         r"processes yet \(CenterPolar: C3E expands"):
         main(["--algorithm", "ProxyAnchor+CenterPolar", "--targets", "uci",
               "--output_dir", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()

@@ -87,3 +87,34 @@ def test_the_monitor_reads_once_per_interval_and_shows_the_mean_loss(tmp_path, c
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("loss=")[1].split()[0] for line in lines] == ["2.5", "5", "6"]
     monitor.close()
+
+
+def test_overlapped_average_starts_every_bucket_during_backward(tmp_path):
+    """``distributed.OverlappedAverage`` with tiny buckets, on a one-process gloo group (the
+    2-process equality with one process: tests/test_distributed.py): every bucket's
+    all-reduce starts inside backward, also with a frozen part, and the gradients stay what
+    backward computed (the mean over one process)."""
+    import torch.distributed as dist
+
+    from sdgdml.distributed import OverlappedAverage
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0,
+                            world_size=1)
+    try:
+        net = _tiny_net()
+        average = OverlappedAverage(net, bucket_mb=1e-4)          # ~100 bytes: many buckets
+        assert len(average.buckets) > 3
+        for frozen in (False, True):
+            for p in net.backbone.features[0].parameters():
+                p.requires_grad_(not frozen)
+            net.zero_grad(set_to_none=True)
+            net(torch.randn(4, 3, SIDE, SIDE)).sum().backward()
+            assert average.started == len(average.buckets)        # all started in backward
+            grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+            average(net)
+            assert all(torch.equal(p.grad, grads[n]) for n, p in net.named_parameters()
+                       if p.grad is not None)
+            assert (net.backbone.features[0].weight.grad is None) == frozen
+            assert average.started == 0 and not average.works
+    finally:
+        dist.destroy_process_group()

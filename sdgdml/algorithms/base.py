@@ -107,6 +107,7 @@ class MetricLoss(nn.Module):
     SAMPLER = "random"      # or "m_per_class" (class-balanced batches, pair-based losses)
     NEEDS = DataNeeds()
     MULTI_PROCESS = True    # False: keeps per-process state that the gathered batch would mix
+    SINGLE_PROCESS_REASON = ""      # with MULTI_PROCESS False: why, in one line
 
     @classmethod
     def check_hparams(cls, hparams: dict) -> None:
@@ -198,6 +199,8 @@ class Algorithm(nn.Module):
     # trains exactly across processes (``distributed``): its update computes the batch loss
     # on ``gather``'s global batch and keeps no per-process state
     MULTI_PROCESS = False
+    # why not, in the one-line refusal of a several-process run (``train``)
+    SINGLE_PROCESS_REASON = "it keeps per-process state"
 
     def __init__(self, network: nn.Module, num_classes: int, hparams: dict, schedule: Schedule,
                  domain_sizes: dict[str, int] | None = None):

@@ -218,9 +218,10 @@ class CenterPolar(Plugin):
     metric loss. The bare name ``CenterPolar`` is ``ProxyAnchor+CenterPolar`` (the paper's base:
     proxy losses). The module docstring gives the equations and every default's reason."""
 
-    # each process expands its own images into its own pool: a gathered batch would not say
-    # which rows are expanded ones
     MULTI_PROCESS = False
+    SINGLE_PROCESS_REASON = (
+        "C3E expands each process's own images into that process's pool, and the gathered "
+        "batch would not say which of its rows are expanded images (C4's centroids need it)")
 
     @staticmethod
     def declare_hparams(hp, small):
@@ -254,6 +255,7 @@ class CenterPolar(Plugin):
                              "cp_c3e_ratio >= 0")
         init_c4(self, h, "cp_", num_classes, embed_dim)
         self.pool: collections.deque = collections.deque(maxlen=int(h["cp_c3e_pool"]))
+        self.pooled: tuple[torch.Tensor, torch.Tensor] | None = None   # the pool concatenated
         self.calls = 0                  # expand_inputs calls (steps): when to generate
         self.n_extra = 0                # expanded images at the end of the next forward's batch
         self.gain_deg = torch.zeros(())     # a tensor: read with the other logged values
@@ -273,6 +275,7 @@ class CenterPolar(Plugin):
         gain = ((dists[-1] - dists[0]) * keep).sum() / keep.sum().clamp(min=1)
         self.gain_deg = gain * (180 / math.pi if self.distance == "geodesic" else 1.0)
         self.pool.append((x_adv, y.clone()))
+        self.pooled = None
 
     def expand_inputs(self, x, y, network):
         """Every ``cp_c3e_every`` calls a new generation; then ratio * B images drawn uniformly
@@ -286,8 +289,10 @@ class CenterPolar(Plugin):
         m = round(self.ratio * len(x))
         if not self.pool or m == 0:
             return None
-        px = torch.cat([p[0] for p in self.pool])
-        py = torch.cat([p[1] for p in self.pool])
+        if self.pooled is None:         # concatenated once per generation, not every step
+            self.pooled = (torch.cat([p[0] for p in self.pool]),
+                           torch.cat([p[1] for p in self.pool]))
+        px, py = self.pooled
         idx = torch.randint(len(px), (m,), device=px.device)
         self.n_extra = m
         return px[idx], py[idx]
@@ -325,3 +330,4 @@ class CenterPolar(Plugin):
         self.gain_deg = torch.as_tensor(state["gain_deg"], dtype=torch.float32)
         self.pool.clear()
         self.pool.extend((p["x"], p["y"]) for p in state["pool"])
+        self.pooled = None

@@ -146,6 +146,7 @@ class ProtoAlign(Algorithm):
     {domain: images} of B; no labels."""
 
     NEEDS = DataNeeds(labels=False, unlabeled_targets=True)
+    SINGLE_PROCESS_REASON = "its memory queues fill from this process's batches only"
 
     @staticmethod
     def declare_hparams(hp, small):

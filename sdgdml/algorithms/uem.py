@@ -72,6 +72,9 @@ class UEM(Algorithm):
     unlabeled retrieval domain; no labels."""
 
     NEEDS = DataNeeds(labels=False, indices=True, unlabeled_targets=True)
+    SINGLE_PROCESS_REASON = ("its memory banks are indexed by this process's images and its "
+                             "K-Means prototypes are built from them; gathering them across "
+                             "processes is not implemented")
 
     @classmethod
     def recipe(cls, small: bool) -> dict:
