@@ -130,11 +130,15 @@ def configure(algorithm: nn.Module, precision: str, channels_last: bool,
     so checkpoints are interchangeable with eager runs). Where compiling is unavailable, one
     line says why and the run stays eager. Returns whether it compiled.
 
-    The losses stay eager, measured (``benchmarks/bench_train_throughput.py``, CPU): a
-    compiled SEE recompiles as its curriculum changes the number of expanded embeddings
-    (+765% per step instead of +11%), and CenterPolar's in-place update of its centres during
-    the forward breaks the compiled backward (a saved tensor modified in place). CUDA graphs
-    (``mode="reduce-overhead"``) are not used for the same reason (shapes that change)."""
+    The base loss is compiled too (``MetricLoss.bare()``, in place: what a plug-in calls on
+    the batch and on its synthetic embeddings); its shapes settle after warm-up (a plug-in's
+    second batch size makes Dynamo mark the batch dimension dynamic once, then no recompile:
+    ``tests/test_host_reads.py``). The plug-ins' own code stays eager: it reads host-side
+    schedule state every step (SEE's epoch and number of expanded samples, CenterPolar's
+    generation counter and pool), on which a compiled forward would guard and recompile every
+    step (measured: SEE +765% per step), and CenterPolar updates its centres in place inside
+    the forward, which breaks a compiled backward. CUDA graphs (``mode="reduce-overhead"``)
+    are not used for the same reason (shapes that change)."""
     algorithm.precision = Precision(precision, device, sync)
     if channels_last:
         algorithm.network.to(memory_format=torch.channels_last)
@@ -145,6 +149,9 @@ def configure(algorithm: nn.Module, precision: str, channels_last: bool,
         log.warning("--compile: %s; running eager", why)
         return False
     algorithm.network.compile(backend=compile_backend)
+    loss = getattr(algorithm, "loss", None)         # loss compositions (MetricLearning)
+    if loss is not None:
+        loss.bare().compile(backend=compile_backend)
     return True
 
 

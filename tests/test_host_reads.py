@@ -118,3 +118,31 @@ def test_overlapped_average_starts_every_bucket_during_backward(tmp_path):
             assert average.started == 0 and not average.works
     finally:
         dist.destroy_process_group()
+
+
+def test_the_compiled_base_loss_does_not_recompile_after_warm_up():
+    """``--compile`` (``speed.configure``) on ProxyAnchor+SEE, the representative case: SEE's
+    curriculum changes its synthetic batch (k = 0, 0, 0, 1, 2, 2, 3, 4 samples x 8 at epochs
+    0-7 of 12): after the warm-up (both batch sizes seen, the dimension then dynamic) no new
+    graph. Only this set is compiled here: compiling every algorithm costs minutes on this
+    CPU (``benchmarks/bench_train_throughput.py --launches`` counts them all)."""
+    from torch import _dynamo
+    from torch._dynamo.utils import counters
+
+    from sdgdml import speed
+
+    name = "ProxyAnchor+SEE"
+    hp = get_hparams(name, "DigitsDG", overrides={"batch_size": BATCH, "embed_dim": DIM})
+    torch.manual_seed(0)
+    alg = create_algorithm(name, _tiny_net(), CLASSES, hp, Schedule(12, 1), {})
+    _dynamo.reset()
+    assert speed.configure(alg, "fp32", False, "eager", torch.device("cpu"))   # Dynamo only
+    ks = []
+    for step in range(8):
+        if step == 5:
+            graphs = counters["stats"]["unique_graphs"]
+        alg.train_step(_batch(name, step))
+        ks.append(alg.loss.num_expanded(BATCH))
+    assert ks == [0, 0, 0, 1, 2, 2, 3, 4]
+    assert counters["stats"]["unique_graphs"] == graphs
+    _dynamo.reset()
