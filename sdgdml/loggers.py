@@ -3,8 +3,8 @@
 Biases, optional: imported only when asked for, offline unless ``WANDB_MODE`` says otherwise).
 
 The trainer logs, under ``train/``, every step's losses (``loss`` and named components, read
-from the device in batches: ``RunMonitor``), the learning rate of each optimizer group (:func:`learning_rates`, the same ``lr_<group>`` keys as
-in the records) and the step time; under ``eval/``, every split's metrics at each checkpoint
+from the device in batches: ``RunMonitor``), the learning rate of each optimizer group
+(:func:`learning_rates`, the same ``lr_<group>`` keys as in the records) and the step time; under ``eval/``, every split's metrics at each checkpoint
 (the record's ``<split>_<metric>`` keys). A resumed run purges what was logged after its
 checkpoint, so the curves show each step once.
 """
