@@ -90,12 +90,17 @@ class TrainForks:
     def start(self, argv: list[str]) -> ForkedRun:
         self._server.stdin.write(json.dumps(argv) + "\n")
         self._server.stdin.flush()
-        return ForkedRun(self._server)
+        self._last = ForkedRun(self._server)
+        return self._last
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        last = getattr(self, "_last", None)
+        if last is not None and last.poll() is None:     # a test that failed midway
+            last.send_signal(signal.SIGKILL)
+            last.wait()
         self._server.stdin.close()
         try:
             self._server.wait(timeout=60)
