@@ -271,9 +271,10 @@ def test_shorthand_and_bad_values():
 
 def test_trains_end_to_end_and_records_the_expansion(tmp_path):
     out = tmp_path / "cp"
-    main(["--algorithm", "CenterPolar", "--output_dir", str(out), "--targets", "uci",
+    main(["--algorithm", "CenterPolar", "--output_dir", str(out), "--targets", "sketch",
           "--steps", "3", "--checkpoint_freq", "3", "--no_eval_at_start", "--quiet",
           "--hparams", json.dumps({"cp_c3e_steps": 2, "cp_c3e_every": 1, "batch_size": 32})])
     last = read_records(out / "results.jsonl")[-1]
     assert {"cp_base", "cp_pull", "cp_sep", "cp_expanded", "cp_pool", "cp_c3e_gain_deg"} <= set(last)
-    assert last["cp_expanded"] > 0 and last["cp_c3e_gain_deg"] > 0 and "uci_test_recall@1" in last
+    assert last["cp_expanded"] > 0 and last["cp_c3e_gain_deg"] > 0
+    assert "sketch_test_recall@1" in last

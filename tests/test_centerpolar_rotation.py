@@ -123,7 +123,7 @@ def test_shorthand_is_proxy_anchor_plus_centerpolar():
 
 def _train(tmp_path, name, algorithm, hparams=None):
     out = tmp_path / name
-    argv = ["--algorithm", algorithm, "--output_dir", str(out), "--targets", "uci", "--steps", "4",
+    argv = ["--algorithm", algorithm, "--output_dir", str(out), "--targets", "sketch", "--steps", "4",
             "--checkpoint_freq", "4", "--no_eval_at_start", "--quiet", "--save_model"]
     if hparams:
         argv += ["--hparams", json.dumps(hparams)]
@@ -142,7 +142,7 @@ def test_trains_end_to_end_and_reduces_to_proxy_anchor_when_off(tmp_path):
     rec_on, model_on = _train(tmp_path, "on", "CenterPolarRotation")
     last = rec_on[-1]
     assert {"cpr_base", "cpr_expand", "cpr_shift_deg", "cpr_pull", "cpr_sep"} <= set(last)
-    assert last["cpr_shift_deg"] > 0 and "uci_test_recall@1" in last
+    assert last["cpr_shift_deg"] > 0 and "sketch_test_recall@1" in last
     assert not all(torch.equal(model_on[k], model_pa[k]) for k in model_pa)
 
 

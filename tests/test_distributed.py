@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -101,6 +102,10 @@ def test_killed_ddp_run_resumes_to_identical_records(tmp_path, ddp_records):
     assert run_records(tmp_path) == ddp_records
 
 
+@pytest.mark.slurm
+@pytest.mark.skipif(shutil.which("srun") is None,
+                    reason="Slurm is not installed: submitit's Slurm executor needs srun "
+                           "(as root: bash tests/slurm/setup_slurm.sh; `make test` does it)")
 def test_slurm_gpus_per_node_are_tasks_of_one_run(tmp_path):
     import argparse
 

@@ -1,8 +1,9 @@
 """A run survives faults: 10 SIGKILLs of a real DigitsDG training process at random points
-(while it starts, steps, evaluates or writes its checkpoint), each followed by the same
-command, end in exactly the records of an uninterrupted run (timing and memory fields aside)
-and leave no temporary file; a second process on a running run, a planted checkpoint, a NaN
-loss and a full disk each stop with one line and lose nothing."""
+(while it starts, steps, evaluates or writes its checkpoint; each process forked ready to train
+by ``forked_train.py``), then the same command (``python -m sdgdml.train``), end in exactly the
+records of an uninterrupted run (timing and memory fields aside) and leave no temporary file; a
+second process on a running run, a planted checkpoint, a NaN loss and a full disk each stop
+with one line and lose nothing."""
 from __future__ import annotations
 
 import errno
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 import sdgdml.train as train_mod
+from forked_train import TrainForks
 from helpers import PYTHON, TINY_TRAIN, run_records, subprocess_env
 from sdgdml import atomic
 from sdgdml.records import read_records
@@ -47,11 +49,11 @@ def _wait(condition, timeout: float, proc) -> None:
         time.sleep(0.002)
 
 
-def _kill_once(run, attempt: int, mode: str, rng: random.Random) -> bool:
-    """Start the run, SIGKILL it at a point chosen by ``mode``; False if it finished first."""
-    proc = subprocess.Popen([PYTHON, "-m", "sdgdml.train", *KILL_ARGS, "--output_dir", str(run)],
-                            env=subprocess_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def _kill_once(forks: TrainForks, run, attempt: int, mode: str, rng: random.Random) -> bool:
+    """Start the run (a training process forked from ``forks``, ready to train without the
+    command's seconds of imports), SIGKILL it at a point chosen by ``mode``; False if it
+    finished first."""
+    proc = forks.start([*KILL_ARGS, "--output_dir", str(run)])
     # this attempt's setup is logged (attempts before it logged theirs)
     _wait(lambda: _count(run / "out.txt", "checkpoint every") > attempt, 120, proc)
     if mode == "checkpoint":        # while checkpoint.pt.tmp is being written
@@ -91,7 +93,8 @@ def test_ten_random_sigkills_then_identical_records(tmp_path, kill_reference):
     seed = time.time_ns() % 10 ** 6
     rng = random.Random(seed)
     run = tmp_path / "run"
-    kills = [_kill_once(run, i, MODES[i % len(MODES)], rng) for i in range(KILLS)]
+    with TrainForks(subprocess_env()) as forks:
+        kills = [_kill_once(forks, run, i, MODES[i % len(MODES)], rng) for i in range(KILLS)]
     assert all(kills), f"the run finished before all {KILLS} kills (seed {seed})"
     assert not (run / "done").exists()
     subprocess.run([PYTHON, "-m", "sdgdml.train", *KILL_ARGS, "--output_dir", str(run)],

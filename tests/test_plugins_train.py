@@ -7,12 +7,12 @@ import pytest
 from sdgdml.records import read_records
 from sdgdml.train import build_parser, main, train
 
-SPLITS = ["mnist_val", "mnist_test", "uci_test"]
+SPLITS = ["mnist_val", "mnist_test", "sketch_test"]
 
 
 def _run(tmp_path, *extra):
     args = build_parser().parse_args(["--output_dir", str(tmp_path), "--quiet",
-                                      "--targets", "uci", "--no_eval_at_start", *extra])
+                                      "--targets", "sketch", "--no_eval_at_start", *extra])
     return train(args)
 
 

@@ -40,7 +40,7 @@ def wait_done(out: Path, timeout: float = 900) -> list:
             tails = "\n".join(p.with_suffix(".err").read_text()[-1500:] for p in logs
                               if p.with_suffix(".err").exists())
             pytest.fail(f"runs did not finish: {[(s.state, s.detail) for s in states]}\n{tails}")
-        time.sleep(2)
+        time.sleep(0.5)
 
 
 def test_slurm_sweep_one_array_then_tables(slurm, tmp_path, capsys):

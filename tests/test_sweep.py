@@ -329,9 +329,11 @@ def test_submitit_local_launcher(tmp_path, capsys):
     assert job["launcher"] == "submitit_local" and job["job_id"] == str(job["pid"])
     deadline = time.time() + 300
     while not (run / "done").exists() and time.time() < deadline:
-        time.sleep(1)
+        time.sleep(0.2)
     assert (run / "done").exists(), Path(job["log"]).read_text()[-2000:]
-    time.sleep(2)                                    # let submitit write its result
+    deadline = time.time() + 30                      # until submitit has written its result
+    while not list(Path(job["submitit_folder"]).glob("*_result.pkl")) and time.time() < deadline:
+        time.sleep(0.2)
     (state,) = sweep.run_states({run.name: (run, {})})
     assert state.state == "DONE"
 
