@@ -382,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="datasets (default source, every other domain a target); Dataset:* = all sources")
     a("--splits", nargs="*", default=None,
       help="explicit splits: 'Dataset:source->target1,target2'")
-    a("--algorithms", nargs="*", default=None, help="names or compositions (ProxyAnchor+SEE)")
+    a("--algorithms", nargs="*", default=None,
+      help="names or compositions (ProxyAnchor+SEE); list them: python -m sdgdml.list algorithms")
     a("--n_hparams", type=int, default=None,
       help="hparams seeds 0..N-1 per algorithm (0 = defaults); default: the file's, else 1")
     a("--n_trials", type=int, default=None,

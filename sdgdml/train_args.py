@@ -29,6 +29,18 @@ stops without writing.
 """
 
 
+def algorithm_help() -> str:
+    """--algorithm's help, from the registry: every name and how to compose them."""
+    from .algorithms import registry
+
+    shorthand = [n for n in registry.names("plugin") if registry.component("plugin", n).default_base]
+    return (f"base loss ({', '.join(registry.names('loss'))}), optionally with '+Plugin's "
+            f"({', '.join(registry.names('plugin'))}; e.g. ProxyAnchor+SEE); a plug-in alone "
+            f"({', '.join(shorthand)}); or a standalone algorithm "
+            f"({', '.join(registry.names('algorithm'))}). Details: python -m sdgdml.list "
+            f"algorithms; hparams: python -m sdgdml.list hparams NAME")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser (every flag has its role in ``flags.FLAG_ROLES``)."""
     p = argparse.ArgumentParser(
@@ -40,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
             raise KeyError(f"train flag {flag} has no role in sdgdml/flags.py")
         p.add_argument(flag, **kwargs)
     a("--dataset", default="DigitsDG", help=f"registered dataset: {', '.join(sorted(DATASETS))} "
-      f"(or one registered in --dataset_config)")
+      f"(or one registered in --dataset_config); domains and splits: python -m sdgdml.list "
+      f"datasets NAME")
     a("--split", default=None,
       help="dataset, source and targets in one: 'PACS:photo->art_painting,cartoon,sketch' "
            "(replaces --dataset/--source/--targets; list them: python -m sdgdml.datasets splits "
@@ -54,11 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
       help="YAML file registering image-folder datasets and/or their locations (default: "
            "<data_dir>/sdgdml_datasets.yaml if present)")
     a("--output_dir", required=True, help="run folder for records, log and checkpoint")
-    a("--algorithm", default="ProxyAnchor",
-      help="base loss or standalone algorithm, optionally with '+Plugin's (ProxyAnchor+SEE)")
+    a("--algorithm", default="ProxyAnchor", help=algorithm_help())
     a("--hparams", default=None,
       help="JSON dict overriding hyperparameters, applied last (after --recipe and a sweep's "
-           "values); every hparam's origin is written to hparam_origins.json")
+           "values); every hparam's origin is written to hparam_origins.json; each "
+           "algorithm's hparams: python -m sdgdml.list hparams NAME")
     a("--sweep_hparams", default=None,
       help="JSON dict of the values a sweep fixes or draws for this run (set by sdgdml.sweep; "
            "recorded with origin 'sweep'; --hparams still wins)")

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Callable
 
+from ..suggest import did_you_mean
+
 KINDS = ("loss", "plugin", "algorithm")
 
 
@@ -144,11 +146,15 @@ def components(name: str) -> list[Component]:
     if base not in _REGISTRY["loss"]:
         hint = (f" ({base} is a plug-in: put a base loss first, e.g. ProxyAnchor+{base})"
                 if base in _REGISTRY["plugin"] else "")
+        hint = hint or did_you_mean(base, [*_REGISTRY["loss"], *_REGISTRY["algorithm"],
+                                           *(n for n, c in _REGISTRY["plugin"].items()
+                                             if c.default_base)])
         raise UnknownAlgorithmError(f"unknown algorithm {name!r}{hint}; known "
                                     f"{known_components()}")
     for p in plugins:
         if p not in _REGISTRY["plugin"]:
-            raise UnknownAlgorithmError(f"unknown plug-in {p!r} in {name!r}; known "
+            raise UnknownAlgorithmError(f"unknown plug-in {p!r} in {name!r}"
+                                        f"{did_you_mean(p, _REGISTRY['plugin'])}; known "
                                         f"{known_components()}")
     if len(set(parts)) != len(parts):
         raise UnknownAlgorithmError(f"a component appears twice in {name!r}")
