@@ -7,6 +7,7 @@ average) and averaged over datasets, after model selection.
     python collect_results.py --input_dir a/ b/ --selection source_val oracle last \\
         --metrics recall@1 recall@4 map@r --show_hparams
     python collect_results.py --input_dir sweeps_out/ --format csv --plots plots/
+    python collect_results.py --input_dir sweeps_out/pfml_t1 --with_source --reported
 
 Cells: mean ± standard error over trials, in %; SE = sample std (ddof=1) / sqrt(n).
 See sdgdml/collect.py for the selection methods. Exit status 1 (``error: ...``) when an input
@@ -21,6 +22,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from sdgdml.reported import ReportedError, read, sweep_files_of
 from sdgdml.collect import (DATA_FORMATS, SELECTION_METHODS, NoResultsError, collect,
                             load_records)
 from sdgdml.validation import InvalidValueError, check_output_dir
@@ -52,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(fractions)")
     fmt.add_argument("--latex", dest="format", action="store_const", const="latex",
                      help="a complete, compilable LaTeX document (booktabs)")
+    a("--reported", nargs="*", default=None, metavar="SWEEP_FILE",
+      help="also print the published numbers of the sweep files' 'reported:' sections beside "
+           "ours, with ours minus the paper's and the source (paper, table, column); without a "
+           "file: the sweeps/<name>.yaml named in each input folder's sweep.json")
     a("--output", default=None, help="write to this file instead of stdout")
     a("--plots", default=None, metavar="DIR",
       help="also write PNG plots to DIR: per-domain bars per algorithm with standard-error "
@@ -68,6 +74,25 @@ def draw_plots(args) -> None:
         df, _ = load_records(args.input_dir, args.include_incomplete)
     plots(df, args.plots, args.selection, args.metrics, args.selection_metric, args.protocol,
           args.with_source)
+
+
+def published(args) -> tuple[list, list[str]]:
+    """The published cells and notes of --reported's sweep files (or of the input folders')."""
+    files = args.reported or sweep_files_of(args.input_dir)
+    if not files:
+        raise ReportedError("--reported: no sweep file given, and no input folder's sweep.json "
+                            "names one in sweeps/: give the file, e.g. --reported "
+                            "sweeps/pfml_table1.yaml")
+    cells, notes = [], []
+    for f in files:
+        if not Path(f).is_file():
+            raise ReportedError(f"--reported: no such file: {f}")
+        c, n = read(f)
+        if not c and not n:
+            raise ReportedError(f"{f}: no 'reported:' section (the published numbers)")
+        cells += c
+        notes += n
+    return cells, notes
 
 
 def check_args(args) -> None:
@@ -89,6 +114,9 @@ def check_args(args) -> None:
         if not args.plots.strip():
             raise InvalidValueError("--plots is empty: name a folder")
         check_output_dir(Path(args.plots), "--plots")
+    if args.reported is not None and args.format in DATA_FORMATS:
+        raise InvalidValueError(f"--reported prints tables: use --format markdown, plain, "
+                                f"latex or latex_tabular (not {args.format})")
     for metric in [*args.metrics, args.selection_metric]:
         if not metric.strip():
             raise InvalidValueError("a metric name is empty")
@@ -99,12 +127,13 @@ def main(argv=None) -> None:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         check_args(args)
+        reported = None if args.reported is None else published(args)
         text = collect(args.input_dir, args.selection, args.metrics, args.selection_metric,
                        args.protocol, args.with_source, args.include_incomplete,
-                       args.show_hparams, args.digits, args.format)
+                       args.show_hparams, args.digits, args.format, reported)
         if args.output:
             Path(args.output).write_text(text)
-    except (NoResultsError, InvalidValueError) as e:
+    except (NoResultsError, InvalidValueError, ReportedError) as e:
         raise SystemExit(f"error: {e}") from None
     except OSError as e:
         raise SystemExit(f"error: cannot write {e.filename}: {e.strerror}") from None

@@ -394,9 +394,12 @@ def render_rows(rows: list[dict], fmt: str) -> str:
 def collect(input_dirs, selections=("source_val",), metrics=("recall@1",),
             selection_metric: str = "recall@1", protocol: str = "all",
             with_source: bool = False, include_incomplete: bool = False,
-            show_hparams: bool = False, digits: int = 1, fmt: str = "markdown") -> str:
+            show_hparams: bool = False, digits: int = 1, fmt: str = "markdown",
+            reported=None) -> str:
     """Everything ``collect_results.py`` prints, as one string (``fmt``: markdown, plain,
-    latex, csv or json); its ``--plots`` are ``collect_plots.plots``'s."""
+    latex, csv or json); its ``--plots`` are ``collect_plots.plots``'s; ``reported``:
+    (published cells, notes) of ``sdgdml.reported``, tabulated beside ours after the other
+    tables."""
     df, hparams = load_records(input_dirs, include_incomplete)
     if df.empty:
         raise NoResultsError("no completed runs found in " + ", ".join(map(str, dirs_of(
@@ -426,7 +429,26 @@ def collect(input_dirs, selections=("source_val",), metrics=("recall@1",),
     note = (f"Cells: {SE_NOTE}; in %. {n_runs} runs, {len(df)} records. Selection by "
             f"{selection_metric}: " + "; ".join(f"{m} = {_SELECTION_DOC[m]}" for m in selections)
             + ". " + ORACLE_NOTE)
+    if reported is not None:
+        more, notes = reported_tables(df, reported, selections, selection_metric, protocol,
+                                      digits)
+        tables += more
+        note += " Reported numbers: " + " ".join(f"{n}." for n in notes)
     return render(tables, fmt, note)
+
+
+def reported_tables(df, reported, selections, selection_metric, protocol, digits):
+    """The published cells beside ours (per selection), and the notes of their sources."""
+    from .reported import comparison_tables
+
+    cells, notes = reported
+    rows = []
+    for method in selections:
+        sel = select(df, method, selection_metric, protocol)
+        for metric in dict.fromkeys(c.metric for c in cells):
+            rows += cell_rows(sel, method, metric, protocol, with_source=True)
+    tables, refs = comparison_tables(rows, cells, digits, selections)
+    return tables, [*refs, *dict.fromkeys(notes)]
 
 
 ORACLE_NOTE = ("The official codes of ProxyAnchor, SEE and PFML report the best test epoch: "

@@ -15,6 +15,8 @@ are values, never exponents), e.g. ``{lr: {log_uniform: [1.0e-5, 1.0e-3]}, batch
 {choice: [32, 64]}, pa_margin: {uniform: [0, 0.3]}}``. Both reach the run as
 ``--sweep_hparams``, recorded with the origin ``sweep`` (``hparams_registry``).
 ``train_args`` holds any other ``python -m sdgdml.train`` flag (``steps``, ``protocol``, ...).
+``reported`` holds the published numbers the sweep reproduces (``sdgdml.reported``; read by
+``collect_results.py --reported``, never by a run).
 
 A run's folder is ``<output_dir>/<md5 of its experiment identity>``: the train args that
 differ from their defaults, machine paths and speed knobs (``flags.MACHINE_ARGS``) left out,
@@ -36,7 +38,7 @@ from .search_space import from_spec
 
 # every key a sweep file may hold (anything else is a typo and an error)
 FILE_KEYS = ("name", "description", "splits", "datasets", "algorithms", "n_hparams",
-             "n_trials", "trial_seeds", "hparams", "hparam_ranges", "train_args")
+             "n_trials", "trial_seeds", "hparams", "hparam_ranges", "train_args", "reported")
 
 
 MAX_RUNS = 10_000      # a larger sweep needs --max_runs (its sweep.json grows ~1 KiB a run)
@@ -166,6 +168,12 @@ def from_file(path: str | Path) -> SweepDefinition:
     unknown = set(map(str, data)) - set(FILE_KEYS)
     if unknown:
         problems.append(f"{path}: unknown keys {sorted(unknown)}; known: {', '.join(FILE_KEYS)}")
+    from .reported import ReportedError, parse as parse_reported
+
+    try:     # the paper's numbers (collect_results.py --reported); not part of any run
+        parse_reported(data.get("reported"), f"{path}: reported")
+    except ReportedError as e:
+        problems.append(str(e))
     splits = [*field_of("splits", list, "a list of splits", []),
               *field_of("datasets", list, "a list of datasets", [])]
     train_args = field_of("train_args", dict, "a mapping of train flags to values", {})
