@@ -4,6 +4,7 @@ average) and averaged over datasets, after model selection.
 
     python collect_results.py --input_dir sweeps_out/
     python collect_results.py --input_dir sweeps_out/ --latex --output tables.tex
+    python collect_results.py --input_dir sweeps_out/ --format latex_tabular --output t.tex
     python collect_results.py --input_dir a/ b/ --selection source_val oracle last \\
         --metrics recall@1 recall@4 map@r --show_hparams
     python collect_results.py --input_dir sweeps_out/ --format csv --plots plots/
@@ -25,6 +26,7 @@ from pathlib import Path
 from sdgdml.reported import ReportedError, read, sweep_files_of
 from sdgdml.collect import (DATA_FORMATS, SELECTION_METHODS, NoResultsError, collect,
                             load_records)
+from sdgdml.tables import LATEX_FORMATS
 from sdgdml.validation import InvalidValueError, check_output_dir
 
 
@@ -48,12 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--show_hparams", action="store_true", help="also print the selected hparams per cell")
     a("--digits", type=int, default=1, help="decimals in the tables")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--format", choices=("markdown", "plain", "latex", *DATA_FORMATS),
+    fmt.add_argument("--format", choices=("markdown", "plain", *LATEX_FORMATS, *DATA_FORMATS),
                      default="markdown",
-                     help="output format; csv/json: one row per cell with mean, se and n "
-                          "(fractions)")
+                     help="output format; latex_tabular: one booktabs tabular per table (its "
+                          "title in a comment) to \\input into a paper; latex: a complete "
+                          "document holding them; in both the best cell of each column is "
+                          "bold; csv/json: one row per cell with mean, se and n (fractions)")
     fmt.add_argument("--latex", dest="format", action="store_const", const="latex",
-                     help="a complete, compilable LaTeX document (booktabs)")
+                     help="= --format latex: a complete, compilable LaTeX document (booktabs)")
     a("--reported", nargs="*", default=None, metavar="SWEEP_FILE",
       help="also print the published numbers of the sweep files' 'reported:' sections beside "
            "ours, with ours minus the paper's and the source (paper, table, column); without a "

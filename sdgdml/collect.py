@@ -306,7 +306,7 @@ def dataset_tables(sel: pd.DataFrame, metric: str, method: str, digits: int = 1,
             continue
         n_max = max(len(f) for f in per_alg.values())
         t = Table(f"{dataset}: {metric_name(metric)} (%), selection: {method}",
-                  ["algorithm", *columns, "average"])
+                  ["algorithm", *columns, "average"], bold_best=better(metric))
         for alg in sorted(per_alg):
             f = per_alg[alg]
             t.rows.append([alg, *(cell(f[c], digits, n_max) for c in [*columns, "average"])])
@@ -318,21 +318,23 @@ def dataset_tables(sel: pd.DataFrame, metric: str, method: str, digits: int = 1,
 def averages_table(averages: dict[str, dict[str, pd.Series]], metric: str, method: str,
                    digits: int = 1) -> Table | None:
     """Rows = algorithms, columns = each dataset's average + the mean over datasets
-    (per trial: the mean of that trial's dataset averages; only where every dataset ran)."""
+    (per trial: the mean of that trial's dataset averages; only where every dataset ran; with
+    one dataset, its average alone)."""
     if not averages:
         return None
     datasets = sorted(averages)
     algs = sorted({a for per in averages.values() for a in per})
     n_max = max(len(s) for per in averages.values() for s in per.values())
+    several = len(datasets) > 1      # one dataset: its average, no copy of it as "average"
     t = Table(f"Average over datasets: {metric_name(metric)} (%), selection: {method}",
-              ["algorithm", *datasets, "average"])
+              ["algorithm", *datasets, *["average"] * several], bold_best=better(metric))
     for alg in algs:
         series = [averages[d].get(alg) for d in datasets]
         cells = [cell(s, digits, n_max) if s is not None else "–" for s in series]
-        if all(s is not None for s in series):
+        if several and all(s is not None for s in series):
             overall = pd.concat(series, axis=1).mean(axis=1, skipna=False)
             cells.append(cell(overall, digits, n_max))
-        else:
+        elif several:
             cells.append("–")
         t.rows.append([alg, *cells])
     return t
@@ -359,6 +361,11 @@ def hparams_table(sel: pd.DataFrame, hparams: dict[str, dict], df: pd.DataFrame,
 
 def _short(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def better(metric: str) -> str:
+    """Which end of a metric's column is best: "min" for distances (PFML's proxy_w2)."""
+    return "min" if metric.endswith("_w2") else "max"
 
 
 def metric_name(metric: str) -> str:
@@ -421,7 +428,7 @@ def collect(input_dirs, selections=("source_val",), metrics=("recall@1",),
                                                    with_source)
             tables += per_dataset
             avg = averages_table(averages, metric, method, digits)
-            if avg is not None and len(averages) > 1:
+            if avg is not None:       # also for one dataset: the row to quote in a paper
                 tables.append(avg)
         if show_hparams:
             tables.append(hparams_table(sel, hparams, df, method))
