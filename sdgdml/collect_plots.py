@@ -1,6 +1,7 @@
 """The plots of ``collect_results.py --plots``: per selection, metric and dataset, bars of each
 target column and the average (one bar per algorithm, ± one SE over trials) and the selected
-runs' target average over checkpoints (mean ± SE over trials)."""
+runs' target average over checkpoints (mean ± SE over trials); in % (fractions such as R@K),
+with the chance level of the dataset's unseen classes; each a PDF and a PNG."""
 from __future__ import annotations
 
 import re
@@ -50,15 +51,34 @@ def plots(df: pd.DataFrame, out_dir, selections, metrics, selection_metric: str 
                 columns, per_alg = per_trial(sel, dataset, metric, protocol, with_source)
                 if not columns:
                     continue
-                cells = {alg: [mean_se(f[c])[:2] for c in [*columns, "average"]]
+                scale, unit = (100.0, " (%)") if figures.is_percent(metric) else (1.0, "")
+                cells = {alg: [tuple(scale * v for v in mean_se(f[c])[:2])
+                               for c in [*columns, "average"]]
                          for alg, f in sorted(per_alg.items())}
+                chance, chance_text = _chance(dataset, metric)
+                chance = None if chance is None else scale * chance
                 files += figures.grouped_bars(
                     cells, [*columns, "average"],
                     out / f"{_file_name('bars', dataset, metric, method)}.png",
-                    f"{dataset}: {name}, selection {method} (± SE over trials)", name)
+                    f"{dataset}: {name}, selection {method} (± SE over trials)",
+                    f"{name}{unit}", chance, chance_text)
+                series = {alg: (x, *(scale * np.asarray(v, float) for v in (m, se)))
+                          for alg, (x, m, se) in checkpoint_series(
+                              df, sel, dataset, metric, protocol).items()}
                 files += figures.line_curves(
-                    checkpoint_series(df, sel, dataset, metric, protocol),
-                    out / f"{_file_name('curves', dataset, metric, method)}.png",
+                    series, out / f"{_file_name('curves', dataset, metric, method)}.png",
                     f"{dataset}: target-average {name} of the selected runs ({method})",
-                    "step", name)
+                    "training step", f"{name}{unit}", chance, chance_text)
     return files
+
+
+def _chance(dataset: str, metric: str) -> tuple[float | None, str]:
+    """The chance level of ``metric`` on the unseen classes of a registered dataset (the
+    table's name, a setting such as " [label_noise=0.2]" removed), and its legend text."""
+    from .datasets import DATASETS
+
+    cls = DATASETS.get(dataset.split(" [")[0])
+    if cls is None or not cls.CLASSES:
+        return None, ""
+    unseen = len(cls.CLASSES) - len(cls.seen_class_ids())
+    return figures.chance_level(metric, unseen), f"chance ({unseen} unseen classes)"

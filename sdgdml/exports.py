@@ -5,8 +5,8 @@ caller holding a dataset's evaluations and their embeddings):
   images (path or in-memory id, domain, label, class name), and each evaluation's per-query
   top-K ranking (``<evaluation>_top<K>.csv``);
 - ``write_figures``: a retrieval gallery per target evaluation, the embedding map of a seeded
-  sample of every domain's seen- and unseen-class images, and the training curves of a run's
-  records (``sdgdml.figures``).
+  sample of every domain's seen- and unseen-class images (the unseen ones also by class), and
+  the training curves of a run's records (``sdgdml.figures``; each a PDF and a PNG).
 """
 from __future__ import annotations
 
@@ -113,7 +113,9 @@ def write_figures(out_dir, dataset, evals, embeddings, embed_fn, transform, reco
         torch.cat(emb).numpy(), [s.samples.domain for s, _ in points for _ in range(len(s))],
         np.concatenate([np.full(len(s), seen) for s, seen in points]),
         out / "embedding_map.png", map_method, seed,
-        title=f"{dataset.NAME}: source {dataset.source}, targets {', '.join(dataset.targets)}")
-    if records:
-        files += figures.training_curves(records, out / "training_curves.png")
+        title=f"{dataset.NAME}: source {dataset.source}, targets {', '.join(dataset.targets)}",
+        labels=np.concatenate([s.labels for s, _ in points]), class_names=dataset.CLASSES)
+    if records:       # the targets' chance level: their unseen classes
+        files += figures.training_curves(records, out / "training_curves.png",
+                                         num_classes=len(dataset.unseen_classes))
     return files

@@ -1,4 +1,4 @@
-"""Result tables: a table model, the mean ± standard error cells, and rendering as Markdown,
+r"""Result tables: a table model, the mean ± standard error cells, and rendering as Markdown,
 plain text (tabulate), a LaTeX ``tabular`` fragment per table for ``\input`` (booktabs;
 ``latex_tabular``) or a complete LaTeX document holding them (``latex``). In LaTeX the best
 cell of each numeric column of a results table is bold (ties: all of them; the highest, or
@@ -76,7 +76,7 @@ def _number(text: str) -> float | None:
 
 
 def latex_tabular(t: Table) -> str:
-    """A booktabs ``tabular`` of ``t`` (no float, no caption: for ``\input``); a comment
+    r"""A booktabs ``tabular`` of ``t`` (no float, no caption: for ``\input``); a comment
     line holds the title."""
     cells = [[latex_text(c) for c in row] for row in t.rows]
     if t.bold_best:

@@ -153,10 +153,11 @@ def test_figures_are_written_and_the_html_ships_what_it_references(run_dir, tmp_
     _evaluate(run_dir, "--figures", str(tmp_path / "a"), "--protocol", "both", *FAST)
     out = tmp_path / "a"
     names = {p.name for p in out.iterdir()}
-    assert names == {"gallery_sketch_test.png", "gallery_sketch_test.html",
-                     "gallery_sketch_to_mnist_test.png", "gallery_sketch_to_mnist_test.html",
-                     "embedding_map.png", "training_curves.png"}
-    for name in names - {n for n in names if n.endswith(".html")}:
+    figs = {"gallery_sketch_test", "gallery_sketch_to_mnist_test", "embedding_map",
+            "training_curves"}
+    assert names == ({f"{f}.{ext}" for f in figs for ext in ("png", "pdf")}
+                     | {"gallery_sketch_test.html", "gallery_sketch_to_mnist_test.html"})
+    for name in {n for n in names if n.endswith(".png")}:
         with Image.open(out / name) as im:
             assert im.format == "PNG" and min(im.size) > 100
             assert len(np.unique(np.asarray(im.convert("L")))) > 10   # not a blank canvas
@@ -165,7 +166,7 @@ def test_figures_are_written_and_the_html_ships_what_it_references(run_dir, tmp_
     for link in page.links:                                 # inline images or shipped files
         assert link.startswith("data:image/png;base64,") or (out / link).is_file()
     assert "gallery_sketch_test.png" in page.links
-    assert page.rows == 3 and len(page.frames) == 3 * (1 + 4)
+    assert page.rows == 1 + 3 and len(page.frames) == 3 * (1 + 4)    # rank header + queries
     assert set(page.frames) <= {"#4d4d4d", "#1a9850", "#d73027"}
     # the same queries and results every time
     _evaluate(run_dir, "--figures", str(tmp_path / "b"), "--protocol", "both", *FAST)
@@ -207,11 +208,11 @@ def test_training_curves_and_embedding_map_from_arrays(tmp_path):
 
     records = [{"step": s, "loss": 1 / (s + 1), "loss_see": 0.1, "lr": 0.01, "step_time": 0.2,
                 "a_test_recall@1": 0.1 * s, "a_test_map@r": 0.5} for s in range(1, 5)]
-    (path,) = figures.training_curves(records, tmp_path / "c.png")
+    path, _ = figures.training_curves(records, tmp_path / "c.png")
     assert path.stat().st_size > 5000
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(0, 1, (30, 8)), rng.normal(5, 1, (30, 8))])
-    (path,) = figures.embedding_map(x, ["a"] * 30 + ["b"] * 30, [True, False] * 30,
+    path, _ = figures.embedding_map(x, ["a"] * 30 + ["b"] * 30, [True, False] * 30,
                                     tmp_path / "m.png", method="tsne")
     assert path.stat().st_size > 5000
     if not figures.umap_available():
