@@ -4,9 +4,13 @@ Biases, optional: imported only when asked for, offline unless ``WANDB_MODE`` sa
 
 The trainer logs, under ``train/``, every step's losses (``loss`` and named components, read
 from the device in batches: ``RunMonitor``), the learning rate of each optimizer group
-(:func:`learning_rates`, the same ``lr_<group>`` keys as in the records) and the step time; under ``eval/``, every split's metrics at each checkpoint
-(the record's ``<split>_<metric>`` keys). A resumed run purges what was logged after its
-checkpoint, so the curves show each step once.
+(:func:`learning_rates`, the same ``lr_<group>`` keys as in the records) and the step time;
+under ``eval/``, every split's metrics at each checkpoint (the record's ``<split>_<metric>``
+keys) and, under ``system/``, each checkpoint's ``eval_time`` (seconds) and ``mem_gb`` (peak
+memory). When the run ends, TensorBoard's HParams dashboard gets the run's hparams and identity
+(algorithm, dataset, source, seeds, recipe) with its final headline metrics
+(``FINAL_METRICS``, as ``final/<key>``), one row per run to sort and filter. A resumed run
+purges what was logged after its checkpoint, so the curves show each step once.
 """
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ from .progress import LOG_INTERVAL_S, Progress
 from .scalars import PendingScalars
 
 LOGGERS = ("tensorboard", "wandb")
+# the metrics of the last checkpoint shown in the HParams dashboard (key endings)
+FINAL_METRICS = ("recall@1", "map@r", "map@all", "detect_acc", "open_auroc")
+RUN_ARGS = ("algorithm", "dataset", "source", "hparams_seed", "trial_seed", "recipe", "ucdr")
 TENSORBOARD_DIR = "tensorboard"
 WANDB_MISSING = ("--logger wandb needs the optional package wandb (pip install wandb); or use "
                  "--logger tensorboard")
@@ -61,8 +68,27 @@ class TensorBoardLogger:
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
 
+    def log_hparams(self, config: dict, final: dict[str, float], step: int) -> None:
+        """The HParams dashboard's row of this run: ``hparams_row(config)`` and the ``final``
+        metrics (scalars ``final/<key>`` at ``step``, the last checkpoint)."""
+        from torch.utils.tensorboard.summary import hparams
+
+        metrics = {f"final/{k}": v for k, v in final.items()}
+        for summary in hparams(hparams_row(config), metrics):
+            self.writer.file_writer.add_summary(summary)
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, step)
+
     def close(self) -> None:
         self.writer.close()
+
+
+def hparams_row(config: dict) -> dict:
+    """The run's identity (``RUN_ARGS``) and hparams as HParams values (numbers, text,
+    booleans; anything else as text)."""
+    row = {k: config[k] for k in RUN_ARGS if config.get(k) is not None}
+    row.update(config.get("hparams") or {})
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in row.items()}
 
 
 class WandbLogger:
@@ -82,6 +108,9 @@ class WandbLogger:
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         self.run.log(dict(scalars), step=step)
+
+    def log_hparams(self, config: dict, final: dict[str, float], step: int) -> None:
+        self.run.summary.update({f"final/{k}": v for k, v in final.items()})
 
     def close(self) -> None:
         self.run.finish()
@@ -103,8 +132,15 @@ class RunLoggers:
     def log_train(self, step: int, scalars: dict[str, float]) -> None:
         self._log(step, {f"train/{k}": v for k, v in scalars.items()})
 
-    def log_eval(self, step: int, metrics: dict[str, float]) -> None:
-        self._log(step, {f"eval/{k}": v for k, v in metrics.items()})
+    def log_eval(self, step: int, metrics: dict[str, float],
+                 system: dict[str, float] | None = None) -> None:
+        """``metrics`` under ``eval/``, ``system`` (eval_time, mem_gb) under ``system/``."""
+        self._log(step, {**{f"eval/{k}": v for k, v in metrics.items()},
+                         **{f"system/{k}": v for k, v in (system or {}).items()}})
+
+    def log_hparams(self, config: dict, final: dict[str, float], step: int) -> None:
+        for logger in self.loggers:
+            logger.log_hparams(config, final, step)
 
     def _log(self, step: int, scalars: dict) -> None:
         for logger in self.loggers:
@@ -144,7 +180,7 @@ class RunMonitor:
 
     def __init__(self, names, run_dir, config: dict, optimizers: dict, total: int,
                  start: int = 0, quiet: bool = False, interval: float = LOG_INTERVAL_S):
-        self.optimizers = optimizers
+        self.optimizers, self.config, self.final = optimizers, config, ()
         self.loggers = create_loggers(names, run_dir, config, start)
         self.progress = Progress(total, start=start, desc="train", disable=quiet,
                                  interval=interval)
@@ -191,11 +227,19 @@ class RunMonitor:
             shown["lr"] = next(iter(lrs.values()))
         return shown
 
-    def after_checkpoint(self, step: int, metrics: dict[str, float]) -> None:
-        self.loggers.log_eval(step, metrics)
+    def after_checkpoint(self, step: int, metrics: dict[str, float],
+                         system: dict[str, float] | None = None) -> None:
+        """``system``: the checkpoint's ``eval_time`` (s) and ``mem_gb``."""
+        self.loggers.log_eval(step, metrics, system)
+        self.final = (step, {k: v for k, v in metrics.items() if k.endswith(FINAL_METRICS)})
         if self.progress.done == self.progress.start:   # the evaluation before training:
             self.progress.restart_clock()               # not part of the rate
 
     def close(self) -> None:
+        """Ends the progress output; the loggers get the HParams row (the last checkpoint's
+        headline metrics) and close."""
         self.progress.close()
+        if self.final:
+            step, final = self.final
+            self.loggers.log_hparams(self.config, final, step)
         self.loggers.close()

@@ -218,7 +218,8 @@ class Run:
                   "hparam_origins": self.hparam_origins,
                   "schema_version": SCHEMA_VERSION, "sdgdml_version": __version__}
         append_record(self.out / "results.jsonl", record)
-        self.monitor.after_checkpoint(step, metrics)
+        self.monitor.after_checkpoint(step, metrics, {k: record[k] for k in ("eval_time",
+                                                                          "mem_gb")})
         atomic_save({"algorithm": self.algorithm.state_dict(), "rng": rng_state(), "step": step,
                      "identity": self.identity}, self.out / "checkpoint.pt")
         self.saved_step = step

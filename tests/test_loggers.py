@@ -139,3 +139,38 @@ def test_run_monitor_logs_what_a_training_loop_reports(tmp_path):
     assert got["eval/t_test_recall@1"] == [(0, pytest.approx(0.2)), (3, pytest.approx(0.6))]
     assert stream.getvalue().splitlines()[-1] == \
         "train 3/3 steps (100%) loss=0.3333 lr=0.125 | 0:06 elapsed, ETA 0:00"
+
+
+def test_hparams_dashboard_and_system_scalars(tmp_path):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    net = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    config = {"algorithm": "ProxyAnchor+SEE", "dataset": "DigitsDG", "source": "mnist",
+              "trial_seed": 1, "output_dir": "x", "hparams": {"lr": 0.5, "pooling": "avg",
+                                                             "see_n_aug": 8, "tags": [1, 2]}}
+    monitor = loggers.RunMonitor(["tensorboard"], tmp_path, config, {"main": opt}, total=2,
+                                 quiet=True)
+    monitor.after_checkpoint(0, {"t_test_recall@1": 0.2}, {"eval_time": 1.5, "mem_gb": 0.25})
+    monitor.after_checkpoint(2, {"t_test_recall@1": 0.6, "t_test_recall@2": 0.7,
+                                 "s_val_map@r": 0.4}, {"eval_time": 2.5, "mem_gb": 0.5})
+    monitor.close()
+    got = read_scalars(tmp_path)
+    assert got["system/eval_time"] == [(0, 1.5), (2, 2.5)]
+    assert got["system/mem_gb"] == [(0, 0.25), (2, 0.5)]
+    assert got["final/t_test_recall@1"] == [(2, pytest.approx(0.6))]
+    assert got["final/s_val_map@r"] == [(2, pytest.approx(0.4))]
+    assert "final/t_test_recall@2" not in got                # not a headline metric
+    acc = EventAccumulator(str(tmp_path / loggers.TENSORBOARD_DIR))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]).session_start_info
+    values = {k: v.ListFields()[0][1] for k, v in start.hparams.items()}
+    assert values == {"algorithm": "ProxyAnchor+SEE", "dataset": "DigitsDG", "source": "mnist",
+                      "trial_seed": 1, "lr": 0.5, "pooling": "avg", "see_n_aug": 8,
+                      "tags": "[1, 2]"}
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {
+        "final/t_test_recall@1", "final/s_val_map@r"}
