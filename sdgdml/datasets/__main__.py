@@ -2,7 +2,7 @@
 
     python -m sdgdml.datasets list                       # registered datasets and their protocol
     python -m sdgdml.datasets splits PACS                # every single-source split (for sweeps)
-    python -m sdgdml.datasets check --data_dir D [--dataset PACS ...]
+    python -m sdgdml.datasets check --data_dir D [--dataset PACS ...]   # DigitsDG: no --data_dir
     python -m sdgdml.datasets scaffold --root D/mydata --name MyData   # a config entry to edit
     python -m sdgdml.datasets download PACS --data_dir D   # official files, unpacked, checked
     python -m sdgdml.datasets download --list            # every address (and what is not public)
@@ -51,6 +51,10 @@ def _splits(args) -> int:
 def _check(args) -> int:
     load_dataset_config(args.data_dir, args.dataset_config)
     names = args.dataset or [n for n, c in sorted(DATASETS.items()) if issubclass(c, FileDataset)]
+    files = [n for n in names if issubclass(get_dataset_class(n), FileDataset)]
+    if files and args.data_dir is None:       # embedded datasets (DigitsDG) need none
+        raise DatasetError(f"check {', '.join(files)} needs --data_dir (the folder holding "
+                           f"the datasets)")
     summary = []
     for name in names:
         cls = get_dataset_class(name)
@@ -77,8 +81,11 @@ def _scaffold(args) -> int:
 
 def _download(args) -> int:
     if args.list:
-        print(tabulate(download.table_rows(), headers=["dataset", "file", "address",
-                                                       "verified by"]))
+        print(tabulate(download.table_rows(), headers=download.TABLE_HEADERS,
+                       disable_numparse=True))
+        print(f"\nsize / MD5 '{download.NOT_KNOWN}': the distributor publishes none; such a "
+              f"file is checked by unpacking it and by `check`. Offline: put a file by hand in "
+              f"<data_dir>/{download.STAGING}/ under its name, or use --base_url MIRROR.")
         return 0
     if not args.dataset or not args.data_dir:
         raise DatasetError("download needs a dataset name and --data_dir (or --list)")
@@ -117,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("dataset")
     common(q)
     q = sub.add_parser("check", help="what is on disk versus what each dataset expects")
-    common(q, data_dir_required=True)
+    common(q)
     q.add_argument("--dataset", nargs="+", default=None,
                    help="datasets to check (default: every dataset of image files)")
     q.add_argument("--domains", nargs="+", default=None, help="only these domains")

@@ -13,7 +13,9 @@ mismatch deletes the file and stops with an error. Archives are unpacked with th
 library's safe extraction (``tarfile`` "data" filter; zip members must stay inside the
 target folder), then deleted unless ``--keep_archives``; a marker ``<file>.done`` makes a
 second run skip what is already unpacked. ``--base_url`` fetches the same file names from a
-mirror (a cluster's file server; the tests' local server).
+mirror (a cluster's file server; the tests' local server). A machine that cannot reach an
+address gets one error line saying where to put the file by hand (``by_hand``) and how to use
+a mirror.
 
 Google Drive hosts PACS, Office-Home and Office-31 for their authors; Drive may refuse
 scripted downloads of large files (quota): then download the file in a browser, put it in
@@ -236,7 +238,10 @@ def install(remote: Remote, data_dir: Path, base_url: str | None = None,
     url = base_url.rstrip("/") + "/" + remote.filename if base_url else remote.url
     file = staging / remote.filename
     if not file.exists():
-        fetch(url, file, remote.size, quiet=quiet)
+        try:
+            fetch(url, file, remote.size, quiet=quiet)
+        except DownloadError as e:
+            raise DownloadError(f"{e}. {by_hand(remote, file)}") from None
     verify(file, remote)
     if remote.is_archive:
         unpack(file, target)
@@ -251,6 +256,16 @@ def install(remote: Remote, data_dir: Path, base_url: str | None = None,
         done = f"{remote.filename}: saved as {target / remote.filename}"
     marker.write_text(url + "\n")
     return done
+
+
+def by_hand(remote: Remote, file: Path) -> str:
+    """How to install ``remote`` without this machine reaching its address."""
+    known = ", ".join(filter(None, [remote.size and f"{remote.size:,} bytes",
+                                    remote.md5 and f"MD5 {remote.md5}"]))
+    return (f"Offline? Fetch {remote.url} elsewhere and copy it to {file.resolve()}"
+            f"{f' ({known})' if known else ''}, then run the same command again (it verifies "
+            f"and unpacks it without a transfer); or fetch it from a mirror holding "
+            f"{remote.filename}: --base_url http://<mirror>/<folder>/")
 
 
 def download(name: str, data_dir: str | os.PathLike, domains: list[str] | None = None,
@@ -272,15 +287,19 @@ def download(name: str, data_dir: str | os.PathLike, domains: list[str] | None =
     return lines
 
 
+TABLE_HEADERS = ("dataset", "file", "address", "size", "MD5")
+NOT_KNOWN = "none published"
+
+
 def table_rows() -> list[list[str]]:
-    """(dataset, file, address, verified by) rows of ``SOURCES``, for the CLI and README."""
+    """(dataset, file, address, size, MD5) rows of ``SOURCES``, for the CLI and README;
+    ``NOT_KNOWN`` where the distributor publishes no size or checksum."""
     rows = []
     for name, files in SOURCES.items():
         for r in files:
-            check = "MD5 + size" if r.md5 and r.size else "MD5" if r.md5 else \
-                "size" if r.size else "-"
-            rows.append([name, r.filename, r.url, check])
+            size = f"{r.size:,} B ({r.size / 1e9:.2f} GB)" if r.size else NOT_KNOWN
+            rows.append([name, r.filename, r.url, size, r.md5 or NOT_KNOWN])
         for d in NOT_PUBLIC.get(name, ()):
-            rows.append([name, d, "no public download", "-"])
+            rows.append([name, d, "no public download", "-", "-"])
     return rows
 
