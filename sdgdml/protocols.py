@@ -60,8 +60,7 @@ class SDGDMLProtocol:
             if key in last:
                 rows.append([key[: -len(f"_{metric}")] + " (source)",
                              first.get(key, float("nan")) * 100, last[key] * 100])
-        head = [f"split ({metric}, %)", f"step {first['step']}", f"step {last['step']}"]
-        return tabulate(rows, headers=head, floatfmt=".2f")
+        return first_last_table(rows, f"split ({metric}, %)", first, last)
 
 
 class UCDRProtocol(SDGDMLProtocol):
@@ -100,8 +99,17 @@ class UCDRProtocol(SDGDMLProtocol):
         ends = ("_map@all", "_open_acc", "_shared_accept", "_open_auroc", "_detect_acc")
         rows = [[k, first.get(k, float("nan")) * 100, last[k] * 100]
                 for k in sorted(k for k in last if k.endswith(ends))]
-        return tabulate(rows, headers=["UCDR metric (%)", f"step {first['step']}",
-                                       f"step {last['step']}"], floatfmt=".2f")
+        return first_last_table(rows, "UCDR metric (%)", first, last)
+
+
+def first_last_table(rows: list[list], label: str, first: dict, last: dict) -> str:
+    """``rows`` of [name, value at the first checkpoint, value at the last] as a table; one
+    value column when both are the same checkpoint (a run with a single record)."""
+    if first["step"] == last["step"]:
+        return tabulate([[r[0], r[2]] for r in rows], headers=[label, f"step {last['step']}"],
+                        floatfmt=".2f")
+    return tabulate(rows, headers=[label, f"step {first['step']}", f"step {last['step']}"],
+                    floatfmt=".2f")
 
 
 def make_protocol(args, dataset) -> SDGDMLProtocol:

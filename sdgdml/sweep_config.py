@@ -249,13 +249,29 @@ def read_cli(args) -> tuple[SweepDefinition, list[str]]:
             d.hparams = {**d.hparams, **parse_hparams(args.hparams)}
         except ValueError as e:
             problems.append(str(e))
-    if args.train_args:
+    if args.train_args:         # --train_args overrides the file's values of the same flags
         try:
-            d.train_args = d.train_args + shlex.split(args.train_args)
+            d.train_args = merge_flags(d.train_args + shlex.split(args.train_args))
         except ValueError as e:            # shlex: "No closing quotation"
             problems.append(f"--train_args {args.train_args!r} cannot be split into flags "
                             f"({e}; quote as in a shell)")
     return d, problems
+
+
+def merge_flags(argv: list[str]) -> list[str]:
+    """``argv`` with each ``--flag`` once: a later occurrence's values replace an earlier
+    one's, in the earlier one's place (what argparse would use, printed once)."""
+    groups: dict[str, list[str]] = {}
+    for token in argv:
+        if token.startswith("--"):
+            key = token.split("=", 1)[0]
+            groups[key] = [token]
+            current = groups[key]
+        elif groups:
+            current.append(token)
+        else:
+            groups.setdefault("", []).append(token)
+    return [t for g in groups.values() for t in g]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -454,7 +470,7 @@ def _expand(d: SweepDefinition, splits, trials, output_dir: Path, machine_argv: 
                             "--trial_seed", str(trial), *d.train_args]
                     if overrides:
                         argv += ["--sweep_hparams", json.dumps(overrides, sort_keys=True)]
-                    argv += machine_argv
+                    argv = merge_flags(argv + list(machine_argv))
                     rid = run_id(experiment_identity(parser.parse_args(argv + ["--output_dir",
                                                                                "."])))
                     info = {"dataset": dataset, "source": source, "targets": targets,
