@@ -187,17 +187,26 @@ def recipes(name: str | None = None) -> list[dict]:
         values += [(d, k, v) for d, over in r.per_dataset.items() for k, v in over.items()]
         if r.epochs is not None:
             values.append(("", "epochs (run length)", r.epochs))
+        if getattr(r, "global_batch_size", None):
+            values.append(("", "global batch (over all processes)", r.global_batch_size))
         rows += [{"recipe": r.name, "dataset": d or "all", "setting": k, "value": v,
                   "source": r.source} for d, k, v in values]
     return rows
 
 
 def recipe_notes(name: str | None = None) -> list[str]:
-    """What each recipe's source leaves open (our defaults stay)."""
+    """What each recipe reproduces of its source, and what the source leaves open (our
+    defaults stay)."""
     from .recipes import RECIPES
 
-    return [f"{r.name}: not in the source: {r.unknown}" for n, r in RECIPES.items()
-            if r.unknown and (not name or n == name)]
+    notes = []
+    for n, r in RECIPES.items():
+        if not name or n == name:
+            if getattr(r, "reproduces", ""):
+                notes.append(f"{n}: reproduces: {r.reproduces}")
+            if r.unknown:
+                notes.append(f"{n}: not in the source: {r.unknown}")
+    return notes
 
 
 # ----------------------------------------------------------------------------- the rest
