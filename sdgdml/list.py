@@ -122,6 +122,10 @@ def _sampler_text(fn: Callable) -> str:
         args += list(value) if param.kind is param.VAR_POSITIONAL else [value]
     if factory is search_space.fixed:
         return "fixed" if args == [None] else f"fixed({args[0]!r})"
+    if factory is search_space.log_uniform:         # 10 ** U(lo, hi): show the values
+        return f"log_uniform({10 ** args[0]:.3g}, {10 ** args[1]:.3g})"
+    if factory is search_space.log2_uniform_int:
+        return f"int(2 ** uniform({args[0]}, {args[1]}))"
     return f"{factory.__name__}({', '.join(map(repr, args))})"
 
 

@@ -63,7 +63,7 @@ def test_algorithms_lists_every_registered_name_and_a_new_one(toys):
 def test_hparams_show_default_range_and_the_plugins_own(toys):
     rows = {r["hparam"]: r for r in lister.hparams("ToyListedLoss+SEE", "DigitsDG")}
     assert rows["toylist_scale"]["default"] == 2.5
-    assert rows["toylist_scale"]["random search"] == "log_uniform(-1.0, 1.0)"
+    assert rows["toylist_scale"]["random search"] == "log_uniform(0.1, 10)"   # 10 ** U(-1, 1)
     assert rows["toylist_mode"]["random search"] == "choice('a', 'b')"
     assert "see_lambda" in rows and "lr" in rows
     assert rows["backbone"]["random search"] == "— (fixed)"
