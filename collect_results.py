@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
            "file: the sweeps/<name>.yaml named in each input folder's sweep.json")
     a("--output", default=None, help="write to this file instead of stdout")
     a("--plots", default=None, metavar="DIR",
-      help="also write PNG plots to DIR: per-domain bars per algorithm with standard-error "
-           "bars, and the selected runs' target average over checkpoints")
+      help="also write plots to DIR (PDF + 200 dpi PNG, in %%, with a chance line): "
+           "per-domain bars per algorithm with standard-error bars, and the selected runs' "
+           "target average over checkpoints")
     return p
 
 

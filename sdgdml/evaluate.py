@@ -233,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
            "evaluation's per-query top-K ranking (.csv) to DIR")
     a("--top_k", type=int, default=10, help="ranking length of --export")
     a("--figures", default=None, metavar="DIR",
-      help="write a retrieval gallery per target evaluation (PNG + HTML), an embedding map "
-           "(PNG) and the run's training curves (PNG) to DIR")
+      help="write a retrieval gallery per target evaluation (PDF + 200 dpi PNG + HTML), an "
+           "embedding map and the run's training curves (PDF + PNG) to DIR")
     a("--gallery_queries", type=int, default=8, help="queries per gallery (seeded choice)")
     a("--gallery_k", type=int, default=5, help="retrieved images shown per query")
     a("--map_points", type=int, default=300,
