@@ -223,9 +223,10 @@ class Run:
         atomic_save({"algorithm": self.algorithm.state_dict(), "rng": rng_state(), "step": step,
                      "identity": self.identity}, self.out / "checkpoint.pt")
         self.saved_step = step
-        shown = {k: round(v, 4) for k, v in metrics.items()
+        shown = {k: v for k, v in metrics.items()
                  if k.endswith(("recall@1", "map@all", "open_acc", "open_auroc", "detect_acc"))}
-        log.info("step %d | %s", step, " ".join(f"{k}={v}" for k, v in shown.items()))
+        log.info("step %d | %s (%%)", step,                # in %, as in every table and plot
+                 " ".join(f"{k}={100 * v:.2f}" for k, v in shown.items()))
 
 
 def _build(args, out: Path, resolved: Resolution, dataset, protocol: SDGDMLProtocol
