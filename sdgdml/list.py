@@ -17,12 +17,10 @@ touching this file.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import re
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from tabulate import tabulate
 
@@ -99,60 +97,27 @@ def algorithm_names() -> list[str]:
 
 
 # ----------------------------------------------------------------------------- hparams
-@dataclass(frozen=True)
-class _Spec:
-    default: Any
-    sampler: str
-    choices: tuple | None = None
-    help: str = ""
-
-
-def _sampler_text(fn: Callable) -> str:
-    """A printable name of a ``search_space`` sampler: its factory and arguments (a sampler
-    written in place, not made by ``search_space``: "custom (<where>)")."""
-    from . import search_space
-
-    factory = getattr(search_space, fn.__qualname__.split(".")[0], None)
-    if factory is None or not fn.__qualname__.endswith("<locals>.<lambda>"):
-        return f"custom ({fn.__qualname__.split('.')[0]})"
-    cells = dict(zip(fn.__code__.co_freevars, (c.cell_contents for c in fn.__closure__ or ())))
-    args = []
-    for name, param in inspect.signature(factory).parameters.items():
-        value = cells.get(name)
-        args += list(value) if param.kind is param.VAR_POSITIONAL else [value]
-    if factory is search_space.fixed:
-        return "fixed" if args == [None] else f"fixed({args[0]!r})"
-    if factory is search_space.log_uniform:         # 10 ** U(lo, hi): show the values
-        return f"log_uniform({10 ** args[0]:.3g}, {10 ** args[1]:.3g})"
-    if factory is search_space.log2_uniform_int:
-        return f"int(2 ** uniform({args[0]}, {args[1]}))"
-    return f"{factory.__name__}({', '.join(map(repr, args))})"
-
-
-def hparam_specs(algorithm: str, dataset: str) -> dict[str, Any]:
-    """{name: spec with .default, .sampler (printable), .choices, .help} of ``algorithm`` on
-    ``dataset``: the hparam registry's ``hparam_specs`` where it has one, else read from its
-    declarations (samplers named by their factory and arguments)."""
-    from . import hparams_registry as hr
-
-    if hasattr(hr, "hparam_specs"):
-        return hr.hparam_specs(algorithm, dataset)
-    return {name: _Spec(default, _sampler_text(fn))
-            for name, (default, fn) in hr._space(algorithm, dataset).items()}
-
-
 def hparams(algorithm: str, dataset: str = "DigitsDG") -> list[dict]:
-    """Every hparam of ``algorithm`` on ``dataset``: default, random-search range, meaning."""
+    """Every hparam of ``algorithm`` on ``dataset`` (``hparams_registry.hparam_specs``):
+    default, random-search distribution, allowed values, one-line meaning."""
+    from .hparams_registry import hparam_specs
+
     check_algorithm(algorithm)
     check_dataset(dataset)
     rows = []
     for name, spec in hparam_specs(algorithm, dataset).items():
         sampler = str(spec.sampler)
         rows.append({"hparam": name, "default": spec.default,
-                     "random search": "— (fixed)" if sampler in ("fixed", "fixed()") else sampler,
-                     "choices": ", ".join(map(str, spec.choices)) if spec.choices else "",
-                     "meaning": spec.help or ""})
+                     "random search": "— (fixed)" if sampler.startswith("fixed") else sampler,
+                     "choices": _choices(spec.choices), "meaning": spec.help or ""})
     return rows
+
+
+def _choices(choices, shown: int = 6) -> str:
+    if not choices:
+        return ""
+    text = ", ".join(map(str, choices[:shown]))
+    return text + (f", … ({len(choices)} in all)" if len(choices) > shown else "")
 
 
 # ----------------------------------------------------------------------------- datasets

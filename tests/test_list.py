@@ -8,7 +8,7 @@ import json
 import pytest
 
 from sdgdml import list as lister
-from sdgdml.algorithms import LossWrapper, MetricLoss, register_loss, register_plugin
+from sdgdml.algorithms import MetricLoss, Plugin, register_loss, register_plugin
 from sdgdml.algorithms.registry import names, unregister
 from sdgdml.datasets import DATASETS, DigitsDG
 from sdgdml.recipes import RECIPES, Recipe
@@ -23,11 +23,11 @@ class ToyListedLoss(MetricLoss):
 
     @staticmethod
     def declare_hparams(hp, small):
-        hp("toylist_scale", 2.5, log_uniform(-1.0, 1.0))
-        hp("toylist_mode", "a", choice("a", "b"))
+        hp("toylist_scale", 2.5, log_uniform(0.1, 10.0), help="a toy scale")
+        hp("toylist_mode", "a", choice("a", "b"), choices=("a", "b"))
 
 
-class ToyListedPlugin(LossWrapper):
+class ToyListedPlugin(Plugin):
     """A toy plug-in with a default base."""
 
 
@@ -63,8 +63,10 @@ def test_algorithms_lists_every_registered_name_and_a_new_one(toys):
 def test_hparams_show_default_range_and_the_plugins_own(toys):
     rows = {r["hparam"]: r for r in lister.hparams("ToyListedLoss+SEE", "DigitsDG")}
     assert rows["toylist_scale"]["default"] == 2.5
-    assert rows["toylist_scale"]["random search"] == "log_uniform(0.1, 10)"   # 10 ** U(-1, 1)
+    assert rows["toylist_scale"]["random search"] == "log_uniform(0.1, 10)"
+    assert rows["toylist_scale"]["meaning"] == "a toy scale"
     assert rows["toylist_mode"]["random search"] == "choice('a', 'b')"
+    assert rows["toylist_mode"]["choices"] == "a, b"
     assert "see_lambda" in rows and "lr" in rows
     assert rows["backbone"]["random search"] == "— (fixed)"
     # the same names as the registry's defaults
