@@ -112,7 +112,7 @@ def _save(fig: Figure, path: str | Path) -> list[Path]:
 
 def _gallery_png(rows, query, target, path, class_names, title):
     k = max(len(r) for _, r in rows)
-    fig = Figure(figsize=(1.25 * (k + 1), 1.45 * len(rows) + 0.5))
+    fig = Figure(figsize=(1.25 * (k + 1), 1.45 * len(rows) + 0.3), layout="constrained")
     axes = fig.subplots(len(rows), k + 1, squeeze=False)
     for row, (q, results) in zip(axes, rows):
         cells = [(query, q, QUERY, f"query\n{_class_name(class_names, query.labels[q])}")]
