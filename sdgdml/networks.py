@@ -157,6 +157,15 @@ def _timm_model(name: str, pretrained: bool, pretrained_file: str | None, **kwar
             f"--pretrained_file PATH, or set pretrained=false in --hparams.") from e
 
 
+def check_pretrained(hparams: dict, pretrained_file: str | None) -> None:
+    """Refuse, before anything exists, pretrained weights asked of a backbone that has none
+    published (ours) and no ``--pretrained_file``."""
+    name = ALIASES.get(hparams["backbone"], hparams["backbone"])
+    if name in LOCAL_BACKBONES and hparams.get("pretrained") and not pretrained_file:
+        raise PretrainedWeightsError(f"{name} has no published weights: set pretrained=false "
+                                     f"in --hparams or give --pretrained_file")
+
+
 def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | None = None,
                     **kwargs) -> nn.Module:
     """A feature extractor with a ``num_features`` attribute and (B, num_features) output."""

@@ -31,7 +31,7 @@ from .datasets import transforms as T
 from .hparams_registry import Resolution, UnknownHparamError
 from .locking import LockedError, RunLock
 from .loggers import LoggerError, RunMonitor, check_loggers
-from .networks import PretrainedWeightsError, create_model
+from .networks import PretrainedWeightsError, check_pretrained, create_model
 from .protocols import SDGDMLProtocol, make_protocol
 from .records import (SCHEMA_VERSION, append_record, read_json, read_records,
                       truncate_records, write_json)
@@ -129,6 +129,7 @@ def _prepare(args) -> tuple[Resolution, object, SDGDMLProtocol]:
         parse_hparams(args.sweep_hparams, "--sweep_hparams"), overrides,
         _scale_to_processes(args), distributed.world_size())
     hparams = resolved.values
+    check_pretrained(hparams, args.pretrained_file)
     try:
         algorithm_class(args.algorithm).check_options(args, hparams)
     except ValueError as e:             # a component's own hparam rule (``check_hparams``)

@@ -160,10 +160,10 @@ def _train_prepare(argv: list[str]):
     """``python -m sdgdml.train`` up to the run folder (``train._prepare``)."""
     args = parse_with_config(train_parser(), argv)
     try:
-        hparams, _, _ = train._prepare(args)
+        resolved, _, _ = train._prepare(args)
     except train.USER_ERRORS as e:
         raise SystemExit(f"error: {e}") from None
-    return args, hparams
+    return args, resolved.values
 
 
 def _train_case(sandbox, flags):
