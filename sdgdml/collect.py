@@ -38,7 +38,7 @@ import pandas as pd
 
 from .flags import CELL_ARGS, MACHINE_ARGS
 from .records import numbered_records
-from .tables import SE_NOTE, Table, cell, mean_se, render
+from .tables import SE_NOTE, Table, cell, mean_se, metric_name, render
 
 SELECTION_METHODS = ("source_val", "oracle", "last")
 DATA_FORMATS = ("csv", "json")
@@ -366,12 +366,6 @@ def _short(v) -> str:
 def better(metric: str) -> str:
     """Which end of a metric's column is best: "min" for distances (PFML's proxy_w2)."""
     return "min" if metric.endswith("_w2") else "max"
-
-
-def metric_name(metric: str) -> str:
-    return {"map@r": "MAP@R", "map@all": "mAP@all", "nmi": "NMI", "ami": "AMI"}.get(
-        metric, metric.replace("class_recall@", "class-average R@").replace("recall@", "R@")
-        .replace("precision@", "P@"))
 
 
 # ----------------------------------------------------------------------------- numbers

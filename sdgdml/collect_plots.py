@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from . import figures
-from .collect import metric_name, per_trial, select, target_keys
-from .tables import mean_se
+from .collect import per_trial, select, target_keys
+from .tables import mean_se, metric_name
 
 
 def _file_name(*parts: str) -> str:

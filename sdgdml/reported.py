@@ -148,8 +148,7 @@ def comparison_tables(rows: list[dict], cells: list[Cell], digits: int = 1,
     per published cell with ours (mean ± SE over trials), the paper's number, ours minus the
     paper's and the source's reference ``[k]``; references: "[k] paper, table, column; model
     selection: ...". ``rows``: our cells as numbers (``collect.cell_rows``: fractions)."""
-    from .collect import metric_name
-    from .tables import Table
+    from .tables import Table, metric_name
 
     refs = {}
     for c in cells:

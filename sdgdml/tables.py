@@ -119,3 +119,10 @@ def render(tables: list[Table], fmt: str = "markdown", note: str = "") -> str:
     if note:
         parts.append(note)
     return "\n\n".join(parts) + "\n"
+
+
+def metric_name(metric: str) -> str:
+    """A metric's name in table titles (``recall@1`` -> ``R@1``)."""
+    return {"map@r": "MAP@R", "map@all": "mAP@all", "nmi": "NMI", "ami": "AMI"}.get(
+        metric, metric.replace("class_recall@", "class-average R@").replace("recall@", "R@")
+        .replace("precision@", "P@"))
