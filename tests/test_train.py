@@ -39,8 +39,10 @@ def test_short_run_writes_valid_records(tmp_path, algorithm):
 
 
 def test_training_improves_retrieval_over_the_untrained_network(tmp_path):
-    records = _run(tmp_path, "--steps", "72", "--checkpoint_freq", "72")
-    assert [r["step"] for r in records] == [0, 72]
+    # 36 steps (3 epochs): mnist_val recall@1 0.775 -> 0.900, mnist_test 0.766 -> 0.913,
+    # uci_test 0.881 -> 0.925 on the 2-core CPU (records are identical on any x86-64 CPU)
+    records = _run(tmp_path, "--steps", "36", "--checkpoint_freq", "36")
+    assert [r["step"] for r in records] == [0, 36]
     for r in records:                   # every split of two targets, every default metric
         for split in SPLITS:
             for metric in ("recall@1", "recall@8", "map@r"):
