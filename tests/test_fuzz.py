@@ -1,5 +1,5 @@
 """The fuzzer (issue 19): Hypothesis draws bad and edge values (wrong type, out of range, NaN,
-inf, empty, huge, unicode, NUL, paths under a file, ...) for every flag of ``train``, ``sweep
+inf, empty, huge, unicode, NUL in files, paths under a file, ...) for every flag of ``train``, ``sweep
 launch``, ``evaluate`` and ``collect_results.py`` (the flags are read from their parsers, so a
 new flag is fuzzed without a change here), for every declared hparam of every algorithm (from
 the registry) and for every sweep-file field. Each case must be accepted and valid, or refused
@@ -7,7 +7,10 @@ with exit status 1 and one ``error:`` line (2 and argparse's one ``error:`` line
 usage errors), with no traceback and no file or folder created.
 
 The checks run in-process up to the point where a command would start creating things (the
-same functions the commands call first), plus one case per command through a real process.
+same functions the commands call first), plus real processes (sweep and collect here, train in
+test_validation.py). "Valid": an accepted numeric flag is finite and >= 0 (but a cosine), what a
+run records is JSON without NaN/inf, a sweep's runs pass train's checks, and an accepted hparam
+builds its algorithm (sizes up to BUILD_LIMIT: larger ones are only checked, not allocated).
 The profile is fixed (derandomized, no example database, bounded): every run draws the same
 cases, about 670: at most 400 drawn by Hypothesis (EXAMPLES), each flag of the four parsers with
 each edge value of its kind (270 with today's flags), and two real processes.
