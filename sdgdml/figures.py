@@ -303,12 +303,14 @@ def training_curves(records: list[dict], path: str | Path, metric: str = "recall
     fig = Figure(figsize=(5.2 * len(panels), 3.6), layout="constrained")
     for ax, (name, ylabel, keys, factor) in zip(
             fig.subplots(1, len(panels), squeeze=False)[0], panels):
-        for key in keys:
+        log_scale = name == "learning rate"
+        for key in keys:      # a log scale leaves out lr 0 (the end of a cosine schedule)
             pts = [(r["step"], factor * r[key]) for r in records
-                   if isinstance(r.get(key), (int, float))]
+                   if isinstance(r.get(key), (int, float)) and (r[key] > 0 or not log_scale)]
             style = "--" if key.endswith(f"_val_{metric}") else "-"   # source validation
-            ax.plot(*zip(*pts), style, marker="o", markersize=3, label=key)
-        if name == "learning rate" and all(r.get(k, 1) > 0 for r in records for k in keys):
+            if pts:
+                ax.plot(*zip(*pts), style, marker="o", markersize=3, label=key)
+        if log_scale:
             ax.set_yscale("log")
         if keys is metrics:
             _chance_line(ax, chance_level(metric, num_classes), factor, num_classes)
@@ -327,7 +329,7 @@ def _metric_label(metric: str) -> str:
 def _chance_line(ax, chance: float | None, scale: float, num_classes: int) -> None:
     if chance is not None:
         ax.axhline(scale * chance, **CHANCE_STYLE,
-                   label=f"chance ({num_classes} classes)" if num_classes else "chance")
+                   label=f"chance ({num_classes} unseen classes)" if num_classes else "chance")
 
 
 def grouped_bars(values: dict[str, list[tuple[float, float]]], columns: list[str],

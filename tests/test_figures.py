@@ -52,13 +52,14 @@ def legend_outside(ax):
 
 
 def test_training_curves(tmp_path, captured):
-    records = [{"step": s, "loss": 1 / (s + 1), "lr_backbone": 1e-3, "lr_proxies": 0.1,
-                "a_test_recall@1": 0.1 * s, "a_val_recall@1": 0.1 * s + 0.05}
-               for s in range(1, 5)]
+    records = [{"step": s, "loss": 1 / (s + 1), "lr_backbone": 1e-3 * (4 - s),
+                "lr_proxies": 0.1, "a_test_recall@1": 0.1 * s, "a_val_recall@1": 0.1 * s + 0.05}
+               for s in range(1, 5)]             # the backbone's lr ends at 0 (cosine)
     files = figures.training_curves(records, tmp_path / "c.png", num_classes=5)
     check_files(files)
     loss, lr, metric = captured[0].axes
     assert lr.get_yscale() == "log" and "log scale" in lr.get_ylabel()
+    assert [len(line.get_xdata()) for line in lr.get_lines()] == [3, 4]     # lr 0 left out
     assert metric.get_ylabel() == "R@1 (%)" and loss.get_xlabel() == "training step"
     ys = np.concatenate([line.get_ydata() for line in metric.get_lines()])
     assert ys.max() == pytest.approx(45.0)                        # % , not a fraction

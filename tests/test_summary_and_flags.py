@@ -29,11 +29,10 @@ def test_train_args_override_the_files_flags_once(capsys):
     args = sweep.build_parser().parse_args([
         "launch", "--config", str(SWEEPS / "digits_tiny.yaml"), "--output_dir", "unused",
         "--train_args", "--steps 4 --metrics recall@1 --quiet"])
-    d, problems = sweep_config.from_cli(args)
-    assert problems == []
+    d = sweep_config.from_cli(args)
     assert d.train_args == ["--steps", "4", "--checkpoint_freq", "20", "--metrics", "recall@1",
                             "--quiet"]
-    job = sweep_config.make_jobs(d, "out", machine_argv=["--device", "cpu", "--quiet"])[0]
+    job = list(sweep_config.make_jobs(d, "out", machine_argv=["--device", "cpu", "--quiet"]))[0]
     flags = [t for t in job.argv if t.startswith("--")]
     assert len(flags) == len(set(flags))
     assert job.argv[job.argv.index("--steps") + 1] == "4"
