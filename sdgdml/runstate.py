@@ -133,13 +133,15 @@ def _differences(old: dict, new: dict, n: int = 3) -> str:
 
 
 def check_resumable(state: dict, path: Path, expected: dict, shapes: dict[str, list[int]],
-                    record_identity: Callable[[int], dict | None]) -> None:
+                    record_identity: Callable[[int], dict | None],
+                    lazy: tuple[str, ...] = ()) -> None:
     """Raise :class:`CheckpointError` unless ``state`` is a checkpoint of this run: its
     identity is ``expected`` (:func:`checkpoint_identity`), its module tensors have
     ``shapes``, its step is an integer in [0, total] and the run's ``results.jsonl`` holds the
     record of that step (``record_identity(step)``: that record's experiment identity, None
     without one); without an identity (an older checkpoint), that record must name this
-    experiment."""
+    experiment. Tensors under a ``lazy`` prefix (modules the algorithm creates on first use,
+    ``Algorithm.LAZY_STATE``) may be in the checkpoint and not yet in the fresh model."""
     step, identity = state["step"], state.get("identity")
     total = expected["total_steps"]
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
@@ -155,8 +157,9 @@ def check_resumable(state: dict, path: Path, expected: dict, shapes: dict[str, l
             diff = _differences(found if isinstance(found, dict) else {}, expected["experiment"])
             raise CheckpointError(f"{path} is a checkpoint of another experiment ({diff})")
     modules = state["algorithm"].get("modules") if isinstance(state["algorithm"], dict) else None
-    if not isinstance(modules, dict) or tensor_shapes(modules) != shapes:
-        found = tensor_shapes(modules) if isinstance(modules, dict) else {}
+    found = tensor_shapes(modules) if isinstance(modules, dict) else {}
+    found = {k: v for k, v in found.items() if k in shapes or not k.startswith(lazy or ("\0",))}
+    if not isinstance(modules, dict) or found != shapes:
         raise CheckpointError(f"{path} does not fit this run's {expected['algorithm']} "
                               f"(tensors {_differences(found, shapes)})")
     if step > total:

@@ -299,7 +299,8 @@ def _restore(run: Run) -> int | None:
     shapes = tensor_shapes(run.algorithm.state_dict()["modules"])
     state = resume_state(path, run.device, run.args.discard_bad_checkpoint and main, log,
                          lambda s: check_resumable(s, path, run.identity, shapes,
-                                                   lambda step: _record_identity(records, step)))
+                                                   lambda step: _record_identity(records, step),
+                                                   run.algorithm.LAZY_STATE))
     if state is None:
         if main:
             truncate_records(run.out / "results.jsonl", -1)

@@ -147,6 +147,7 @@ class ProtoAlign(Algorithm):
 
     NEEDS = DataNeeds(labels=False, unlabeled_targets=True)
     SINGLE_PROCESS_REASON = "its memory queues fill from this process's batches only"
+    LAZY_STATE = ("memories.",)      # one DomainMemory per domain, made when first seen
 
     @staticmethod
     def declare_hparams(hp, small):
