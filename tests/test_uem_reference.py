@@ -42,10 +42,11 @@ def _started(alg):
 
 # ---------------------------------------------------------------- Eq. 14 through the step
 def test_spr_is_zero_for_an_unchanged_network_through_the_training_step():
-    """lr 0: the network never moves, so f = f' and L_SPR (Eq. 14) is exactly 0 at every
-    stage-2 step; the frozen copy must see the training network's batch statistics (both
-    domains in one forward), which a per-domain forward of f' does not."""
-    alg = _uem(lr=0.0, uem_idse_fraction=0.5, uem_num_prototypes=3)
+    """lr 1e-300 (0 in float32; lr must be > 0): the network never moves, so f = f' and
+    L_SPR (Eq. 14) is exactly 0 at every stage-2 step; the frozen copy must see the training
+    network's batch statistics (both domains in one forward), which a per-domain forward of f'
+    does not."""
+    alg = _uem(lr=1e-300, uem_idse_fraction=0.5, uem_num_prototypes=3)
     _started(alg)
     sprs = [alg.train_step(_batch(s)).get("uem_spr") for s in range(8)]
     assert alg.stage == CDSM and sprs[:6] == [None] * 6 and sprs[6:] == [0.0, 0.0]
