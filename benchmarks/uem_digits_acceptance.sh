@@ -10,13 +10,13 @@
 # pal_num_prototypes 0 = the dataset's classes; the App. B.1 detector's K-Means --open_clusters
 # 10), an oracle the unsupervised setting does not have.
 #   bash benchmarks/uem_digits_acceptance.sh OUT_DIR [SEEDS...]
-# Env: PYTHON (python), JOBS (2 runs at a time), STEPS (210), PRETRAIN_STEPS (800).
+# Env: PYTHON (python), JOBS (2 runs at a time), STEPS (105), PRETRAIN_STEPS (800).
 set -eu
 OUT=${1:-runs/uem_digits}; shift || true
 SEEDS=${*:-2024 2025 2026}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PY=${PYTHON:-python}
-STEPS=${STEPS:-210}
+STEPS=${STEPS:-105}
 JOBS=${JOBS:-2}
 MOCO="$OUT/moco_digits.pth.tar"
 mkdir -p "$OUT"
