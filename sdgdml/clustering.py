@@ -148,13 +148,17 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, n_init: int 
     return best
 
 
-def elbow_point(inertias: dict[int, float]) -> int:
+def elbow_point(inertias: dict[int, float], k_min: int = 1) -> int:
     """The elbow of an inertia curve {k: W(k)}: the "knee" (Satopaa et al. 2011, Kneedle) of
     log W(k), i.e. the k furthest below the chord joining the curve's ends once k and log W(k)
     are scaled to [0, 1] (ties: the smallest k). On log W a drop by a constant factor counts
     the same at any k, so a true count of 12 is found as easily as 3 (on W itself the late
     drops look flat next to the first ones); on noisy, weakly clustered embeddings it still
-    lands inside the range rather than at its first step. A curve with one point gives it."""
+    lands inside the range rather than at its first step. A curve with one point gives it.
+    Only k >= ``k_min`` is returned: a curve with no knee (log W(k) above its chord everywhere,
+    as for features without cluster structure, e.g. a network at random initialisation) scores
+    0 at both ends and <= 0 inside, and its first point, k_min - 1, is only there to draw the
+    curve (it made UEM's Elbow return K = 1)."""
     ks = sorted(inertias)
     if len(ks) == 1:
         return ks[0]
@@ -162,7 +166,7 @@ def elbow_point(inertias: dict[int, float]) -> int:
     lo, hi = min(logw.values()), max(logw.values())
     span = (hi - lo) or 1.0
     score = {k: (1 - (k - ks[0]) / (ks[-1] - ks[0])) - (logw[k] - lo) / span for k in ks}
-    return max(ks, key=lambda k: (score[k], -k))
+    return max((k for k in ks if k >= k_min), key=lambda k: (score[k], -k), default=ks[-1])
 
 
 @torch.no_grad()
@@ -179,4 +183,4 @@ def elbow_k(x: torch.Tensor, k_max: int, k_min: int = 2, iters: int = 20, seed: 
     if k_max <= lo:
         return max(1, k_max)
     inertias = {k: kmeans(x, k, iters, seed + k, n_init)[2] for k in range(lo, k_max + 1)}
-    return elbow_point({k: w for k, w in inertias.items()})
+    return elbow_point(inertias, k_min)

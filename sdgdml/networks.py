@@ -7,7 +7,10 @@ or any timm model name (``resnet50.tv_in1k``, ``resnet18``, ``vit_small_patch16_
 
 Pretrained weights come from the Hugging Face hub, or from a local file (``pretrained_file``:
 .safetensors / .pth / .bin) for clusters without internet. Without a reachable hub and without
-a cached copy the error is immediate and says what to do.
+a cached copy the error is immediate and says what to do. A MoCo training checkpoint
+(``module.encoder_q.`` keys; ``python -m sdgdml.pretrain`` writes one for any backbone) loads its
+query encoder, and its MLP projection head becomes the embedding head when that head's output
+size is ``embed_dim`` (the whole ``encoder_q``, as UCDIR loads MoCo v2 for UEM).
 """
 from __future__ import annotations
 
@@ -124,6 +127,19 @@ def moco_backbone_state(path) -> dict:
             if k.startswith(MOCO_PREFIX) and not k[len(MOCO_PREFIX):].startswith("fc.")}
 
 
+def moco_head(path) -> nn.Sequential | None:
+    """MoCo v2's MLP projection head of a MoCo checkpoint (``encoder_q.fc``: Linear, ReLU,
+    Linear, as ``--mlp`` builds it), loaded; None when the checkpoint has no such head."""
+    head = {k[len(MOCO_PREFIX) + 3:]: v for k, v in _checkpoint_keys(path).items()
+            if k.startswith(MOCO_PREFIX + "fc.")}
+    if set(head) != {"0.weight", "0.bias", "2.weight", "2.bias"}:
+        return None
+    (hidden, dim_in), dim_out = head["0.weight"].shape, head["2.weight"].shape[0]
+    mlp = nn.Sequential(nn.Linear(dim_in, hidden), nn.ReLU(), nn.Linear(hidden, dim_out))
+    mlp.load_state_dict(head)
+    return mlp
+
+
 def _timm_model(name: str, pretrained: bool, pretrained_file: str | None, **kwargs) -> nn.Module:
     import timm
 
@@ -178,7 +194,9 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_file: str | 
             if not Path(pretrained_file).is_file():
                 raise PretrainedWeightsError(f"pretrained weights file not found: "
                                              f"{pretrained_file}")
-            model.load_state_dict(load_state_dict(pretrained_file))
+            model.load_state_dict(moco_backbone_state(pretrained_file)
+                                  if is_moco_checkpoint(pretrained_file)
+                                  else load_state_dict(pretrained_file))
         elif pretrained:
             raise PretrainedWeightsError(f"{name} has no published weights; use --pretrained_file")
         return model
@@ -276,7 +294,20 @@ def create_model(hparams: dict, pretrained_file: str | None = None) -> Embedding
     backbone = create_backbone(hparams["backbone"], hparams.get("pretrained", False),
                                pretrained_file, **({"global_pool": ""} if pooling == "avg+max"
                                                    else {}))
-    return EmbeddingNet(backbone, hparams["embed_dim"], hparams.get("freeze_bn", False),
-                        pooling, hparams.get("freeze_bn_affine", False),
-                        hparams.get("head", "linear"), hparams.get("embed_init", "kaiming"),
-                        hparams.get("freeze_patch_embed", False))
+    net = EmbeddingNet(backbone, hparams["embed_dim"], hparams.get("freeze_bn", False),
+                       pooling, hparams.get("freeze_bn_affine", False),
+                       hparams.get("head", "linear"), hparams.get("embed_init", "kaiming"),
+                       hparams.get("freeze_patch_embed", False))
+    if pretrained_file and is_moco_checkpoint(pretrained_file):
+        _keep_moco_head(net, pretrained_file, hparams["embed_dim"])
+    return net
+
+
+def _keep_moco_head(net: EmbeddingNet, path, embed_dim: int) -> None:
+    """A MoCo v2 checkpoint is loaded whole, as UCDIR (UEM's base) loads it: the query encoder
+    with its MLP projection head as the embedding layer, when the head's output size is the
+    network's ``embed_dim`` (MoCo v2's 128); otherwise only the backbone (a fresh linear
+    embedding of the requested size)."""
+    head = moco_head(path)
+    if head is not None and head[2].out_features == embed_dim:
+        net.embedding = head

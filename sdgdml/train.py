@@ -15,7 +15,7 @@ import sys
 import time
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +196,14 @@ class Run:
     monitor: RunMonitor | None = None     # progress and live loggers, once the start is known
     hparam_origins: dict | None = None    # where each hparam's value came from
     saved_step: int | None = None         # the step of the last (finite) checkpoint
+    training_views: dict = field(default_factory=dict)   # {domain: Split}
+
+    def embed_training_images(self) -> dict[str, torch.Tensor]:
+        """Every training image of every domain the method trains on, embedded (``start``)."""
+        a, alg = self.args, self.algorithm
+        return {d: evaluation.embed_split(alg.embed, view, self.eval_tf, a.eval_batch_size,
+                                          a.num_workers, self.device)
+                for d, view in self.training_views.items()}
 
     def evaluate(self) -> dict[str, float]:
         a, alg = self.args, self.algorithm
@@ -279,6 +287,7 @@ def _build(args, out: Path, resolved: Resolution, dataset, protocol: SDGDMLProto
     run = Run(args, out, hparams, dataset, protocol, dataset.train_split(), algorithm, schedule,
               dataset.eval_transform(image_size, data_config), device, seed, freq, identity,
               hparam_origins=resolved.origins)
+    run.training_views = {dataset.source: source, **(targets if needs.unlabeled_targets else {})}
     if not main:                    # rank 0 may set a bad checkpoint aside first
         distributed.barrier()
     resumed_at = _restore(run)
@@ -424,6 +433,8 @@ def _train_run(args, out: Path, resolved: Resolution, dataset, protocol: SDGDMLP
     run, streams, resumed_at = _build(args, out, resolved, dataset, protocol)
     run.monitor = _monitor(run, resumed_at or 0)
     try:
+        if resumed_at is None:
+            run.algorithm.start(run.embed_training_images)
         if resumed_at is None and not args.no_eval_at_start:   # a checkpoint's record is kept
             run.checkpoint(0, {})
         _train_loop(run, streams, resumed_at or 0)

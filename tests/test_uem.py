@@ -106,7 +106,7 @@ def test_spr_eq14_zero_for_the_unchanged_model_positive_after_a_perturbation():
 @pytest.mark.parametrize("switch,gone,added", [
     (None, set(), set()), ("uem_sel", {"uem_sel"}, set()), ("uem_spr", {"uem_spr"}, set()),
     ("uem_merge", set(), set()),
-    ("uem_sn2m", {"uem_sn2m"}, {"uem_nnm"})])
+    ("uem_sn2m", {"uem_sn2m"}, {"uem_ucdir"})])
 def test_table4_switches(switch, gone, added):
     alg = _uem(uem_idse_fraction=0.5, **({switch: False} if switch else {}))
     seen = set()
@@ -116,10 +116,10 @@ def test_table4_switches(switch, gone, added):
             "unlabeled": {"uci": torch.randn(8, 3, 32, 32)},
             "unlabeled_index": {"uci": torch.arange(8) + (step % 2) * 8}}))
         seen |= {k for k in logs if k in ("uem_ince", "uem_pnce", "uem_sel", "uem_dal",
-                                          "uem_spr", "uem_sn2m", "uem_nnm")}
+                                          "uem_spr", "uem_sn2m", "uem_ucdir")}
         terms = [v for k, v in logs.items() if k in ("uem_ince", "uem_pnce", "uem_sel",
                                                      "uem_dal", "uem_spr", "uem_sn2m",
-                                                     "uem_nnm")]
+                                                     "uem_ucdir")]
         assert logs["loss"] == pytest.approx(sum(terms), rel=1e-5)
         if step >= 10:      # stage 2 is L_DAL + L_SPR + L_SN2M only (Eq. 18)
             assert not {"uem_ince", "uem_pnce", "uem_sel"} & set(logs)
@@ -134,7 +134,8 @@ def test_without_merging_the_model_still_trains_both_stages():
                                "index": torch.arange(8) + (step % 3) * 8,
                                "unlabeled": {"uci": torch.randn(8, 3, 32, 32)},
                                "unlabeled_index": {"uci": torch.arange(8) + (step % 2) * 8}})
-    assert alg.merged["a"].pairs == () and logs["uem_merged"] == 0.0
+    assert alg.merged["a"].pairs == ()                  # IDSE: nothing merges
+    assert logs["uem_merged"] == len(alg.matched["a"].pairs)      # SN2M's sets still merge
     assert len(alg.merged["a"].prototypes) == int(alg.k_a) + int(alg.k_b)
     assert "uem_sn2m" in logs
 

@@ -258,6 +258,12 @@ class Algorithm(nn.Module):
     def update(self, batch: dict) -> dict[str, torch.Tensor | float]:
         raise NotImplementedError
 
+    def start(self, embed_training_images) -> None:
+        """Called by the trainer once before the first step of a new run (never on resume):
+        ``embed_training_images()`` gives {domain: embeddings (n, d) of every training image of
+        that domain, in the order of ``batch["index"]`` / ``batch["unlabeled_index"]``}, by the
+        current network in eval mode with the evaluation transform. Nothing by default."""
+
     def autocast(self):
         """The run's mixed precision (``--precision``) for the network's forward; what comes
         out is cast to fp32 before losses see it (``speed`` module doc)."""

@@ -9,25 +9,31 @@ retrieval domain (``batch["unlabeled"]``, the run's one target); never a label
 
 Stage "idse" (Sec. 3.2, Eq. 5-12), steps [0, uem_idse_fraction * total):
   per domain, a memory bank with one entry per training image (indexed by the batch's sample
-  indices; an entry takes the image's feature the first time it is seen, then Eq. 5's momentum
-  update, beta = ``uem_beta``); L_INCE (Eq. 6) over the entries seen so far; every
-  ``uem_cluster_every`` epochs, the number of prototypes of each bank is estimated by the Elbow
-  method (``clustering.elbow_k``, k <= ``uem_elbow_max_k``, every ``uem_elbow_every`` epochs;
-  never the class count) and K-Means gives P^A, P^B; translate + Hungarian + merge (Eq. 8-9)
+  indices), filled before the first step with the starting network's features of the whole
+  domain (``start``; UCDIR's ``main.py`` at epoch 0), then Eq. 5's momentum update, beta =
+  ``uem_beta``; L_INCE (Eq. 6) over the bank; every ``uem_cluster_every`` epochs, the number of
+  prototypes of each bank is estimated by the Elbow method (``clustering.elbow_k``, 2 <= k <=
+  ``uem_elbow_max_k``, every ``uem_elbow_every`` epochs; ``uem_num_prototypes`` > 0 fixes it
+  instead, an oracle when it is the class count) and K-Means gives P^A, P^B; translate +
+  Hungarian + merge (Eq. 8-9)
   gives P^{A'}, P^{B'}; L_PNCE (Eq. 7) over the merged set; L_SEL (Eq. 11);
   L = sum_D [L_INCE + alpha L_PNCE + alpha L_SEL] (Eq. 10, 12; alpha over the IDSE epochs).
 Stage "cdsm" (Sec. 3.3, Eq. 13-18), the rest of training: entering it copies the network into
-  a frozen f' (saved in checkpoints). L = L_DAL (Eq. 13; 2-FC domain classifier through a
+  a frozen f' (saved in checkpoints; it runs on the training network's very batch, both domains
+  together, so an unchanged network gives L_SPR = 0). L = L_DAL (Eq. 13; 2-FC domain classifier through a
   gradient reversal of coefficient ``uem_grl_coeff``) + L_SPR^A + L_SPR^B (Eq. 14) +
   L_SN2M^A + L_SN2M^B (Eq. 15-17); the stage-1 losses stop (Eq. 18). Banks keep their momentum
   update and prototypes their re-estimation (SN2M searches B's memory, the paper's "all of B's
   instances").
 
-Table 4's ablations (hparams): ``uem_merge`` False = "w/o P.M." (translated but never merged:
-P' = own prototypes and the other domain's translated ones, side by side); ``uem_sel`` False = "w/o SEL"; ``uem_spr`` False = "w/o SPDA" (plain
-domain-adversarial learning: L_DAL kept, L_SPR removed); ``uem_sn2m`` False = "w/o SN2M"
-(UCDIR-style nearest-neighbour matching, ``uem_losses.nn_match_loss``, instead).
-``uem_idse_fraction`` 1.0 trains stage 1 only.
+Table 4's ablations (hparams), each removing one part: ``uem_merge`` False = "w/o P.M." (the
+paper: no prototype merging *in IDSE*: IDSE's P' holds the own prototypes and the other domain's
+translated ones side by side; SN2M in stage 2 keeps the merged sets); ``uem_sel`` False = "w/o
+SEL"; ``uem_spr`` False = "w/o SPDA" (plain domain-adversarial learning: L_DAL kept, L_SPR
+removed); ``uem_sn2m`` False = "w/o SN2M" (SN2M replaced by UCDIR's cross-domain terms as its
+released ``builder.py`` defines them: instance-prototype self-entropy + distance-of-distance,
+``uem_losses.ucdir_cross_domain_loss``, weights and temperature ``uem_ucdir_*`` from UCDIR's
+``scripts/domainnet.sh``). ``uem_idse_fraction`` 1.0 trains stage 1 only.
 
 What the paper leaves open, and our defaults: the stage switch in steps,
 ``uem_idse_fraction`` = 2/3 (100 IDSE + 50 CDSM epochs, Sec. 4; 0.8 for DomainNet's 200 + 50);
@@ -39,9 +45,11 @@ used by PCS/UCDIR); gradient reversal coefficient 1 (Eq. 13 is an unweighted min
 domain-classifier hidden width ``uem_disc_hidden`` = 1024; f' runs in the network's mode (an
 unchanged model gives L_SPR = 0 exactly). The recipe (Sec. 4): SGD momentum 0.9, lr 2e-4
 cosine to 0, batch 64, tau 0.07, beta 0.99, ResNet-50 from MoCo v2 ImageNet weights
-(``uem_init``; hence ``pretrained`` false: no hub download); the feature size, not given by the
-paper, is MoCo v2's 128. DigitsDG, not in the paper, trains its small CNN from scratch with the
-package's small-image recipe.
+(``uem_init``; hence ``pretrained`` false: no hub download), loaded whole as UCDIR loads it
+(the query encoder with its MLP projection head, ``networks.create_model``); the feature size,
+not given by the paper, is MoCo v2's 128. DigitsDG, not in the paper, trains its small CNN with
+the package's small-image recipe, from scratch by default or from ``python -m sdgdml.pretrain``'s
+MoCo v2 checkpoint (``uem_init`` moco_v2 with ``--pretrained_file``).
 """
 from __future__ import annotations
 
@@ -96,6 +104,9 @@ class UEM(Algorithm):
            help="epochs between K-Means re-estimations of the prototypes")
         hp("uem_elbow_every", 1.0, fixed(),            # epochs between Elbow estimates
            help="epochs between Elbow estimates of the prototype count")
+        hp("uem_num_prototypes", 0, fixed(),
+           help="prototypes per domain: 0 = the Elbow estimate (the paper); k > 0 = k (an oracle "
+                "when it is the class count)")
         hp("uem_elbow_max_k", 20 if small else 80, fixed(),
            help="largest prototype count the Elbow method considers")
         hp("uem_elbow_sample", 5000, fixed(), help="bank entries sampled for the Elbow estimate")
@@ -111,8 +122,14 @@ class UEM(Algorithm):
            help="semantic-enhanced loss L_SEL (False: w/o SEL)")
         hp("uem_spr", True, fixed(),                   # False: "w/o SPDA" (plain DANN)
            help="semantic-preserving term L_SPR (False: w/o SPDA, plain DANN)")
-        hp("uem_sn2m", True, fixed(),                  # False: "w/o SN2M" (NN matching)
-           help="switchable nearest-neighbour match (False: w/o SN2M, NN matching)")
+        hp("uem_sn2m", True, fixed(),                  # False: "w/o SN2M" (UCDIR's terms)
+           help="switchable nearest-neighbour match (False: w/o SN2M, UCDIR's cross-domain terms)")
+        hp("uem_ucdir_se_temp", 0.1, fixed(),          # UCDIR scripts/domainnet.sh
+           help="w/o SN2M: temperature of UCDIR's self-entropy (scripts/domainnet.sh)")
+        hp("uem_ucdir_se_weight", 0.5, fixed(),
+           help="w/o SN2M: weight of UCDIR's self-entropy (scripts/domainnet.sh)")
+        hp("uem_ucdir_dd_weight", 0.1, fixed(),
+           help="w/o SN2M: weight of UCDIR's distance-of-distance loss (scripts/domainnet.sh)")
 
     def __init__(self, network, num_classes, hparams, schedule, domain_sizes=None):
         super().__init__(network, num_classes, hparams, schedule, domain_sizes)
@@ -134,7 +151,8 @@ class UEM(Algorithm):
             self.register_buffer(f"protos_{role}", torch.zeros(0, dim))
             self.register_buffer(f"center_{role}", torch.zeros(dim))    # bank mean at K-Means
             self.register_buffer(f"k_{role}", torch.zeros((), dtype=torch.long))
-        self.merged: dict[str, L.Merged] = {}
+        self.merged: dict[str, L.Merged] = {}       # IDSE's P' (Eq. 9, per uem_merge)
+        self.matched: dict[str, L.Merged] = {}      # SN2M's P' (Eq. 9, always merged)
         self.banks_ready = False        # both banks hold >= 2 entries (known on the host)
         self.classifier = nn.Sequential(nn.Linear(dim, h["uem_disc_hidden"]), nn.ReLU(),
                                         nn.Linear(h["uem_disc_hidden"], 1))     # Eq. 13's g
@@ -195,6 +213,16 @@ class UEM(Algorithm):
             raise UnknownAlgorithmError("uem_init supervised, but --pretrained_file is a MoCo "
                                         "checkpoint: set uem_init to moco_v2")
 
+    @torch.no_grad()
+    def start(self, embed_training_images) -> None:
+        """Eq. 5's initialisation: every memory entry is the starting network's feature of its
+        image, over the whole domain, before the first step (UCDIR's ``main.py`` at epoch 0:
+        eval mode, evaluation transform)."""
+        feats = embed_training_images()
+        for role, domain in self.domains.items():
+            self._bank(role).copy_(F.normalize(feats[domain].float(), dim=1))
+            self._seen(role).fill_(True)
+
     # ------------------------------------------------------------------ prototypes
     def _bank(self, role: str) -> torch.Tensor:
         return getattr(self, f"bank_{role}")
@@ -214,7 +242,9 @@ class UEM(Algorithm):
             seen = self._seen(role)
             entries = self._bank(role)[seen]
             k = int(getattr(self, f"k_{role}"))
-            if elbow or k == 0:
+            if h["uem_num_prototypes"]:
+                k = h["uem_num_prototypes"]
+            elif elbow or k == 0:
                 k = elbow_k(entries, h["uem_elbow_max_k"], iters=h["uem_kmeans_iters"],
                             seed=self.step * 2 + i, sample=h["uem_elbow_sample"])
             k = min(k, len(entries))
@@ -228,16 +258,21 @@ class UEM(Algorithm):
         self._rebuild_merged()
 
     def _rebuild_merged(self) -> None:
-        """P^{A'} and P^{B'} (Eq. 8-9) from the prototypes and bank means of the last K-Means."""
+        """P^{A'} and P^{B'} (Eq. 8-9) from the prototypes and bank means of the last K-Means:
+        ``merged``, IDSE's sets (Eq. 7, 11; unmerged under "w/o P.M."), and ``matched``,
+        SN2M's (Eq. 15-17; always merged: the ablation removes merging from IDSE only)."""
         if len(self.protos_a) == 0:
-            self.merged = {}
+            self.merged, self.matched = {}, {}
             return
-        merge = self.hparams["uem_merge"]
-        self.merged = {
-            "a": L.translate_merge(self.protos_a, self.protos_b, self.center_a, self.center_b,
-                                   merge),
-            "b": L.translate_merge(self.protos_b, self.protos_a, self.center_b, self.center_a,
-                                   merge)}
+        self.matched = self._translate_merge(True)
+        self.merged = (self.matched if self.hparams["uem_merge"]
+                       else self._translate_merge(False))
+
+    def _translate_merge(self, merge: bool) -> dict[str, L.Merged]:
+        return {"a": L.translate_merge(self.protos_a, self.protos_b, self.center_a,
+                                       self.center_b, merge),
+                "b": L.translate_merge(self.protos_b, self.protos_a, self.center_b,
+                                       self.center_a, merge)}
 
     def _cluster_due(self) -> bool:
         # banks only fill up: read their counts until both hold two entries (the first steps)
@@ -267,31 +302,47 @@ class UEM(Algorithm):
         return out
 
     def _sn2m_inputs(self, role: str) -> L.SN2MInputs:
+        """SN2M's search space in the other domain: the memory entries that have a K-Means
+        label (-1, an entry first seen after the last clustering, is no prototype)."""
         other = _other(role)
-        seen = self._seen(other)
-        return L.SN2MInputs(getattr(self, f"protos_{role}"), self.merged[other],
-                            self._bank(other)[seen], getattr(self, f"assign_{other}")[seen])
+        assign = getattr(self, f"assign_{other}")
+        labelled = assign >= 0
+        return L.SN2MInputs(getattr(self, f"protos_{role}"), self.matched[other],
+                            self._bank(other)[labelled], assign[labelled])
+
+    def _frozen_features(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """f'(x) (Eq. 14) computed exactly as the training network computes f(x): one forward
+        of both domains' images together, in the network's mode and precision (so BatchNorm
+        sees the same batch statistics, and an unchanged network gives L_SPR = 0)."""
+        self.frozen_net.train(self.network.training)
+        with torch.no_grad(), self.autocast():
+            feats = self.frozen_net(torch.cat([x["a"], x["b"]]))
+        return dict(zip(ROLES, F.normalize(feats.float(), dim=1).split(
+            [len(x["a"]), len(x["b"])])))
 
     def _cdsm(self, x: dict[str, torch.Tensor], z: dict[str, torch.Tensor]
               ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """Eq. 13-18."""
+        """Eq. 13-18 (or, "w/o SN2M", UCDIR's cross-domain terms in place of Eq. 15-17)."""
         h, tau = self.hparams, self.hparams["uem_tau"]
         logits = {r: self.classifier(L.GradReverse.apply(z[r], h["uem_grl_coeff"]))
                   for r in ROLES}
         terms = {"dal": L.domain_adversarial_loss(logits["a"], logits["b"])}
-        logs: dict[str, float] = {}
+        with torch.no_grad():       # the domain classifier's accuracy (1 = domains apart)
+            right = torch.cat([logits["a"] > 0, logits["b"] <= 0]).float().mean()
+        logs: dict[str, torch.Tensor] = {"uem_dal_acc": right}
         if h["uem_spr"]:
-            with torch.no_grad():
-                self.frozen_net.train(self.network.training)
-                frozen = {r: F.normalize(self.frozen_net(x[r]), dim=1) for r in ROLES}
+            frozen = self._frozen_features(x)
             terms["spr"] = sum(L.semantic_preserving_loss(z[r], frozen[r]) for r in ROLES)
-        if h["uem_sn2m"] and self.has_prototypes():
+        if not self.has_prototypes():
+            return terms, logs
+        if h["uem_sn2m"]:
             parts = [L.sn2m_loss(z[r], self._sn2m_inputs(r), tau) for r in ROLES]
             terms["sn2m"] = sum(p[0] for p in parts)
             logs["uem_sn2m_agree"] = (sum(p[1] for p in parts) / 2).detach()
-        elif not h["uem_sn2m"]:
-            terms["nnm"] = sum(L.nn_match_loss(z[r], self._bank(_other(r))[self._seen(_other(r))],
-                                               tau) for r in ROLES)
+        else:
+            terms["ucdir"] = L.ucdir_cross_domain_loss(
+                z["a"], z["b"], self.protos_a, self.protos_b, h["uem_ucdir_se_temp"],
+                h["uem_ucdir_se_weight"], h["uem_ucdir_dd_weight"])
         return terms, logs
 
     # ------------------------------------------------------------------ training step
@@ -302,8 +353,8 @@ class UEM(Algorithm):
 
     @torch.no_grad()
     def _first_sight(self, z: dict, index: dict) -> None:
-        """An entry takes its image's feature the first time the image is seen (Eq. 5's
-        initialisation with the features of the initial f)."""
+        """Entries ``start`` did not fill (an algorithm driven without the trainer) take their
+        image's feature the first time the image is seen."""
         for r in ROLES:
             new = ~self._seen(r)[index[r]]
             bank = self._bank(r)
@@ -340,10 +391,10 @@ class UEM(Algorithm):
         self.step += 1
         return {"loss": loss.detach(), **logs, **{f"uem_{k}": v.detach() for k, v in terms.items()},
                 "uem_k_a": self.k_a.float(), "uem_k_b": self.k_b.float(),
-                "uem_merged": float(len(self.merged["a"].pairs) if self.merged else 0)}
+                "uem_merged": float(len(self.matched["a"].pairs) if self.matched else 0)}
 
     def extra_metrics(self, ctx: EvalContext) -> dict[str, float]:
         """The current Elbow estimates and merged pairs (the App. B.1 detector is the open-set
         rule ``--open_rule detector``, which every method gets, as in App. B.2)."""
         return {"uem_k_a": float(self.k_a), "uem_k_b": float(self.k_b),
-                "uem_merged": float(len(self.merged["a"].pairs) if self.merged else 0)}
+                "uem_merged": float(len(self.matched["a"].pairs) if self.matched else 0)}

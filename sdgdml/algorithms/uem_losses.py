@@ -131,11 +131,37 @@ def sn2m_loss(z: torch.Tensor, s: SN2MInputs, tau: float) -> tuple[torch.Tensor,
     return (denom - delta).mean(), agree.float().mean()
 
 
-def nn_match_loss(z: torch.Tensor, other_bank: torch.Tensor, tau: float) -> torch.Tensor:
-    """Ablation "w/o SN2M": UCDIR-style cross-domain nearest-neighbour matching in place of
-    SN2M (our reading, as the paper's Table 4 names it only): the positive of f_i is always
-    its nearest entry of B's memory (cosine), the negatives every other entry of B's memory,
-    no prototype and no switch."""
-    with torch.no_grad():
-        nn_idx = (z.detach() @ other_bank.T).argmax(1)
-    return F.cross_entropy(z @ other_bank.T / tau, nn_idx)
+def ucdir_self_entropy(z: torch.Tensor, prototypes: torch.Tensor, tau: float) -> torch.Tensor:
+    """UCDIR's instance-prototype self-entropy (Hu & Lee, ECCV 2022; ``builder.py``,
+    ``self_entropy_loss_onepair``): the mean entropy of softmax(f_i . p_c / tau) over the unit
+    prototypes ``prototypes``; minimising it makes each sample commit to one prototype."""
+    logits = z @ prototypes.T / tau
+    return -(F.log_softmax(logits, 1) * F.softmax(logits, 1)).sum(1).mean()
+
+
+def ucdir_dist_of_dist(z: torch.Tensor, protos_a: torch.Tensor, protos_b: torch.Tensor,
+                       tau: float = 0.01) -> torch.Tensor:
+    """UCDIR's distance-of-distance loss (``dist_of_dist_loss_onepair``): a batch's pairwise
+    distances 1 - cos(s_i, s_j) between soft assignments s = softmax(f . P / tau), once over
+    A's prototypes and once over B's; the mean over i of the squared Euclidean distance between
+    the two rows i (both domains' prototypes must arrange the batch alike). ``tau`` 0.01 is
+    fixed in UCDIR's code."""
+    def distances(p):
+        s = F.normalize(F.softmax(z @ p.T / tau, dim=1), dim=1)
+        return 1.0 - s @ s.T
+    return ((distances(protos_a) - distances(protos_b)) ** 2).sum(1).mean()
+
+
+def ucdir_cross_domain_loss(z_a: torch.Tensor, z_b: torch.Tensor, protos_a: torch.Tensor,
+                            protos_b: torch.Tensor, se_tau: float, se_weight: float,
+                            dd_weight: float) -> torch.Tensor:
+    """Ablation "w/o SN2M" (Table 4: SN2M replaced by UCDIR's cross-domain matching), as UCDIR's
+    released code defines its cross-domain terms (``builder.py``, ``main.py``): K-Means
+    prototypes normalised to unit length; ``se_weight`` x the mean self-entropy of both
+    domains' features against both domains' prototypes (the four pairs A-A, A-B, B-A, B-B)
+    + ``dd_weight`` x the mean distance-of-distance loss of the features of A and of B."""
+    pa, pb = F.normalize(protos_a, dim=1), F.normalize(protos_b, dim=1)
+    entropy = torch.stack([ucdir_self_entropy(z, p, se_tau)
+                           for z in (z_a, z_b) for p in (pa, pb)]).mean()
+    dist = torch.stack([ucdir_dist_of_dist(z, pa, pb) for z in (z_a, z_b)]).mean()
+    return se_weight * entropy + dd_weight * dist

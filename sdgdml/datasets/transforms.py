@@ -73,3 +73,18 @@ def digits_train(image_size: int = 32):
 
 def digits_eval(image_size: int = 32):
     return tv.Compose([tv.Resize(image_size), *_to_tensor((0.5,) * 3, (0.5,) * 3)])
+
+
+def moco_v2_train(image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                  flip: bool = True):
+    """MoCo v2's augmentation (``--aug-plus``, Chen et al. 2020, arXiv 2003.04297): random
+    resized crop of area 0.2-1, colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale with
+    p 0.2, Gaussian blur (sigma 0.1-2, kernel ~10% of the image, odd) with p 0.5, horizontal
+    flip (``flip``: off for digits, whose mirror images are other symbols)."""
+    kernel = max(3, int(0.1 * image_size) // 2 * 2 + 1)
+    return tv.Compose([
+        tv.RandomResizedCrop(image_size, scale=(0.2, 1.0)),
+        tv.RandomApply([tv.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        tv.RandomGrayscale(p=0.2),
+        tv.RandomApply([tv.GaussianBlur(kernel, (0.1, 2.0))], p=0.5),
+        *([tv.RandomHorizontalFlip()] if flip else []), *_to_tensor(mean, std)])
