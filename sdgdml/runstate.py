@@ -140,8 +140,9 @@ def check_resumable(state: dict, path: Path, expected: dict, shapes: dict[str, l
     ``shapes``, its step is an integer in [0, total] and the run's ``results.jsonl`` holds the
     record of that step (``record_identity(step)``: that record's experiment identity, None
     without one); without an identity (an older checkpoint), that record must name this
-    experiment. Tensors under a ``lazy`` prefix (modules the algorithm creates on first use,
-    ``Algorithm.LAZY_STATE``) may be in the checkpoint and not yet in the fresh model."""
+    experiment. Tensors under a ``lazy`` prefix (``Algorithm.LAZY_STATE``: state created on
+    first use or resized during training, which the algorithm's ``load_state_dict`` rebuilds)
+    are left out of the shape comparison."""
     step, identity = state["step"], state.get("identity")
     total = expected["total_steps"]
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
@@ -157,8 +158,10 @@ def check_resumable(state: dict, path: Path, expected: dict, shapes: dict[str, l
             diff = _differences(found if isinstance(found, dict) else {}, expected["experiment"])
             raise CheckpointError(f"{path} is a checkpoint of another experiment ({diff})")
     modules = state["algorithm"].get("modules") if isinstance(state["algorithm"], dict) else None
+    def fixed(d):       # the tensors whose names and shapes a run fixes from its start
+        return {k: v for k, v in d.items() if not (lazy and k.startswith(lazy))}
     found = tensor_shapes(modules) if isinstance(modules, dict) else {}
-    found = {k: v for k, v in found.items() if k in shapes or not k.startswith(lazy or ("\0",))}
+    found, shapes = fixed(found), fixed(shapes)
     if not isinstance(modules, dict) or found != shapes:
         raise CheckpointError(f"{path} does not fit this run's {expected['algorithm']} "
                               f"(tensors {_differences(found, shapes)})")

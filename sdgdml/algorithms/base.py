@@ -199,8 +199,8 @@ class Algorithm(nn.Module):
     # trains exactly across processes (``distributed``): its update computes the batch loss
     # on ``gather``'s global batch and keeps no per-process state
     MULTI_PROCESS = False
-    # state-dict prefixes of modules created on first use (a resumed checkpoint may hold them
-    # before the fresh model does; ``load_state_dict`` creates them)
+    # state-dict prefixes of state created on first use or resized during training (a resumed
+    # checkpoint may hold it in other shapes than the fresh model; ``load_state_dict`` rebuilds it)
     LAZY_STATE: tuple[str, ...] = ()
     # why not, in the one-line refusal of a several-process run (``train``)
     SINGLE_PROCESS_REASON = "it keeps per-process state"
