@@ -12,7 +12,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 BACKENDS = ("torch", "sklearn")
 
@@ -96,6 +95,8 @@ def match_to_anchors(centroids: torch.Tensor, anchors: torch.Tensor) -> torch.Te
     """The one-to-one assignment of centroids (k, d) to anchors (k, d) that maximises the total
     cosine similarity (Hungarian algorithm): ``result[i]`` is the anchor of centroid i."""
     sims = (centroids @ anchors.T).detach().cpu().double().numpy()
+    from scipy.optimize import linear_sum_assignment  # 0.7 CPU-s: import on use
+
     rows, cols = linear_sum_assignment(-sims)
     out = np.empty(len(rows), dtype=np.int64)
     out[rows] = cols

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 
 # ---------------------------------------------------------------- Eq. 8-9 (translate + merge)
@@ -58,6 +57,8 @@ def translate_merge(own: torch.Tensor, other: torch.Tensor, own_mean: torch.Tens
     k_own, k_other = len(own), len(other)
     moved = other + (own_mean - other_mean)
     dist = torch.cdist(own.double(), moved.double())
+    from scipy.optimize import linear_sum_assignment  # 0.7 CPU-s: import on use
+
     rows, cols = linear_sum_assignment(dist.cpu().numpy())
     limit = min(min_pairwise_distance(own), min_pairwise_distance(other)) if merge else -1.0
     pairs = tuple((int(r), int(c)) for r, c in zip(rows, cols) if float(dist[r, c]) < limit)

@@ -2,8 +2,6 @@
 (degrees, 28.6 = 0.5 rad, the paper's) and scale s = 64."""
 from __future__ import annotations
 
-from pytorch_metric_learning import losses as pml_losses
-
 from ..search_space import uniform
 from .pml_proxy import PMLProxyLoss
 from .registry import register_loss
@@ -20,5 +18,7 @@ class ArcFace(PMLProxyLoss):
         hp("arc_scale", 64.0, uniform(16, 64), help="logit scale s (ArcFace)")
 
     def make(self, num_classes, embed_dim, hparams):
+        from pytorch_metric_learning import losses as pml_losses  # scipy.stats: import on use
+
         return pml_losses.ArcFaceLoss(num_classes, embed_dim, margin=hparams["arc_margin_deg"],
                                       scale=hparams["arc_scale"])

@@ -2,8 +2,6 @@
 and scale s = 64 (the paper's)."""
 from __future__ import annotations
 
-from pytorch_metric_learning import losses as pml_losses
-
 from ..search_space import uniform
 from .pml_proxy import PMLProxyLoss
 from .registry import register_loss
@@ -19,5 +17,7 @@ class CosFace(PMLProxyLoss):
         hp("cos_scale", 64.0, uniform(16, 64), help="logit scale s (CosFace)")
 
     def make(self, num_classes, embed_dim, hparams):
+        from pytorch_metric_learning import losses as pml_losses  # scipy.stats: import on use
+
         return pml_losses.CosFaceLoss(num_classes, embed_dim, margin=hparams["cos_margin"],
                                       scale=hparams["cos_scale"])

@@ -2,9 +2,6 @@
 pair-based, no proxies, needs class-balanced batches (``SAMPLER = "m_per_class"``)."""
 from __future__ import annotations
 
-from pytorch_metric_learning import losses as pml_losses
-from pytorch_metric_learning import miners as pml_miners
-
 from ..search_space import uniform
 from .base import MetricLoss
 from .registry import register_loss
@@ -27,6 +24,9 @@ class MultiSimilarity(MetricLoss):
 
     def __init__(self, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__()
+        from pytorch_metric_learning import losses as pml_losses  # scipy.stats: import on use
+        from pytorch_metric_learning import miners as pml_miners
+
         self.pml = pml_losses.MultiSimilarityLoss(alpha=hparams["ms_alpha"],
                                                   beta=hparams["ms_beta"], base=hparams["ms_base"])
         self.miner = pml_miners.MultiSimilarityMiner(epsilon=hparams["ms_epsilon"])

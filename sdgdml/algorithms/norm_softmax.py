@@ -2,8 +2,6 @@
 cos / temperature (0.05, the paper's)."""
 from __future__ import annotations
 
-from pytorch_metric_learning import losses as pml_losses
-
 from ..search_space import log_uniform
 from .pml_proxy import PMLProxyLoss
 from .registry import register_loss
@@ -19,5 +17,7 @@ class NormSoftmax(PMLProxyLoss):
            help="softmax temperature of the normalised proxies (NormSoftmax)")
 
     def make(self, num_classes, embed_dim, hparams):
+        from pytorch_metric_learning import losses as pml_losses  # scipy.stats: import on use
+
         return pml_losses.NormalizedSoftmaxLoss(num_classes, embed_dim,
                                                 temperature=hparams["nsm_temperature"])

@@ -2,8 +2,6 @@
 (``pa_margin``), scale ``alpha`` (``pa_alpha``); defaults are the paper's (0.1, 32)."""
 from __future__ import annotations
 
-from pytorch_metric_learning import losses as pml_losses
-
 from ..search_space import log_uniform, uniform
 from .pml_proxy import PMLProxyLoss
 from .registry import register_loss
@@ -18,5 +16,7 @@ class ProxyAnchor(PMLProxyLoss):
            help="scaling factor alpha (Proxy Anchor Eq. 4)")
 
     def make(self, num_classes, embed_dim, hparams):
+        from pytorch_metric_learning import losses as pml_losses  # scipy.stats: import on use
+
         return pml_losses.ProxyAnchorLoss(num_classes, embed_dim, margin=hparams["pa_margin"],
                                           alpha=hparams["pa_alpha"])

@@ -3,8 +3,6 @@
 ECCV 2020)."""
 from __future__ import annotations
 
-from pytorch_metric_learning import losses as pml_losses
-
 from ..search_space import log_uniform
 from .pml_proxy import PMLProxyLoss
 from .registry import register_loss
@@ -18,5 +16,7 @@ class ProxyNCA(PMLProxyLoss):
            help="scale of the proxy-distance softmax (ProxyNCA, pml's softmax_scale)")
 
     def make(self, num_classes, embed_dim, hparams):
+        from pytorch_metric_learning import losses as pml_losses  # scipy.stats: import on use
+
         return pml_losses.ProxyNCALoss(num_classes, embed_dim,
                                        softmax_scale=hparams["pnca_scale"])

@@ -2,8 +2,6 @@
 class (``st_centers``), lambda, gamma and margin at the paper's values."""
 from __future__ import annotations
 
-from pytorch_metric_learning import losses as pml_losses
-
 from ..search_space import choice, log_uniform, uniform
 from .pml_proxy import PMLProxyLoss
 from .registry import register_loss
@@ -25,6 +23,8 @@ class SoftTriple(PMLProxyLoss):
         hp("st_margin", 0.01, uniform(0.0, 0.1), help="margin delta (SoftTriple Eq. 8-10)")
 
     def make(self, num_classes, embed_dim, hparams):
+        from pytorch_metric_learning import losses as pml_losses  # scipy.stats: import on use
+
         return pml_losses.SoftTripleLoss(
             num_classes, embed_dim, centers_per_class=hparams["st_centers"],
             la=hparams["st_lambda"], gamma=hparams["st_gamma"], margin=hparams["st_margin"])

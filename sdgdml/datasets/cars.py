@@ -20,7 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from .ext import ExtDataset
 from .files import DomainIndex, list_images, some
@@ -35,6 +34,8 @@ N_CLASSES = 196
 
 def _load_mat(path: Path, keys: tuple[str, ...], index: DomainIndex) -> dict | None:
     try:
+        import scipy.io  # import on use
+
         mat = scipy.io.loadmat(str(path), squeeze_me=True)
     except Exception as e:  # noqa: BLE001 - any parse failure: unusable annotation file
         index.problems.append(f"cannot read {path}: {type(e).__name__}: {e}")

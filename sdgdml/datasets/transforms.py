@@ -7,7 +7,9 @@ the backbone's own timm pretrained config instead (:func:`backbone_data_config`)
 """
 from __future__ import annotations
 
-from torchvision import transforms as tv
+# torchvision is imported where a transform is built, not at import time: importing it pulls
+# in torchvision.ops and with it torch._dynamo (about 1.5 CPU-s), which commands that build no
+# transform (--help, validation errors, collect, sweep) need not pay.
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -15,18 +17,26 @@ STANDARD_CROP_PCT = 224 / 256
 NORMALIZATIONS = ("imagenet", "timm")
 
 
+def _tv():
+    from torchvision import transforms as tv
+
+    return tv
+
+
 def _to_tensor(mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    tv = _tv()
     return [tv.ToTensor(), tv.Normalize(mean, std)]
 
 
-def _interpolation(name: str) -> tv.InterpolationMode:
-    return tv.InterpolationMode(name)
+def _interpolation(name: str):
+    return _tv().InterpolationMode(name)
 
 
 def standard_train(image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                    crop_pct: float = STANDARD_CROP_PCT, interpolation: str = "bilinear"):
     """Random resized crop + horizontal flip (ProxyAnchor / PFML Sec. 4.1 recipe).
     ``crop_pct`` is unused here (an eval setting, accepted so one config serves both)."""
+    tv = _tv()
     return tv.Compose([tv.RandomResizedCrop(image_size, interpolation=_interpolation(interpolation)),
                        tv.RandomHorizontalFlip(), *_to_tensor(mean, std)])
 
@@ -34,6 +44,7 @@ def standard_train(image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
 def standard_eval(image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                   crop_pct: float = STANDARD_CROP_PCT, interpolation: str = "bilinear"):
     """Resize the short side to ``image_size / crop_pct`` (256 for 224), then centre crop."""
+    tv = _tv()
     return tv.Compose([tv.Resize(round(image_size / crop_pct),
                                  interpolation=_interpolation(interpolation)),
                        tv.CenterCrop(image_size), *_to_tensor(mean, std)])
@@ -67,11 +78,13 @@ def data_config(hparams: dict) -> dict | None:
 
 def digits_train(image_size: int = 32):
     """Mild crop jitter, no flip (a flipped digit is another glyph)."""
+    tv = _tv()
     return tv.Compose([tv.RandomResizedCrop(image_size, scale=(0.75, 1.0), ratio=(0.9, 1.1)),
                        *_to_tensor((0.5,) * 3, (0.5,) * 3)])
 
 
 def digits_eval(image_size: int = 32):
+    tv = _tv()
     return tv.Compose([tv.Resize(image_size), *_to_tensor((0.5,) * 3, (0.5,) * 3)])
 
 
