@@ -1,5 +1,6 @@
-"""Each plug-in's effect over its base, paired by trial seed: for ``Base+Plugin`` and ``Base`` in
-the same sweep, the per-trial difference (same source train/validation split, same training
+"""Each plug-in's effect over its base, paired by trial seed: for ``Base+Plugin`` (or a plug-in
+standing alone on its default base, ``CenterPolar`` = ``ProxyAnchor+CenterPolar``) and ``Base``
+in the same sweep, the per-trial difference (same source train/validation split, same training
 seed) of every target's metric and of the target average, as mean ± standard error over the
 trials (in points). Pairing removes the trial-to-trial variance both runs share.
 
@@ -18,15 +19,26 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
+from sdgdml.algorithms import UnknownAlgorithmError, components
 from sdgdml.collect import SELECTION_METHODS, load_records, per_trial, select
 
 
+def _base(name: str) -> str | None:
+    """The algorithm a plug-in extends: ``A+B+P`` -> ``A+B``; a plug-in standing alone on its
+    default base (``CenterPolar`` = ``ProxyAnchor+CenterPolar``) -> that base; else None."""
+    try:
+        parts = [c.name for c in components(name)]
+    except UnknownAlgorithmError:       # a label that names no registered algorithm
+        return None
+    return "+".join(parts[:-1]) if len(parts) > 1 else None
+
+
 def paired_rows(per_alg: dict[str, pd.DataFrame], columns: list[str]) -> list[list[str]]:
-    """[algorithm, base, n, mean ± SE per column] for every ``Base+Plugin`` whose base ran."""
+    """[pair, n, mean ± SE per column] for every plug-in whose base ran in the same sweep."""
     rows = []
     for name, frame in sorted(per_alg.items()):
-        base = name.rsplit("+", 1)[0]
-        if "+" not in name or base not in per_alg:
+        base = _base(name)
+        if base is None or base not in per_alg:
             continue
         diff = (frame - per_alg[base]).dropna(how="all")       # aligned on trial_seed
         cells = []
