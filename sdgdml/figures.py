@@ -10,6 +10,8 @@
   labels) the unseen classes by class; the title names the point count.
 - ``training_curves``: losses, learning rates (log scale) and a metric (in %, with its chance
   level) over the steps of ``results.jsonl``.
+- ``example_grid``: example images of a dataset, one row per domain (e.g. GlyphsDG's figure in
+  the README).
 - ``grouped_bars`` / ``line_curves``: mean ± standard error bars and curves (``collect_results.py
   --plots``), in %, with a chance line.
 
@@ -63,6 +65,29 @@ def _legend_outside(ax, **kwargs) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
                   fontsize=kwargs.pop("fontsize", 7), **kwargs)
+
+
+# ---------------------------------------------------------------------------- examples
+def example_grid(rows: dict[str, list], path: str | Path, title: str = "",
+                 column_names: list[str] | None = None) -> list[Path]:
+    """A grid of images: one row per name of ``rows`` ({row name: [uint8 HxWx3 image, ...]}),
+    the row name on its left, ``column_names`` (e.g. the class of each column) on top."""
+    n_cols = max(len(images) for images in rows.values())
+    fig = Figure(figsize=(0.55 * n_cols + 1.0, 0.6 * len(rows) + 0.5), dpi=100)
+    axes = np.asarray(fig.subplots(len(rows), n_cols, squeeze=False))
+    for r, (name, images) in enumerate(rows.items()):
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_frame_on(False)
+            if c < len(images):
+                ax.imshow(images[c], interpolation="nearest")
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    for c, name in enumerate(column_names or []):
+        axes[0, c].set_title(name, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- galleries

@@ -46,7 +46,7 @@ from .search_space import describe, fixed, log2_uniform_int, log_uniform
 from .suggest import did_you_mean
 from .validation import InvalidValueError, check_hparams
 
-SMALL_IMAGE_DATASETS = {"DigitsDG"}
+SMALL_IMAGE_DATASETS = {"DigitsDG", "GlyphsDG"}
 DEFAULT, SEARCH, SWEEP, OVERRIDE = "default", "search", "sweep", "--hparams"
 
 

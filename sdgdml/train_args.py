@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--source", default=None, help="source (training) domain; default: the dataset's")
     a("--targets", nargs="*", default=None,
       help="target domains to evaluate on; default: every domain except the source")
-    a("--data_dir", default=None, help="folder holding the datasets (not needed for DigitsDG); "
-      "check it with: python -m sdgdml.datasets check --data_dir DIR")
+    a("--data_dir", default=None, help="folder holding the datasets (not needed for DigitsDG "
+      "and GlyphsDG); check it with: python -m sdgdml.datasets check --data_dir DIR")
     a("--dataset_config", default=None,
       help="YAML file registering image-folder datasets and/or their locations (default: "
            "<data_dir>/sdgdml_datasets.yaml if present)")

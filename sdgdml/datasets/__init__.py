@@ -3,8 +3,8 @@ source->target split strings such as ``PACS:photo->art_painting,cartoon,sketch``
 
 Each dataset registers itself in its own file (``@register_dataset``, :mod:`.registry`);
 importing this package imports every module in it, so adding a dataset is one new file.
-Registered: DigitsDG (embedded), DomainNet, PACS, OfficeHome, Office31, CUB200Ext, Cars196Ext,
-plus the datasets of a user config file (:mod:`sdgdml.datasets.config`). Check what is on disk
+Registered: DigitsDG and GlyphsDG (embedded), DomainNet, PACS, OfficeHome, Office31, CUB200Ext,
+Cars196Ext, plus the datasets of a user config file (:mod:`sdgdml.datasets.config`). Check what is on disk
 with ``python -m sdgdml.datasets check --data_dir D``.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .digits import DigitsDG
 from .domainnet import DomainNet
 from .files import FileDataset
 from .folders import PACS, Office31, OfficeHome
+from .glyphs import GlyphsDG
 from .registry import DATASETS, get_dataset_class, register_dataset, unregister_dataset
 from .samples import (CorruptImageError, DatasetError, DomainSamples, EvalSplit, ImageDataset,
                       Split, UnlabeledSamples)
@@ -94,7 +95,8 @@ def single_source_splits(name: str) -> list[str]:
 
 
 __all__ = ["DATASETS", "Cars196Ext", "CUB200Ext", "CorruptImageError", "DatasetError",
-           "DigitsDG", "DomainNet", "DomainSamples", "EvalSplit", "FileDataset", "ImageDataset",
+           "DigitsDG", "DomainNet", "DomainSamples", "EvalSplit", "FileDataset", "GlyphsDG",
+           "ImageDataset",
            "Office31", "OfficeHome", "PACS", "SDGDataset", "Split", "UnlabeledSamples",
            "create_dataset", "format_split", "get_dataset_class", "load_dataset_config",
            "parse_split", "register_dataset", "single_source_splits", "ucdr", "unregister_dataset"]

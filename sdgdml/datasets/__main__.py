@@ -3,6 +3,7 @@
     python -m sdgdml.datasets list                       # registered datasets and their protocol
     python -m sdgdml.datasets splits PACS                # every single-source split (for sweeps)
     python -m sdgdml.datasets check --data_dir D [--dataset PACS ...]   # DigitsDG: no --data_dir
+    python -m sdgdml.datasets examples GlyphsDG --out docs/images/glyphs_examples.png
     python -m sdgdml.datasets scaffold --root D/mydata --name MyData   # a config entry to edit
     python -m sdgdml.datasets download PACS --data_dir D   # official files, unpacked, checked
     python -m sdgdml.datasets download --list            # every address (and what is not public)
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+import numpy as np
 
 from tabulate import tabulate
 
@@ -70,6 +73,27 @@ def _check(args) -> int:
         summary.append(f"{name}: {'ready' if ok else 'NOT READY'}")
     print("\n".join(summary))
     return 1 if any(s.endswith("NOT READY") for s in summary) else 0
+
+
+def _examples(args) -> int:
+    """One image per chosen class (the first seen and the first unseen classes) in every domain,
+    as a grid (``sdgdml.figures.example_grid``)."""
+    from ..figures import example_grid
+
+    dataset = create_dataset(args.dataset, args.data_dir, config_file=args.dataset_config)
+    seen = dataset.seen_class_ids()
+    unseen = np.setdiff1d(np.arange(len(dataset.CLASSES)), seen)
+    ids = list(seen[:args.classes // 2]) + list(unseen[:args.classes - args.classes // 2])
+    rows = {}
+    for domain in dataset.DOMAINS:
+        samples = dataset.load_domain(domain)
+        firsts = [np.flatnonzero(samples.labels == c) for c in ids]
+        rows[domain] = [np.asarray(samples.load(int(f[0])).convert("RGB")) if len(f) else
+                        np.zeros((8, 8, 3), np.uint8) for f in firsts]
+    names = [f"{dataset.CLASSES[c].split()[-1]}{'*' if c in set(unseen) else ''}" for c in ids]
+    title = f"{dataset.NAME}: one image per class (columns; * = unseen) and domain (rows)"
+    print("\n".join(str(p) for p in example_grid(rows, args.out, title, names)))
+    return 0
 
 
 def _scaffold(args) -> int:
@@ -132,6 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not decode the images (only files, folders and lists are checked)")
     q.add_argument("--workers", type=int, default=None,
                    help="threads decoding images (default: min(8, CPUs))")
+    q = sub.add_parser("examples", help="a figure of example images: a row per domain, a "
+                                        "column per class")
+    q.add_argument("dataset")
+    q.add_argument("--out", required=True, help="the PNG to write")
+    q.add_argument("--classes", type=int, default=12,
+                   help="columns: the first classes/2 seen and the first unseen classes")
+    common(q)
     q = sub.add_parser("scaffold", help="print a config entry for a <domain>/<class>/<image> "
                                         "tree")
     q.add_argument("--root", required=True, help="the dataset folder")
@@ -156,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"list": _list, "splits": _splits, "check": _check, "scaffold": _scaffold,
+    command = {"list": _list, "splits": _splits, "check": _check, "examples": _examples,
+               "scaffold": _scaffold,
                "download": _download}
     try:
         return command[args.command](args)
