@@ -69,8 +69,8 @@ def test_slurm_sweep_one_array_then_tables(slurm, tmp_path, capsys):
                           "--format", "plain", "--digits", "2", "--metrics", "recall@1", "map@r"],
                          capture_output=True, text=True, env=subprocess_env(), check=True)
     for metric in ("recall@1", "map@r"):
-        block = res.stdout.split("selection: source_val")[
-            1 if metric == "recall@1" else 2]
+        name = "R@1" if metric == "recall@1" else "MAP@R"      # the per-dataset table
+        block = res.stdout.split(f"DigitsDG: {name} (%), selection: source_val")[1]
         for alg in ("NormSoftmax", "ProxyAnchor"):
             chosen = []
             for d in run_dirs(out):
@@ -138,7 +138,7 @@ def test_slurm_refused_submission_is_a_clear_error(slurm, tmp_path):
         sweep.main(argv + ["--slurm_partition", "no_such_partition"])
     assert "slurm: the submission failed, nothing was submitted" in str(e.value)
     assert "invalid partition" in str(e.value).lower()
-    with pytest.raises(SystemExit, match="--slurm_additional_parameters is not JSON"):
+    with pytest.raises(SystemExit, match="--slurm_additional_parameters is a JSON object of sbatch"):
         sweep.main(argv + ["--slurm_additional_parameters", "{hold: yes}"])
     states = sweep.status(sweep.build_parser().parse_args(
         ["status", "--output_dir", str(tmp_path / "sweep")]))

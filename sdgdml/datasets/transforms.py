@@ -94,6 +94,7 @@ def moco_v2_train(image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
     resized crop of area 0.2-1, colour jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale with
     p 0.2, Gaussian blur (sigma 0.1-2, kernel ~10% of the image, odd) with p 0.5, horizontal
     flip (``flip``: off for digits, whose mirror images are other symbols)."""
+    tv = _tv()
     kernel = max(3, int(0.1 * image_size) // 2 * 2 + 1)
     return tv.Compose([
         tv.RandomResizedCrop(image_size, scale=(0.2, 1.0)),
