@@ -76,3 +76,14 @@ class PoisonedDigits(DigitsDG):
         clean = super().load_domain(domain)
         rng = np.random.default_rng(sum(map(ord, domain)))
         return ArraySamples(domain, clean.images, rng.permutation(clean.labels[::-1]))
+
+
+def train_main_message(argv: list[str]) -> str | None:
+    """``python -m sdgdml.train`` in this process; the SystemExit's message, or None."""
+    from sdgdml import train
+
+    try:
+        train.main(argv)
+    except SystemExit as e:
+        return str(e.code)
+    return None

@@ -11,8 +11,7 @@ import shutil
 import pytest
 import torch
 
-import sdgdml.train as train_mod
-from helpers import TINY_TRAIN
+from helpers import TINY_TRAIN, train_main_message
 from sdgdml.records import read_records
 from sdgdml.runstate import load_checkpoint, tensor_shapes
 
@@ -21,12 +20,8 @@ ARGS = TINY_TRAIN[:-5] + ["--metrics", "recall@1", "--quiet", "--steps", "2",
 
 
 def _main(run, *extra):
-    """``python -m sdgdml.train`` in this process; the SystemExit's message, or None."""
-    try:
-        train_mod.main(ARGS + list(extra) + ["--output_dir", str(run)])
-    except SystemExit as e:
-        return str(e.code)
-    return None
+    """This file's run of ``python -m sdgdml.train`` in this process (``train_main_message``)."""
+    return train_main_message(ARGS + list(extra) + ["--output_dir", str(run)])
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import torch
 
 import sdgdml.train as train_mod
 from forked_train import TrainForks
-from helpers import PYTHON, TINY_TRAIN, run_records, subprocess_env
+from helpers import PYTHON, TINY_TRAIN, run_records, subprocess_env, train_main_message
 from sdgdml import atomic
 from sdgdml.records import read_records
 from sdgdml.runstate import load_checkpoint
@@ -106,12 +106,8 @@ def test_ten_random_sigkills_then_identical_records(tmp_path, kill_reference):
 
 # ----------------------------------------------------------------------------- other faults
 def _main(run, *extra):
-    """``python -m sdgdml.train`` in this process; the SystemExit's message, or None."""
-    try:
-        train_mod.main(ARGS + list(extra) + ["--output_dir", str(run)])
-    except SystemExit as e:
-        return str(e.code)
-    return None
+    """This file's run of ``python -m sdgdml.train`` in this process (``train_main_message``)."""
+    return train_main_message(ARGS + list(extra) + ["--output_dir", str(run)])
 
 
 def test_a_second_train_on_a_locked_run_exits_without_writing(tmp_path):

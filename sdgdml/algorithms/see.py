@@ -152,6 +152,27 @@ def expand(z: torch.Tensor, w: torch.Tensor, n_aug: int, frame: torch.Tensor) ->
 GRADS = ("proxies", "all")
 WEIGHTINGS = ("once", "per_aug")
 SCHEDULES = ("cosine", "linear")
+_CHOICES = {"see_schedule": SCHEDULES, "see_grad": GRADS, "see_aug_weighting": WEIGHTINGS}
+_HELP = {
+    "see_n_aug": "synthetic embeddings per expanded sample (SEE Alg. 1)",
+    "see_lambda": "weight lambda of L_SEE (SEE Eq. 3-4)",
+    "see_topk_start": "fraction of the batch expanded at the first epoch",
+    "see_topk_end": "fraction of the batch expanded at the last epoch",
+    "see_schedule": "how the expanded fraction grows: cosine or linear",
+    "see_grad": "what L_SEE trains: the proxies only, or all (backbone too)",
+    "see_aug_weighting": "L_SEE once over the synthetic batch, or x n_aug (per_aug)",
+}
+
+
+def declare_see_hparams(hp, values: dict) -> None:
+    """SEE's hparams: ``values`` {name: (default, distribution)}; a distribution of None is
+    lambda's log-uniform or the name's choices (the two readings differ only in defaults and
+    ranges)."""
+    for name, (default, distribution) in values.items():
+        choices = _CHOICES.get(name)
+        if distribution is None:
+            distribution = choice(*choices) if choices else log_uniform(10 ** -1.5, 10 ** 0.5)
+        hp(name, default, distribution, choices=choices, help=_HELP[name])
 
 
 def _check_choice(name: str, value, known: tuple) -> None:
@@ -181,20 +202,11 @@ class SEE(Plugin):
     @staticmethod
     def declare_hparams(hp, small):
         """The released code's values (module docstring says where each comes from)."""
-        hp("see_n_aug", 8, choice(2, 4, 8, 16),
-           help="synthetic embeddings per expanded sample (SEE Alg. 1)")
-        hp("see_lambda", 0.2, log_uniform(10 ** -1.5, 10 ** 0.5),
-           help="weight lambda of L_SEE (SEE Eq. 3-4)")
-        hp("see_topk_start", 0.0, uniform(0.0, 0.2),
-           help="fraction of the batch expanded at the first epoch")
-        hp("see_topk_end", 0.4, uniform(0.2, 1.0),
-           help="fraction of the batch expanded at the last epoch")
-        hp("see_schedule", "cosine", choice(*SCHEDULES),
-           choices=SCHEDULES, help="how the expanded fraction grows: cosine or linear")
-        hp("see_grad", "proxies", choice(*GRADS),
-           choices=GRADS, help="what L_SEE trains: the proxies only, or all (backbone too)")
-        hp("see_aug_weighting", "once", choice(*WEIGHTINGS),
-           choices=WEIGHTINGS, help="L_SEE once over the synthetic batch, or x n_aug (per_aug)")
+        declare_see_hparams(hp, {
+            "see_n_aug": (8, choice(2, 4, 8, 16)), "see_lambda": (0.2, None),
+            "see_topk_start": (0.0, uniform(0.0, 0.2)), "see_topk_end": (0.4, uniform(0.2, 1.0)),
+            "see_schedule": ("cosine", None), "see_grad": ("proxies", None),
+            "see_aug_weighting": ("once", None)})
 
     def __init__(self, base: MetricLoss, num_classes: int, embed_dim: int, hparams: dict):
         super().__init__(base)
@@ -270,17 +282,8 @@ class SEEFirstReading(SEE):
 
     @staticmethod
     def declare_hparams(hp, small):
-        hp("see_n_aug", 3, choice(1, 2, 3, 4, 6, 8),
-           help="synthetic embeddings per expanded sample (SEE Alg. 1)")
-        hp("see_lambda", 0.5, log_uniform(10 ** -1.5, 10 ** 0.5),
-           help="weight lambda of L_SEE (SEE Eq. 3-4)")
-        hp("see_topk_start", 0.25, uniform(0.0, 0.5),
-           help="fraction of the batch expanded at the first epoch")
-        hp("see_topk_end", 1.0, uniform(0.5, 1.0),
-           help="fraction of the batch expanded at the last epoch")
-        hp("see_schedule", "linear", choice(*SCHEDULES),
-           choices=SCHEDULES, help="how the expanded fraction grows: cosine or linear")
-        hp("see_grad", "all", choice(*GRADS),
-           choices=GRADS, help="what L_SEE trains: the proxies only, or all (backbone too)")
-        hp("see_aug_weighting", "per_aug", choice(*WEIGHTINGS),
-           choices=WEIGHTINGS, help="L_SEE once over the synthetic batch, or x n_aug (per_aug)")
+        declare_see_hparams(hp, {
+            "see_n_aug": (3, choice(1, 2, 3, 4, 6, 8)), "see_lambda": (0.5, None),
+            "see_topk_start": (0.25, uniform(0.0, 0.5)), "see_topk_end": (1.0, uniform(0.5, 1.0)),
+            "see_schedule": ("linear", None), "see_grad": ("all", None),
+            "see_aug_weighting": ("per_aug", None)})
