@@ -398,20 +398,37 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.float(), dim=1)
 
 
-@torch.no_grad()
-def embed_split(embed_fn, split, transform, batch_size: int = 256, num_workers: int = 0,
-                device: str | torch.device = "cpu") -> torch.Tensor:
-    """Embeddings (CPU, float32) of every image of a split, in split order."""
+def eval_batches(split, transform, batch_size: int = 256, num_workers: int = 0,
+                 pin_memory: bool = False):
+    """The split's images, transformed, in batches of ``batch_size`` in split order: straight
+    from the array when the images are in memory and the transform takes whole arrays
+    (``batch``: DigitsDG, GlyphsDG; the same tensors as per image, without PIL), else through a
+    DataLoader."""
     from torch.utils.data import DataLoader
 
     from .datasets import ImageDataset
 
-    loader = DataLoader(ImageDataset(split, transform), batch_size=batch_size,
-                        num_workers=num_workers, pin_memory=torch.device(device).type == "cuda")
-    out = []
-    for batch in loader:
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        out.append(embed_fn(x.to(device, non_blocking=True)).float().cpu())
+    whole = getattr(transform, "batch", None)
+    first = split.samples.arrays(split.indices[:1]) if whole and len(split) else None
+    if first is not None and whole(first) is not None:
+        # the number a DataLoader draws from torch's RNG (its workers' base seed): training
+        # after an evaluation draws what it drew before (records identical to the other path)
+        torch.empty((), dtype=torch.int64).random_()
+        for start in range(0, len(split), batch_size):
+            yield whole(split.samples.arrays(split.indices[start:start + batch_size]))
+        return
+    for batch in DataLoader(ImageDataset(split, transform), batch_size=batch_size,
+                            num_workers=num_workers, pin_memory=pin_memory):
+        yield batch[0] if isinstance(batch, (list, tuple)) else batch
+
+
+@torch.no_grad()
+def embed_split(embed_fn, split, transform, batch_size: int = 256, num_workers: int = 0,
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """Embeddings (CPU, float32) of every image of a split, in split order."""
+    out = [embed_fn(x.to(device, non_blocking=True)).float().cpu()
+           for x in eval_batches(split, transform, batch_size, num_workers,
+                                 torch.device(device).type == "cuda")]
     return torch.cat(out)
 
 

@@ -1,9 +1,11 @@
 """The embedded DigitsDG benchmark: real data, fixed construction, SDG-DML splits."""
 import numpy as np
 import pytest
+import torch
 
-from sdgdml.datasets import DatasetError, DigitsDG, ImageDataset, get_dataset_class
+from sdgdml.datasets import DatasetError, DigitsDG, GlyphsDG, ImageDataset, get_dataset_class
 from sdgdml.datasets.digits import STYLE_DOMAINS, build_domains
+from sdgdml.evaluation import eval_batches
 
 
 def test_domains_sizes_and_classes():
@@ -74,6 +76,37 @@ def test_unlabeled_view_yields_images_only(digits):
     ds = ImageDataset(digits.unlabeled_split("sketch"), digits.eval_transform(32))
     x = ds[0]
     assert x.shape == (3, 32, 32)
+
+
+def _assert_batched_equal(split, transform, batch_size=100):
+    """The batched path gives the per-image path's batches (a DataLoader over the PIL
+    transform) and leaves torch's RNG as that path does."""
+    torch.manual_seed(0)
+    batched = list(eval_batches(split, transform, batch_size))
+    rng = torch.get_rng_state()
+    torch.manual_seed(0)
+    want = list(eval_batches(split, transform.per_image, batch_size))
+    assert len(batched) == len(want) and all(map(torch.equal, batched, want)), split.name
+    assert torch.equal(rng, torch.get_rng_state()), split.name
+
+
+def test_batched_evaluation_equals_the_per_image_transform(digits):
+    """Evaluation takes the in-memory images a batch at a time, without PIL: the same tensors,
+    bit for bit, as the per-image eval transform, on every evaluation split and on an
+    unlabeled view; images of another size go through the per-image path (the resize)."""
+    tf = digits.eval_transform(32)
+    for split in [e.query for e in digits.eval_splits()] + [digits.unlabeled_split("sketch")]:
+        _assert_batched_equal(split, tf)
+    val = digits.val_split()
+    assert tf.batch(val.samples.arrays(val.indices)) is not None
+    assert digits.eval_transform(24).batch(val.samples.arrays(val.indices)) is None
+    _assert_batched_equal(val, digits.eval_transform(24))
+
+
+def test_batched_evaluation_of_glyphs_equals_the_per_image_transform():
+    """GlyphsDG (the same eval transform on its own arrays): the source's validation split."""
+    ds = GlyphsDG(targets=["serif"])
+    _assert_batched_equal(ds.val_split(), ds.eval_transform(32))
 
 
 def test_seeded_augmentation_is_reproducible(digits):

@@ -45,6 +45,11 @@ class DomainSamples(abc.ABC):
     def describe(self, i: int) -> str:
         return f"{self.domain}[{i}]"
 
+    def arrays(self, indices: np.ndarray) -> np.ndarray | None:
+        """The images at ``indices`` as one uint8 array (N, H, W, 3) when they are held in
+        memory (batched evaluation), else None."""
+        return None
+
 
 class ArraySamples(DomainSamples):
     """Images held in memory as a uint8 array (N, H, W, 3)."""
@@ -59,6 +64,9 @@ class ArraySamples(DomainSamples):
 
     def load(self, i: int) -> Image.Image:
         return Image.fromarray(self.images[i])
+
+    def arrays(self, indices: np.ndarray) -> np.ndarray:
+        return self.images[indices]
 
 
 class FileSamples(DomainSamples):
@@ -118,6 +126,9 @@ class UnlabeledSamples(DomainSamples):
 
     def load(self, i: int) -> Image.Image:
         return self._samples.load(i)
+
+    def arrays(self, indices: np.ndarray) -> np.ndarray | None:
+        return self._samples.arrays(indices)
 
     def describe(self, i: int) -> str:
         return self._samples.describe(i)

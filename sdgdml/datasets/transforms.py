@@ -83,9 +83,40 @@ def digits_train(image_size: int = 32):
                        *_to_tensor((0.5,) * 3, (0.5,) * 3)])
 
 
-def digits_eval(image_size: int = 32):
-    tv = _tv()
-    return tv.Compose([tv.Resize(image_size), *_to_tensor((0.5,) * 3, (0.5,) * 3)])
+class DigitsEval:
+    """Resize the short side to ``image_size`` (a no-op for images of that size), to a tensor,
+    normalise by mean = std = 0.5: per PIL image (``__call__``), or for a whole uint8 array
+    at once (``batch``)."""
+
+    MEAN = STD = 0.5
+
+    def __init__(self, image_size: int = 32):
+        tv = _tv()
+        self.image_size = image_size
+        self.per_image = tv.Compose([tv.Resize(image_size),
+                                     *_to_tensor((self.MEAN,) * 3, (self.STD,) * 3)])
+
+    def __call__(self, image):
+        return self.per_image(image)
+
+    def batch(self, images):
+        """The transform of uint8 images (N, H, W, 3), as one (N, 3, H, W) float tensor, equal
+        bit for bit to stacking ``__call__`` of each (the same element-wise float32 ops:
+        ToTensor's /255, Normalize's -mean, /std); None when the images are not
+        ``image_size`` square (the PIL resize would change them)."""
+        import torch
+
+        if images.shape[1:3] != (self.image_size, self.image_size):
+            return None
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+        return x.sub_(self.MEAN).div_(self.STD)
+
+    def __repr__(self) -> str:
+        return f"DigitsEval({self.per_image!r})"
+
+
+def digits_eval(image_size: int = 32) -> DigitsEval:
+    return DigitsEval(image_size)
 
 
 def moco_v2_train(image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
