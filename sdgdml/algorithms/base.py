@@ -108,6 +108,9 @@ class MetricLoss(nn.Module):
     NEEDS = DataNeeds()
     MULTI_PROCESS = True    # False: keeps per-process state that the gathered batch would mix
     SINGLE_PROCESS_REASON = ""      # with MULTI_PROCESS False: why, in one line
+    # why its own forward runs eager under ``--compile`` (one line); "": it compiles without
+    # recompiles after warm-up (``Algorithm.compile_parts``)
+    EAGER_REASON = ""
 
     @classmethod
     def check_hparams(cls, hparams: dict) -> None:
@@ -204,6 +207,8 @@ class Algorithm(nn.Module):
     LAZY_STATE: tuple[str, ...] = ()
     # why not, in the one-line refusal of a several-process run (``train``)
     SINGLE_PROCESS_REASON = "it keeps per-process state"
+    # why its update's own computation runs eager under ``--compile`` (one line); "": none
+    EAGER_REASON = ""
 
     def __init__(self, network: nn.Module, num_classes: int, hparams: dict, schedule: Schedule,
                  domain_sizes: dict[str, int] | None = None):
@@ -287,6 +292,13 @@ class Algorithm(nn.Module):
     def check_options(cls, options, hparams: dict) -> None:
         """Raise ``UnknownAlgorithmError`` for run options (the train args, split resolved)
         this method cannot serve with these hparams; called before anything is created."""
+
+    def compile_parts(self) -> tuple[list[nn.Module], dict[str, str]]:
+        """What ``--compile`` compiles (``speed.configure``): the modules, and {part: one-line
+        reason} of what runs eager. By default the network, and the update eager where the
+        class gives an ``EAGER_REASON``."""
+        eager = {type(self).__name__: self.EAGER_REASON} if self.EAGER_REASON else {}
+        return [self.network], eager
 
     def extra_metrics(self, ctx: EvalContext) -> dict[str, float]:
         """Method-specific metrics recorded with every checkpoint."""

@@ -222,6 +222,8 @@ class CenterPolar(Plugin):
     SINGLE_PROCESS_REASON = (
         "C3E expands each process's own images into that process's pool, and the gathered "
         "batch would not say which of its rows are expanded images (C4's centroids need it)")
+    EAGER_REASON = ("C4 writes the centroid memory in place inside the forward, which breaks "
+                    "a compiled backward")
 
     @staticmethod
     def declare_hparams(hp, small):

@@ -100,6 +100,9 @@ class CenterPolarRotation(Plugin):
     """``Base+CenterPolarRotation``: rotation-C3E and C4 around any base metric loss. The bare
     name ``CenterPolarRotation`` is ``ProxyAnchor+CenterPolarRotation``."""
 
+    EAGER_REASON = ("its expansion strength follows the training progress, a host-side number "
+                    "that changes every step, and C4 writes the centroid memory in place")
+
     @staticmethod
     def declare_hparams(hp, small):
         """The open design choices (module docstring says what each means)."""

@@ -199,6 +199,9 @@ class SEE(Plugin):
     """``Base+SEE``: L = L_ML + lambda * L_SEE (Eq. 3-4) on any proxy-based base loss, with the
     authors' released settings by default (module docstring)."""
 
+    EAGER_REASON = ("the number of expanded samples follows the epoch, host-side state a "
+                    "compiled forward would guard on and recompile for (+765% per step)")
+
     @staticmethod
     def declare_hparams(hp, small):
         """The released code's values (module docstring says where each comes from)."""
