@@ -49,6 +49,26 @@ def test_proxy_anchor(batch):
     assert loss(z, y).item() == pytest.approx(pml(z, y).item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("classes_in_batch,alpha", [(C, 32.0), (C - 2, 64.0)])
+def test_proxy_anchor_equals_pml_in_value_and_gradients(classes_in_batch, alpha):
+    """Our Eq. 4 against pml's ProxyAnchorLoss on unnormalised embeddings: value and the
+    gradients to the embeddings and the proxies; also with proxies that have no positive in
+    the batch (their pos term is left out) and the largest alpha of the search space."""
+    g = torch.Generator().manual_seed(3)
+    z0 = 3.0 * torch.randn(B, D, generator=g)
+    y = torch.arange(B) % classes_in_batch
+    loss, hp = _loss("ProxyAnchor", pa_alpha=alpha)
+    pml = pml_losses.ProxyAnchorLoss(C, D, margin=hp["pa_margin"], alpha=alpha)
+    pml.proxies.data.copy_(loss.pml.proxies.data)
+    grads = []
+    for module, params in ((loss, loss.pml.proxies), (pml, pml.proxies)):
+        z = z0.clone().requires_grad_()
+        value = module(z, y)
+        grads.append((value.detach(), *torch.autograd.grad(value, [z, params])))
+    for ours, theirs in zip(*grads):        # pml's operations in its order: bit for bit
+        assert torch.equal(ours, theirs)
+
+
 def test_proxy_nca(batch):
     z, y = batch
     loss, hp = _loss("ProxyNCA")
