@@ -193,6 +193,29 @@ def nearest_class_proxy(z: torch.Tensor, y: torch.Tensor, proxies: torch.Tensor,
     return proxies[idx]
 
 
+class _UnitRows(torch.autograd.Function):
+    """u = x / max(|x|, 1e-12) by rows, with the backward in closed form (the gradient's part
+    orthogonal to u, over |x|): 5 operators where autograd through ``F.normalize`` runs ~10."""
+
+    @staticmethod
+    def forward(ctx, x):
+        norm = x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        u = x / norm
+        ctx.save_for_backward(u, norm)
+        return u
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, norm = ctx.saved_tensors
+        return (grad - u * (grad * u).sum(1, keepdim=True)) / norm
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """``F.normalize(x, dim=1)`` (the same values) with fewer operators in the backward; a row
+    shorter than 1e-12 gets the projected gradient instead of F.normalize's grad / 1e-12."""
+    return _UnitRows.apply(x)
+
+
 class Algorithm(nn.Module):
     """Base of every algorithm. Subclasses build ``self.optimizers`` / ``self.schedulers``.
     ``domain_sizes`` ({domain: training images}) is given when ``NEEDS.indices``."""
