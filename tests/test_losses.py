@@ -69,6 +69,23 @@ def test_proxy_anchor_equals_pml_in_value_and_gradients(classes_in_batch, alpha)
         assert torch.equal(ours, theirs)
 
 
+def test_proxy_anchor_split_is_two_batches_in_one_pass(batch):
+    """``split``: the losses of rows [:n] and [n:] as if computed apart (SEE's L_ML and
+    L_SEE), gradients included; the second part lacks classes (its |P+| is smaller)."""
+    z, y = batch
+    loss, _ = _loss("ProxyAnchor")
+    n = 25
+    y2 = y.clone()
+    y2[n:] = y2[n:] % 3
+    both = loss(z, y2, split=n)
+    apart = torch.stack([loss(z[:n], y2[:n]), loss(z[n:], y2[n:])])
+    torch.testing.assert_close(both, apart, rtol=1e-6, atol=0)
+    weights = torch.tensor([1.0, 0.3])
+    grads = [torch.autograd.grad((v * weights).sum(), [z, loss.pml.proxies]) for v in (both, apart)]
+    for ours, theirs in zip(*grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
 def test_proxy_nca(batch):
     z, y = batch
     loss, hp = _loss("ProxyNCA")

@@ -108,6 +108,9 @@ class MetricLoss(nn.Module):
     NEEDS = DataNeeds()
     MULTI_PROCESS = True    # False: keeps per-process state that the gathered batch would mix
     SINGLE_PROCESS_REASON = ""      # with MULTI_PROCESS False: why, in one line
+    # forward(z, y, split=n) gives the losses (2,) of rows [:n] and [n:] as two batches in one
+    # pass (fewer operators for a plug-in that scores the batch and synthetic embeddings)
+    SPLITS = False
     # why its own forward runs eager under ``--compile`` (one line); "": it compiles without
     # recompiles after warm-up (``Algorithm.compile_parts``)
     EAGER_REASON = ""

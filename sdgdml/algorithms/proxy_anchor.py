@@ -15,7 +15,7 @@ from .registry import register_loss
 
 
 def proxy_anchor_loss(z: torch.Tensor, y: torch.Tensor, proxies: torch.Tensor, margin: float,
-                      alpha: float) -> torch.Tensor:
+                      alpha: float, split: int | None = None) -> torch.Tensor:
     """Eq. 4 on embeddings z (B, d), labels y (B,) and proxies (C, d), cosines of the
     L2-normalised rows s(x, p):
 
@@ -25,15 +25,26 @@ def proxy_anchor_loss(z: torch.Tensor, y: torch.Tensor, proxies: torch.Tensor, m
     P+: the proxies with a positive in the batch. Both terms in one masked (2, B + 1, C)
     log-sum-exp, the 1 as an appended row of zeros, an empty sum set to 0: pml's operations
     in pml's order, so values and gradients equal its bit for bit on the CPU (its host reads,
-    for the divisor and a NaN check, are not needed)."""
+    for the divisor and a NaN check, are not needed). With ``split``: the losses (2,) of the
+    rows before and from ``split`` as two batches, in the same one pass (SEE's L_ML and L_SEE)."""
     cos = F.normalize(z, dim=1) @ F.normalize(proxies, dim=1).T            # (B, C)
     pos = F.one_hot(y, len(proxies)).bool()                                # X_p+ by column
-    masks = torch.stack([pos, ~pos])
+    masks = torch.stack([pos, ~pos]) if split is None else _split_masks(pos, split)
     exps = alpha * torch.where(pos, margin - cos, cos + margin)
     kept = torch.where(masks, exps, torch.finfo(cos.dtype).min)
-    lse = torch.cat([kept, kept.new_zeros(2, 1, len(proxies))], dim=1).logsumexp(1)
-    terms = lse.masked_fill(~masks.any(1), 0.0)                             # (2, C)
-    return terms[0].sum() / pos.any(0).sum() + terms[1].sum() / len(proxies)
+    lse = torch.cat([kept, kept.new_zeros(len(masks), 1, len(proxies))], dim=1).logsumexp(1)
+    terms = lse.masked_fill(~masks.any(1), 0.0)                 # (2, C); split: (4, C)
+    if split is None:
+        return terms[0].sum() / pos.any(0).sum() + terms[1].sum() / len(proxies)
+    return terms[:2].sum(1) / masks[:2].any(1).sum(1) + terms[2:].sum(1) / len(proxies)
+
+
+def _split_masks(pos: torch.Tensor, split: int) -> torch.Tensor:
+    """(4, B, C): positives of the rows before ``split``, of the rows from it, then their
+    negatives."""
+    first = (torch.arange(len(pos), device=pos.device) < split).unsqueeze(1)
+    masks = torch.stack([pos, pos, ~pos, ~pos])
+    return masks & torch.stack([first, ~first, first, ~first])
 
 
 @register_loss("ProxyAnchor")
@@ -50,5 +61,7 @@ class ProxyAnchor(PMLProxyLoss):
         return pml_losses.ProxyAnchorLoss(num_classes, embed_dim, margin=hparams["pa_margin"],
                                           alpha=hparams["pa_alpha"])
 
-    def forward(self, z, y):
-        return proxy_anchor_loss(z, y, self.pml.proxies, self.pml.margin, self.pml.alpha)
+    SPLITS = True       # forward(z, y, split): two batches' losses in one pass (MetricLoss)
+
+    def forward(self, z, y, split: int | None = None):
+        return proxy_anchor_loss(z, y, self.pml.proxies, self.pml.margin, self.pml.alpha, split)
