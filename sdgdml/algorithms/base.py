@@ -182,6 +182,18 @@ class Plugin(MetricLoss):
     def expand_inputs(self, x, y, network):
         return self.base.expand_inputs(x, y, network)
 
+    def base_and_bare(self, z, y, zs, ys) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """The base loss of the batch (z, y) with the base's logged terms, and the bare base
+        loss of synthetic embeddings (zs, ys) as a batch of their own: one pass when the base
+        is bare and ``SPLITS``, else two calls."""
+        bare = self.base.bare()
+        if self.base is bare and bare.SPLITS:
+            both = bare(torch.cat([z, zs]), torch.cat([y, ys]), split=len(z))
+            return both[0], dict(bare.raw_terms), both[1]
+        loss = self.base(z, y)
+        terms = dict(self.base.raw_terms)
+        return loss, terms, bare(zs, ys)
+
 
 LossWrapper = Plugin     # the former name, while branches written against it are merged
 

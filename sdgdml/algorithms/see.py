@@ -260,24 +260,13 @@ class SEE(Plugin):
         zs = expand(z[idx], w[idx], self.n_aug, frame)
         return zs.reshape(-1, z.shape[1]), y[idx].repeat_interleave(self.n_aug)
 
-    def _losses(self, z, y, zs, ys) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        """L_ML of the batch (with the base's logged terms) and the bare base loss of the
-        synthetic embeddings: one pass when the base is bare and ``SPLITS``."""
-        bare = self.base.bare()
-        if self.base is bare and bare.SPLITS:
-            both = bare(torch.cat([z, zs]), torch.cat([y, ys]), split=len(z))
-            return both[0], dict(bare.raw_terms), both[1]
-        loss_ml = self.base(z, y)
-        terms = dict(self.base.raw_terms)
-        return loss_ml, terms, bare(zs, ys)
-
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         k = self.num_expanded(len(z))
         if k > 0 and self.lam != 0.0:
             zs, ys = self.synthesize(unit_rows(z), y, k)
             if self.grad == "proxies":
                 zs = zs.detach()
-            loss_ml, terms, loss_see = self._losses(z, y, zs, ys)
+            loss_ml, terms, loss_see = self.base_and_bare(z, y, zs, ys)
             if self.weighting == "per_aug":
                 loss_see = self.n_aug * loss_see
         else:
