@@ -177,3 +177,16 @@ def test_the_compiled_base_loss_does_not_recompile_after_warm_up(dynamo):
         ks.append(alg.loss.num_expanded(BATCH))
     assert ks == [0, 0, 0, 1, 2, 2, 3, 4]
     assert dynamo["unique_graphs"] == graphs
+
+
+def test_a_plugin_around_an_eager_one_runs_eager_and_says_why():
+    """A stack compiles its largest part without an ``EAGER_REASON``: in SoftTriple+SEE+PFML
+    the base only; PFML, compilable alone, runs eager around SEE."""
+    from sdgdml.algorithms.see import SEE
+
+    name = "SoftTriple+SEE+PFML"
+    hp = get_hparams(name, "DigitsDG", overrides={"batch_size": BATCH, "embed_dim": DIM})
+    alg = create_algorithm(name, _tiny_net(), CLASSES, hp, Schedule(40, 20), SIZES)
+    modules, eager = alg.compile_parts()
+    assert modules == [alg.network, alg.loss.base.base]
+    assert eager == {"PFMLPlugin": "it wraps SEE, which runs eager", "SEE": SEE.EAGER_REASON}
