@@ -19,7 +19,10 @@
    live on the host and are left out), recompiles after warm-up with ``--compile``
    (``--compile_backend``, ``aot_eager`` by default: recompiles are Dynamo's, whatever the
    backend; inductor's CPU code generation takes minutes per graph on a small machine),
-   eager step time and its ratio to the bare base loss (plug-ins) in the same run:
+   eager step time and its ratio to the bare base loss (plug-ins) in the same run, and what
+   runs eager under ``--compile`` (``Algorithm.compile_parts``). Loss compositions are measured
+   mid-training (step 500 of 1000), standalone methods from step 0 (their queues and banks
+   fill as they train):
 
     python benchmarks/bench_train_throughput.py --launches --threads 1
     PYTHONPATH=<other checkout> python benchmarks/bench_train_throughput.py --launches  # before
@@ -136,7 +139,8 @@ def launch_child(spec: dict) -> dict:
     hp = get_hparams(name, "DigitsDG", 0, {"batch_size": b})
     sizes = {"mnist": 4 * b, "uci": 4 * b}
     alg = create_algorithm(name, create_model(hp), classes, hp, Schedule(1000, 100), sizes)
-    alg.step = 500                  # mid-training (curricula of SEE, CenterPolar; UEM stage 1)
+    if hasattr(alg, "loss"):        # mid-training (curricula of SEE, CenterPolar); standalone
+        alg.step = 500              # methods fill their queues and banks from step 0 on
     if spec["compile"]:
         from torch import _dynamo
 
@@ -175,6 +179,7 @@ def launch_child(spec: dict) -> dict:
         times.append(time.perf_counter() - t)
     return {"ops": ops, "ours": reads["ours"] / 10, "pml": reads["pml"] / 10,
             "recompiles": _graphs() - graphs0 if spec["compile"] else None,
+            "eager": sorted(getattr(alg, "compile_parts", lambda: ([], {}))()[1]),
             "step_s": statistics.median(times)}
 
 
@@ -216,12 +221,14 @@ def launch_table(args) -> None:
         base = results.get(_base_of(name) or "")
         rows.append([name, r["ops"], None if base is None else 100 * (r["ops"] / base["ops"] - 1),
                      r["ours"], r["pml"], r["recompiles"], 1000 * r["step_s"],
-                     None if base is None else r["step_s"] / base["step_s"]])
+                     None if base is None else r["step_s"] / base["step_s"],
+                     ", ".join(r.get("eager", [])) or None])
     print(f"\n3. launches per training step: DigitsDG CNN, batch 64, 32 px, CPU "
           f"({torch.get_num_threads()} threads, torch {torch.__version__}), "
           f"--compile {args.compile_backend} for recompiles")
     print(tabulate(rows, headers=["algorithm", "aten ops/step", "+% vs base", "reads ours",
-                                  "reads pml", "recompiles", "step ms", "x base"],
+                                  "reads pml", "recompiles", "step ms", "x base",
+                                  "eager under --compile"],
                    floatfmt=".1f", missingval="-"))
 
 

@@ -130,15 +130,14 @@ def configure(algorithm: nn.Module, precision: str, channels_last: bool,
     so checkpoints are interchangeable with eager runs). Where compiling is unavailable, one
     line says why and the run stays eager. Returns whether it compiled.
 
-    The base loss is compiled too (``MetricLoss.bare()``, in place: what a plug-in calls on
-    the batch and on its synthetic embeddings); its shapes settle after warm-up (a plug-in's
-    second batch size makes Dynamo mark the batch dimension dynamic once, then no recompile:
-    ``tests/test_host_reads.py``). The plug-ins' own code stays eager: it reads host-side
-    schedule state every step (SEE's epoch and number of expanded samples, CenterPolar's
-    generation counter and pool), on which a compiled forward would guard and recompile every
-    step (measured: SEE +765% per step), and CenterPolar updates its centres in place inside
-    the forward, which breaks a compiled backward. CUDA graphs (``mode="reduce-overhead"``)
-    are not used for the same reason (shapes that change)."""
+    What else is compiled is the algorithm's choice (``Algorithm.compile_parts``): the loss
+    composition's largest part whose components all compile without recompiles after warm-up
+    (static shapes: masks instead of shape-changing selections), at least the base loss
+    (``MetricLoss.bare()``: what plug-ins call on the batch and on synthetic embeddings; a
+    plug-in's second batch size makes Dynamo mark the batch dimension dynamic once). A
+    component that cannot be compiled states why in one line (``EAGER_REASON``, logged here)
+    and runs eager; ``tests/test_host_reads.py`` checks both for every registered algorithm.
+    CUDA graphs (``mode="reduce-overhead"``) are not used: shapes change with the curricula."""
     algorithm.precision = Precision(precision, device, sync)
     if channels_last:
         algorithm.network.to(memory_format=torch.channels_last)
@@ -148,10 +147,11 @@ def configure(algorithm: nn.Module, precision: str, channels_last: bool,
     if why:
         log.warning("--compile: %s; running eager", why)
         return False
-    algorithm.network.compile(backend=compile_backend)
-    loss = getattr(algorithm, "loss", None)         # loss compositions (MetricLearning)
-    if loss is not None:
-        loss.bare().compile(backend=compile_backend)
+    modules, eager = algorithm.compile_parts()
+    for module in modules:
+        module.compile(backend=compile_backend)
+    for name, reason in eager.items():
+        log.info("--compile: %s runs eager: %s", name, reason)
     return True
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sdgdml.algorithms import Schedule, create_algorithm, data_needs, names
-from sdgdml.algorithms.registry import component
+from sdgdml.algorithms.registry import component, components
 from sdgdml.hparams_registry import get_hparams
 from sdgdml.loggers import RunMonitor
 from sdgdml.networks import DigitsCNN, EmbeddingNet
@@ -120,29 +120,73 @@ def test_overlapped_average_starts_every_bucket_during_backward(tmp_path):
         dist.destroy_process_group()
 
 
-def test_the_compiled_base_loss_does_not_recompile_after_warm_up():
-    """``--compile`` (``speed.configure``) on ProxyAnchor+SEE, the representative case: SEE's
-    curriculum changes its synthetic batch (k = 0, 0, 0, 1, 2, 2, 3, 4 samples x 8 at epochs
-    0-7 of 12): after the warm-up (both batch sizes seen, the dimension then dynamic) no new
-    graph. Only this set is compiled here: compiling every algorithm costs minutes on this
-    CPU (``benchmarks/bench_train_throughput.py --launches`` counts them all)."""
+@pytest.fixture(scope="module")
+def dynamo():
+    """Dynamo's counters and caches, reset once for this module's compiled cases (the tiny
+    network's graph is then traced once and reused by every algorithm's copy of it)."""
     from torch import _dynamo
     from torch._dynamo.utils import counters
 
+    _dynamo.reset()
+    yield counters["stats"]
+    _dynamo.reset()
+
+
+def _compiled(name: str, overrides: dict, schedule: Schedule):
     from sdgdml import speed
 
-    name = "ProxyAnchor+SEE"
-    hp = get_hparams(name, "DigitsDG", overrides={"batch_size": BATCH, "embed_dim": DIM})
+    hp = get_hparams(name, "DigitsDG", overrides={"batch_size": BATCH, "embed_dim": DIM,
+                                                        **overrides})
     torch.manual_seed(0)
-    alg = create_algorithm(name, _tiny_net(), CLASSES, hp, Schedule(12, 1), {})
-    _dynamo.reset()
+    alg = create_algorithm(name, _tiny_net(), CLASSES, hp, schedule, SIZES)
     assert speed.configure(alg, "fp32", False, "eager", torch.device("cpu"))   # Dynamo only
+    return alg
+
+
+@pytest.mark.parametrize("name,overrides", CASES, ids=[a for a, _ in CASES])
+def test_compiled_step_does_not_recompile_after_warm_up(name, overrides, dynamo):
+    """``--compile`` (``speed.configure``, backend "eager": Dynamo's capture, whose guards
+    decide recompiles, without code generation): steps 6-8 of a 40-step run add no graph to
+    those of steps 0-5 (UEM's second stage, CenterPolar's second generation, the first
+    reclustering all inside the warm-up). What runs eager is exactly the components that say
+    why (``EAGER_REASON``); the rest is compiled."""
+    alg = _compiled(name, overrides, Schedule(40, 20))
+    modules, eager = alg.compile_parts()
+    assert set(eager) == {c.cls.__name__ for c in components(name) if c.cls.EAGER_REASON}
+    assert all(m._compiled_call_impl is not None for m in modules)
+    assert all(reason and "\n" not in reason for reason in eager.values())
+    for step in range(6):
+        alg.train_step(_batch(name, step))
+    graphs = dynamo["unique_graphs"]
+    for step in range(6, 9):
+        alg.train_step(_batch(name, step))
+    assert dynamo["unique_graphs"] == graphs, name
+
+
+def test_the_compiled_base_loss_does_not_recompile_after_warm_up(dynamo):
+    """The base loss under SEE's curriculum, which changes the synthetic batch (k = 0, 0, 0,
+    1, 2, 2, 3, 4 samples x 8 at epochs 0-7 of 12): after the warm-up (both batch sizes seen,
+    the dimension then dynamic) no new graph."""
+    name = "ProxyAnchor+SEE"
+    alg = _compiled(name, {}, Schedule(12, 1))
     ks = []
     for step in range(8):
         if step == 5:
-            graphs = counters["stats"]["unique_graphs"]
+            graphs = dynamo["unique_graphs"]
         alg.train_step(_batch(name, step))
         ks.append(alg.loss.num_expanded(BATCH))
     assert ks == [0, 0, 0, 1, 2, 2, 3, 4]
-    assert counters["stats"]["unique_graphs"] == graphs
-    _dynamo.reset()
+    assert dynamo["unique_graphs"] == graphs
+
+
+def test_a_plugin_around_an_eager_one_runs_eager_and_says_why():
+    """A stack compiles its largest part without an ``EAGER_REASON``: in SoftTriple+SEE+PFML
+    the base only; PFML, compilable alone, runs eager around SEE."""
+    from sdgdml.algorithms.see import SEE
+
+    name = "SoftTriple+SEE+PFML"
+    hp = get_hparams(name, "DigitsDG", overrides={"batch_size": BATCH, "embed_dim": DIM})
+    alg = create_algorithm(name, _tiny_net(), CLASSES, hp, Schedule(40, 20), SIZES)
+    modules, eager = alg.compile_parts()
+    assert modules == [alg.network, alg.loss.base.base]
+    assert eager == {"PFMLPlugin": "it wraps SEE, which runs eager", "SEE": SEE.EAGER_REASON}

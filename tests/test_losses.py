@@ -49,6 +49,43 @@ def test_proxy_anchor(batch):
     assert loss(z, y).item() == pytest.approx(pml(z, y).item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("classes_in_batch,alpha", [(C, 32.0), (C - 2, 64.0)])
+def test_proxy_anchor_equals_pml_in_value_and_gradients(classes_in_batch, alpha):
+    """Our Eq. 4 against pml's ProxyAnchorLoss on unnormalised embeddings: value and the
+    gradients to the embeddings and the proxies; also with proxies that have no positive in
+    the batch (their pos term is left out) and the largest alpha of the search space."""
+    g = torch.Generator().manual_seed(3)
+    z0 = 3.0 * torch.randn(B, D, generator=g)
+    y = torch.arange(B) % classes_in_batch
+    loss, hp = _loss("ProxyAnchor", pa_alpha=alpha)
+    pml = pml_losses.ProxyAnchorLoss(C, D, margin=hp["pa_margin"], alpha=alpha)
+    pml.proxies.data.copy_(loss.pml.proxies.data)
+    grads = []
+    for module, params in ((loss, loss.pml.proxies), (pml, pml.proxies)):
+        z = z0.clone().requires_grad_()
+        value = module(z, y)
+        grads.append((value.detach(), *torch.autograd.grad(value, [z, params])))
+    for ours, theirs in zip(*grads):        # pml's operations in its order: bit for bit
+        assert torch.equal(ours, theirs)
+
+
+def test_proxy_anchor_split_is_two_batches_in_one_pass(batch):
+    """``split``: the losses of rows [:n] and [n:] as if computed apart (SEE's L_ML and
+    L_SEE), gradients included; the second part lacks classes (its |P+| is smaller)."""
+    z, y = batch
+    loss, _ = _loss("ProxyAnchor")
+    n = 25
+    y2 = y.clone()
+    y2[n:] = y2[n:] % 3
+    both = loss(z, y2, split=n)
+    apart = torch.stack([loss(z[:n], y2[:n]), loss(z[n:], y2[n:])])
+    torch.testing.assert_close(both, apart, rtol=1e-6, atol=0)
+    weights = torch.tensor([1.0, 0.3])
+    grads = [torch.autograd.grad((v * weights).sum(), [z, loss.pml.proxies]) for v in (both, apart)]
+    for ours, theirs in zip(*grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7)
+
+
 def test_proxy_nca(batch):
     z, y = batch
     loss, hp = _loss("ProxyNCA")

@@ -108,6 +108,17 @@ def test_energy_equals_a_brute_force_double_loop(delta_att, delta_rep, alpha):
     assert scaled.item() == pytest.approx(expected * delta_att ** alpha, rel=1e-10)
 
 
+@pytest.mark.parametrize("delta_rep,alpha", [(0.3, 4.0), (0.6, 1.0)])
+def test_energy_gradient_is_the_derivative_of_the_energy(delta_rep, alpha):
+    """The closed-form backward of the energy against finite differences (float64): points
+    inside and outside both ranges, same and different classes."""
+    rng = np.random.default_rng(1)
+    points = torch.tensor(rng.normal(size=(9, 3)) * 0.25, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 2, 1, 0, 2, 2, 1])
+    assert torch.autograd.gradcheck(
+        lambda x: potential_energy(x, labels, 0.3, delta_rep, alpha, unit=0.3), (points,))
+
+
 def _pfml_hp(name="PFML", **over):
     return {**default_hparams(name, "DigitsDG"), **over}
 

@@ -108,6 +108,12 @@ class MetricLoss(nn.Module):
     NEEDS = DataNeeds()
     MULTI_PROCESS = True    # False: keeps per-process state that the gathered batch would mix
     SINGLE_PROCESS_REASON = ""      # with MULTI_PROCESS False: why, in one line
+    # forward(z, y, split=n) gives the losses (2,) of rows [:n] and [n:] as two batches in one
+    # pass (fewer operators for a plug-in that scores the batch and synthetic embeddings)
+    SPLITS = False
+    # why its own forward runs eager under ``--compile`` (one line); "": it compiles without
+    # recompiles after warm-up (``Algorithm.compile_parts``)
+    EAGER_REASON = ""
 
     @classmethod
     def check_hparams(cls, hparams: dict) -> None:
@@ -176,6 +182,18 @@ class Plugin(MetricLoss):
     def expand_inputs(self, x, y, network):
         return self.base.expand_inputs(x, y, network)
 
+    def base_and_bare(self, z, y, zs, ys) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """The base loss of the batch (z, y) with the base's logged terms, and the bare base
+        loss of synthetic embeddings (zs, ys) as a batch of their own: one pass when the base
+        is bare and ``SPLITS``, else two calls."""
+        bare = self.base.bare()
+        if self.base is bare and bare.SPLITS:
+            both = bare(torch.cat([z, zs]), torch.cat([y, ys]), split=len(z))
+            return both[0], dict(bare.raw_terms), both[1]
+        loss = self.base(z, y)
+        terms = dict(self.base.raw_terms)
+        return loss, terms, bare(zs, ys)
+
 
 LossWrapper = Plugin     # the former name, while branches written against it are merged
 
@@ -188,6 +206,29 @@ def nearest_class_proxy(z: torch.Tensor, y: torch.Tensor, proxies: torch.Tensor,
     own = proxy_labels.unsqueeze(0) == y.unsqueeze(1)
     idx = sims.masked_fill(~own, -math.inf).argmax(dim=1)
     return proxies[idx]
+
+
+class _UnitRows(torch.autograd.Function):
+    """u = x / max(|x|, 1e-12) by rows, with the backward in closed form (the gradient's part
+    orthogonal to u, over |x|): 5 operators where autograd through ``F.normalize`` runs ~10."""
+
+    @staticmethod
+    def forward(ctx, x):
+        norm = x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        u = x / norm
+        ctx.save_for_backward(u, norm)
+        return u
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, norm = ctx.saved_tensors
+        return (grad - u * (grad * u).sum(1, keepdim=True)) / norm
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """``F.normalize(x, dim=1)`` (the same values) with fewer operators in the backward; a row
+    shorter than 1e-12 gets the projected gradient instead of F.normalize's grad / 1e-12."""
+    return _UnitRows.apply(x)
 
 
 class Algorithm(nn.Module):
@@ -204,6 +245,8 @@ class Algorithm(nn.Module):
     LAZY_STATE: tuple[str, ...] = ()
     # why not, in the one-line refusal of a several-process run (``train``)
     SINGLE_PROCESS_REASON = "it keeps per-process state"
+    # why its update's own computation runs eager under ``--compile`` (one line); "": none
+    EAGER_REASON = ""
 
     def __init__(self, network: nn.Module, num_classes: int, hparams: dict, schedule: Schedule,
                  domain_sizes: dict[str, int] | None = None):
@@ -287,6 +330,13 @@ class Algorithm(nn.Module):
     def check_options(cls, options, hparams: dict) -> None:
         """Raise ``UnknownAlgorithmError`` for run options (the train args, split resolved)
         this method cannot serve with these hparams; called before anything is created."""
+
+    def compile_parts(self) -> tuple[list[nn.Module], dict[str, str]]:
+        """What ``--compile`` compiles (``speed.configure``): the modules, and {part: one-line
+        reason} of what runs eager. By default the network, and the update eager where the
+        class gives an ``EAGER_REASON``."""
+        eager = {type(self).__name__: self.EAGER_REASON} if self.EAGER_REASON else {}
+        return [self.network], eager
 
     def extra_metrics(self, ctx: EvalContext) -> dict[str, float]:
         """Method-specific metrics recorded with every checkpoint."""

@@ -137,9 +137,9 @@ class CentroidMemory(nn.Module):
         counts = onehot.sum(0)
         present = counts > 0
         batch_mean = (onehot.T @ z) / counts.clamp(min=1).unsqueeze(1)
-        old = self.centroids.to(z.dtype)
-        m = torch.where(self.seen, torch.full_like(counts, self.momentum), torch.zeros_like(counts))
-        mixed = F.normalize(m.unsqueeze(1) * old + (1 - m).unsqueeze(1) * batch_mean, dim=1)
+        old = _as(self.centroids, z.dtype)
+        m = (self.seen * self.momentum).unsqueeze(1)                # 0 for a class's first batch
+        mixed = F.normalize(m * old + (1 - m) * batch_mean, dim=1)
         cents = torch.where(present.unsqueeze(1), mixed, old)
         return cents, present | self.seen
 
@@ -151,15 +151,21 @@ class CentroidMemory(nn.Module):
         counts = torch.zeros(num_classes, device=z.device).index_add_(
             0, y, torch.ones_like(y, dtype=torch.float32))
         present = counts > 0
-        self.centroids.copy_(torch.where(present.unsqueeze(1),
-                                         cents.detach().to(self.centroids.dtype), self.centroids))
-        theta = angle(z.detach(), cents.detach()[y])
+        cents = cents.detach()
+        self.centroids.copy_(torch.where(present.unsqueeze(1), _as(cents, self.centroids.dtype),
+                                         self.centroids))
+        theta = angle(z.detach(), cents[y])
         mean_theta = torch.zeros(num_classes, device=z.device, dtype=theta.dtype).index_add_(
-            0, y, theta) / counts.clamp(min=1).to(theta.dtype)
-        m = torch.where(self.seen, self.momentum, 0.0).to(self.radius.dtype)
-        new_radius = m * self.radius + (1 - m) * mean_theta.to(self.radius.dtype)
+            0, y, theta) / _as(counts.clamp(min=1), theta.dtype)
+        m = _as(self.seen * self.momentum, self.radius.dtype)
+        new_radius = m * self.radius + (1 - m) * _as(mean_theta, self.radius.dtype)
         self.radius.copy_(torch.where(present, new_radius, self.radius))
         self.seen |= present
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """t in ``dtype``; no operator when it already is (a launch less per step)."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def c4_loss(z: torch.Tensor, y: torch.Tensor, cents: torch.Tensor, valid: torch.Tensor,
@@ -222,6 +228,8 @@ class CenterPolar(Plugin):
     SINGLE_PROCESS_REASON = (
         "C3E expands each process's own images into that process's pool, and the gathered "
         "batch would not say which of its rows are expanded images (C4's centroids need it)")
+    EAGER_REASON = ("C4 writes the centroid memory in place inside the forward, which breaks "
+                    "a compiled backward")
 
     @staticmethod
     def declare_hparams(hp, small):

@@ -100,6 +100,9 @@ class CenterPolarRotation(Plugin):
     """``Base+CenterPolarRotation``: rotation-C3E and C4 around any base metric loss. The bare
     name ``CenterPolarRotation`` is ``ProxyAnchor+CenterPolarRotation``."""
 
+    EAGER_REASON = ("its expansion strength follows the training progress, a host-side number "
+                    "that changes every step, and C4 writes the centroid memory in place")
+
     @staticmethod
     def declare_hparams(hp, small):
         """The open design choices (module docstring says what each means)."""
@@ -145,20 +148,23 @@ class CenterPolarRotation(Plugin):
         return centrifugal_expand(src, c, strength * scale * u, self.max_angle)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        base = self.base(z, y)
-        self.raw_terms = {**self.base.raw_terms, "cpr_base": base.detach()}
         if self.expand_weight == 0 and self.c4_weight == 0:
+            base = self.base(z, y)
+            self.raw_terms = {**self.base.raw_terms, "cpr_base": base.detach()}
             return base
         cents, valid = self.memory.current(z, y)
-        loss = base
         z_exp = None
         if self.expand_weight != 0:
             z_exp = self.expand(z, y, cents)
-            exp_loss = self.base.bare()(z_exp, y)
-            loss = loss + self.expand_weight * exp_loss
+            base, terms, exp_loss = self.base_and_bare(z, y, z_exp, y)
+            self.raw_terms = {**terms, "cpr_base": base.detach()}
+            loss = base + self.expand_weight * exp_loss
             with torch.no_grad():
                 shift = (angle(z_exp, cents[y]) - angle(z, cents[y])).mean() * (180 / math.pi)
             self.raw_terms.update(cpr_expand=exp_loss.detach(), cpr_shift_deg=shift)
+        else:
+            loss = base = self.base(z, y)
+            self.raw_terms = {**self.base.raw_terms, "cpr_base": base.detach()}
         if self.c4_weight != 0:
             zs, ys = z, y
             if z_exp is not None and self.c4_on_expanded:

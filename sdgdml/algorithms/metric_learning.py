@@ -3,6 +3,7 @@ plug-ins), the algorithm behind every ``Base+Plugin`` name."""
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
 from .. import evaluation
 from ..search_space import fixed, log_uniform
@@ -86,6 +87,20 @@ class MetricLearning(Algorithm):
         self.schedulers["main"].step()
         self.step += 1
         return {"loss": loss.detach(), **self.loss.raw_terms}
+
+    def compile_parts(self) -> tuple[list[nn.Module], dict[str, str]]:
+        """The network and the outermost part of the loss composition in which no component
+        has an ``EAGER_REASON``; the components around it run eager."""
+        chain = [self.loss]
+        while chain[-1] is not chain[-1].bare():
+            chain.append(chain[-1].base)
+        eager = {}
+        for i, part in enumerate(chain):
+            if not any(c.EAGER_REASON for c in chain[i:]):
+                return [self.network, part], eager
+            eager[type(part).__name__] = part.EAGER_REASON or (
+                f"it wraps {type(chain[i + 1]).__name__}, which runs eager")
+        return [self.network], eager
 
     @classmethod
     def check_options(cls, options, hparams: dict) -> None:

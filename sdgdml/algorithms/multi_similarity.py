@@ -10,6 +10,8 @@ from .registry import register_loss
 @register_loss("MultiSimilarity")
 class MultiSimilarity(MetricLoss):
     SAMPLER = "m_per_class"
+    EAGER_REASON = ("its miner selects a data-dependent number of pairs, whose counts a "
+                    "compiled loss would guard on and recompile for")
 
     @staticmethod
     def declare_hparams(hp, small):

@@ -41,10 +41,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..search_space import choice, fixed, log_uniform, uniform
-from .base import Plugin, MetricLoss
+from .base import Plugin, MetricLoss, unit_rows
 from .registry import register_loss, register_plugin
 
 MIN_DISTANCE = 1e-3
@@ -62,27 +61,49 @@ def repulsion(dist2: torch.Tensor, delta: float, alpha: float,
     return dist2.clamp(min_distance * min_distance, delta * delta).pow(-alpha / 2)
 
 
-def squared_distances(x: torch.Tensor) -> torch.Tensor:
-    """(N, N) squared Euclidean distances between the rows of x."""
-    sq = (x * x).sum(1)
-    return (sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * x @ x.T).clamp_min(0.0)
-
-
 def potential_energy(x: torch.Tensor, labels: torch.Tensor, delta_att: float, delta_rep: float,
-                     alpha: float, unit: float = 1.0,
-                     min_distance: float = MIN_DISTANCE) -> torch.Tensor:
+                     alpha: float, unit: float = 1.0, min_distance: float = MIN_DISTANCE,
+                     far: float = 0.0) -> torch.Tensor:
     """Eq. 6: U = sum_a Psi_{y_a}(x_a) over all charges x (embeddings and proxies) with
-    ``labels``, each point's own field excluded, distances measured in units of ``unit``.
+    ``labels``, each point's own field excluded, distances measured in units of ``unit``,
+    minus ``far`` per ordered pair of different classes (differentiable in x:
+    :class:`_PairEnergy`)."""
+    return _PairEnergy.apply(x, labels, delta_att * delta_att, delta_rep * delta_rep,
+                             min_distance * min_distance, alpha, unit ** alpha, far)
 
-    One pass over the N x N pairs: the clamped squared distance of each pair (Eq. 1 for the
-    same class, Eq. 2 otherwise), one power, and a sign (-1 attract, +1 repel, 0 self)."""
-    d2 = squared_distances(x)
-    same = labels.unsqueeze(1) == labels.unsqueeze(0)
-    clamped = torch.where(same, d2.clamp_min(delta_att * delta_att),
-                          d2.clamp(min_distance * min_distance, delta_rep * delta_rep))
-    sign = 1.0 - 2.0 * same.to(x.dtype)
-    sign.fill_diagonal_(0.0)
-    return (clamped.pow(-alpha / 2) * sign).sum() * unit ** alpha
+
+class _PairEnergy(torch.autograd.Function):
+    """U in one pass over the N x N pairs (the clamped squared distance of each pair, Eq. 1
+    for the same class and Eq. 2 otherwise, one power, a sign), and its gradient in closed
+    form, so that the backward is a few operators rather than autograd's chain:
+    with G = dU/d(d_ab^2) (zero where a clamp is active) and H = G + G^T,
+    dU/dx_a = 2 (sum_b H_ab) x_a - 2 (H x)_a, from d_ab^2 = |x_a|^2 + |x_b|^2 - 2 <x_a, x_b>."""
+
+    @staticmethod
+    def forward(ctx, x, labels, att2, rep2, min2, alpha, scale, far):
+        sq = (x * x).sum(1)
+        d2 = (sq.unsqueeze(1) + sq - 2.0 * (x @ x.T)).clamp_min_(0.0)
+        d2.fill_diagonal_(0.0)                          # a point's own field: excluded below
+        same = labels.unsqueeze(1) == labels
+        clamped = torch.where(same, d2.clamp_min(att2), d2.clamp(min2, rep2))
+        p = clamped.pow(-alpha / 2)
+        attract_repel = torch.where(same, -p, p)        # -1 attract, +1 repel
+        # the diagonal (same class, clamped to att2) added back: no self-interaction
+        u = (attract_repel.sum() + len(x) * att2 ** (-alpha / 2)) * scale
+        if far:
+            u = u - (len(x) ** 2 - same.sum()) * far
+        # dU/dd2 = -alpha/2 * sign * p / d2 where no clamp is active (clamped == d2)
+        grad_d2 = torch.where(clamped == d2, attract_repel / clamped, 0.0)
+        ctx.save_for_backward(x, grad_d2)
+        ctx.factor = -alpha * scale                     # 2 * (-alpha / 2) * scale
+        return u
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, grad_d2 = ctx.saved_tensors
+        h = grad_d2 + grad_d2.T
+        gx = (h.sum(1, keepdim=True) * x - h @ x) * (grad * ctx.factor)
+        return gx, None, None, None, None, None, None, None
 
 
 @dataclass(frozen=True)
@@ -111,18 +132,18 @@ class PotentialField:
         n = len(x)
         if n < 2:
             return x.sum() * 0.0
-        u = potential_energy(x.float(), labels, self.delta_att, self.delta_rep, self.alpha,
-                             unit=self.delta_att)
-        different = (labels.unsqueeze(1) != labels.unsqueeze(0)).sum()
         far_repulsion = (self.delta_att / self.delta_rep) ** self.alpha
-        return (u - different * far_repulsion) / (n if n_samples is None else n_samples)
+        u = potential_energy(x if x.dtype == torch.float32 else x.float(), labels,
+                             self.delta_att, self.delta_rep, self.alpha, unit=self.delta_att,
+                             far=far_repulsion)
+        return u / (n if n_samples is None else n_samples)
 
 
 def _charges(z, y, proxies):
     if proxies is None:
         return z, y
     p, p_labels = proxies
-    return torch.cat([z, p.to(z.dtype)]), torch.cat([y, p_labels.to(y.device)])
+    return torch.cat([z, p]), torch.cat([y, p_labels])
 
 
 def declare_pfml_hparams(hp, small):
@@ -166,10 +187,10 @@ class PFML(MetricLoss):
     def proxies(self):
         if self.m == 0:
             return None
-        return F.normalize(self.proxy_vectors, dim=1), self.proxy_classes
+        return unit_rows(self.proxy_vectors), self.proxy_classes
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x, labels = _charges(F.normalize(z, dim=1), y, self.proxies())
+        x, labels = _charges(unit_rows(z), y, self.proxies())
         loss = self.field.energy(x, labels, len(z))
         self.raw_terms = {"pfml_energy": loss.detach()}
         return loss
@@ -190,7 +211,7 @@ class PFMLPlugin(Plugin):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss_base = self.base(z, y)
-        x, labels = _charges(F.normalize(z, dim=1), y, self.base.proxies())
+        x, labels = _charges(unit_rows(z), y, self.base.proxies())
         energy = self.field.energy(x, labels, len(z))
         self.raw_terms = {**self.base.raw_terms, "loss_base": loss_base.detach(),
                           "pfml_energy": energy.detach()}

@@ -6,9 +6,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from .base import MetricLoss
+from .base import MetricLoss, unit_rows
 
 
 class PMLProxyLoss(MetricLoss):
@@ -22,6 +21,9 @@ class PMLProxyLoss(MetricLoss):
         super().__init__()
         self.num_classes = num_classes
         self.pml = self.make(num_classes, embed_dim, hparams)
+        n = self.raw_proxies().shape[0]         # proxy i belongs to class i * C // n
+        self.register_buffer("_proxy_labels", torch.arange(n) * num_classes // n,
+                             persistent=False)  # made once: no operators per step
 
     def make(self, num_classes: int, embed_dim: int, hparams: dict):
         raise NotImplementedError
@@ -34,8 +36,7 @@ class PMLProxyLoss(MetricLoss):
         return w.T if self.PROXIES_AS_COLUMNS else w
 
     def proxy_labels(self) -> torch.Tensor:
-        n = self.raw_proxies().shape[0]
-        return torch.arange(n, device=self.raw_proxies().device) * self.num_classes // n
+        return self._proxy_labels
 
     def proxies(self):
-        return F.normalize(self.raw_proxies(), dim=1), self.proxy_labels()
+        return unit_rows(self.raw_proxies()), self.proxy_labels()

@@ -147,6 +147,8 @@ class ProtoAlign(Algorithm):
 
     NEEDS = DataNeeds(labels=False, unlabeled_targets=True)
     SINGLE_PROCESS_REASON = "its memory queues fill from this process's batches only"
+    EAGER_REASON = ("its weight alpha follows the epoch on the host, its queues are written "
+                    "in place and K-Means rebuilds its prototypes")
     LAZY_STATE = ("memories.",)      # one DomainMemory per domain, made when first seen
 
     @staticmethod

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from ..search_space import choice, log_uniform, uniform
-from .base import Plugin, MetricLoss, nearest_class_proxy
+from .base import Plugin, MetricLoss, nearest_class_proxy, unit_rows
 from .registry import UnknownAlgorithmError, proxy_losses, register_plugin
 
 DEGENERATE_NORM = 1e-6
@@ -199,6 +199,9 @@ class SEE(Plugin):
     """``Base+SEE``: L = L_ML + lambda * L_SEE (Eq. 3-4) on any proxy-based base loss, with the
     authors' released settings by default (module docstring)."""
 
+    EAGER_REASON = ("the number of expanded samples follows the epoch, host-side state a "
+                    "compiled forward would guard on and recompile for (+765% per step)")
+
     @staticmethod
     def declare_hparams(hp, small):
         """The released code's values (module docstring says where each comes from)."""
@@ -258,17 +261,17 @@ class SEE(Plugin):
         return zs.reshape(-1, z.shape[1]), y[idx].repeat_interleave(self.n_aug)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss_ml = self.base(z, y)
-        terms = dict(self.base.raw_terms)
         k = self.num_expanded(len(z))
-        loss_see = z.new_zeros(())
         if k > 0 and self.lam != 0.0:
-            zs, ys = self.synthesize(F.normalize(z, dim=1), y, k)
+            zs, ys = self.synthesize(unit_rows(z), y, k)
             if self.grad == "proxies":
                 zs = zs.detach()
-            loss_see = self.base.bare()(zs, ys)
+            loss_ml, terms, loss_see = self.base_and_bare(z, y, zs, ys)
             if self.weighting == "per_aug":
                 loss_see = self.n_aug * loss_see
+        else:
+            loss_ml, loss_see = self.base(z, y), z.new_zeros(())
+            terms = dict(self.base.raw_terms)
         self.raw_terms = {**terms, "loss_ml": loss_ml.detach(), "loss_see": loss_see.detach(),
                           "see_expanded": float(k)}
         return loss_ml + self.lam * loss_see

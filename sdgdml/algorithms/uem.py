@@ -83,6 +83,8 @@ class UEM(Algorithm):
     SINGLE_PROCESS_REASON = ("its memory banks are indexed by this process's images and its "
                              "K-Means prototypes are built from them; gathering them across "
                              "processes is not implemented")
+    EAGER_REASON = ("its losses change with the stage and the prototype sets K-Means rebuilds "
+                    "on the host, and it writes its memory banks in place")
     # prototype sets resize with the Elbow's K; the frozen stage-1 copy exists from stage 2 on
     LAZY_STATE = ("protos_a", "protos_b", "frozen_net.")
 
