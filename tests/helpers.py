@@ -21,6 +21,12 @@ VOLATILE_KEYS = ("step_time", "eval_time", "mem_gb")
 # a tiny DigitsDG run: a few steps, one target, cheap metrics
 TINY_TRAIN = ["--dataset", "DigitsDG", "--source", "mnist", "--targets", "sketch",
               "--metrics", "recall@1", "recall@2", "map@r", "--quiet"]
+# a tiny run with a checkpoint in the middle (resume and fault tests; conftest.tiny_reference)
+TINY_RESUME = TINY_TRAIN + ["--steps", "4", "--checkpoint_freq", "2"]
+# 20 steps, records at 10 and 20: the golden records' runs (conftest.steps20_run)
+STEPS20 = ["--dataset", "DigitsDG", "--source", "mnist", "--targets", "sketch",
+           "--no_eval_at_start", "--metrics", "recall@1", "--quiet", "--steps", "20",
+           "--checkpoint_freq", "10"]
 
 
 def comparable(records: list[dict]) -> list[dict]:

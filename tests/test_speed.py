@@ -17,7 +17,7 @@ from sdgdml.datasets import transforms as T
 from sdgdml.train import build_parser, train
 from sdgdml.train_args import experiment_identity
 
-from helpers import TINY_TRAIN
+from helpers import STEPS20, TINY_TRAIN
 
 # bf16 vs fp32 after 20 steps (measured on the 2-core CPU: losses within 0.05% of each other,
 # recall@1 within 0.011): tolerances a few times wider than that, far tighter than what
@@ -33,10 +33,11 @@ def _run(tmp_path, name, extra, steps=20, freq=10):
     return train(args)
 
 
-def test_bf16_trains_like_fp32(tmp_path):
-    fp32 = _run(tmp_path, "fp32", ["--no_eval_at_start"])
-    bf16 = _run(tmp_path, "bf16", ["--no_eval_at_start", "--precision", "bf16",
-                                   "--channels_last"])
+def test_bf16_trains_like_fp32(tmp_path, steps20_run):
+    fp32 = steps20_run("ProxyAnchor")      # the golden records' run, trained once per session
+    bf16 = train(build_parser().parse_args([*STEPS20, "--algorithm", "ProxyAnchor", "--precision",
+                                            "bf16", "--channels_last", "--output_dir",
+                                            str(tmp_path / "bf16")]))
     assert bf16[0]["args"]["precision"] == "bf16"
     for run in (fp32, bf16):        # both train: the loss falls
         assert [r["step"] for r in run] == [10, 20] and run[1]["loss"] < 0.95 * run[0]["loss"]
