@@ -43,25 +43,6 @@ def tiny_reference(tmp_path_factory):
     return records
 
 
-@pytest.fixture(scope="session")
-def steps20_run(tmp_path_factory):
-    """``run(algorithm)``: the records of a ``helpers.STEPS20`` run of the algorithm, trained
-    once per session and shared by the tests that only read them (test_refactor_golden,
-    test_speed)."""
-    import sdgdml.train as train_mod
-    from helpers import STEPS20
-
-    runs: dict[str, list[dict]] = {}
-
-    def run(algorithm: str) -> list[dict]:
-        if algorithm not in runs:
-            out = tmp_path_factory.mktemp("steps20") / "run"
-            runs[algorithm] = train_mod.train(train_mod.build_parser().parse_args(
-                [*STEPS20, "--algorithm", algorithm, "--output_dir", str(out)]))
-        return runs[algorithm]
-    return run
-
-
 SLURM_SETUP = "tests/slurm/setup_slurm.sh"
 
 
