@@ -29,6 +29,20 @@ def digits():
     return DigitsDG()
 
 
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory):
+    """The records of an uninterrupted ``helpers.TINY_RESUME`` run (steps 0, 2, 4), shared by
+    the tests that compare a resumed run with it (test_resume, test_faults)."""
+    import sdgdml.train as train_mod
+    from helpers import TINY_RESUME, run_records
+
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train_mod.train(train_mod.build_parser().parse_args(TINY_RESUME + ["--output_dir", str(out)]))
+    records = run_records(out)
+    assert [r["step"] for r in records] == [0, 2, 4]
+    return records
+
+
 SLURM_SETUP = "tests/slurm/setup_slurm.sh"
 
 

@@ -23,7 +23,7 @@ from sdgdml.evaluate import build_parser, evaluate_run, load_network, main, run_
 from sdgdml.networks import create_model
 from sdgdml.records import read_records
 from sdgdml.train import build_parser as train_parser, train
-from helpers import TINY_TRAIN
+from helpers import SMALL_IMAGES, TINY_TRAIN
 
 FAST = ["--map_points", "15", "--gallery_queries", "3", "--gallery_k", "4"]
 
@@ -70,7 +70,8 @@ def test_a_bf16_run_is_evaluated_under_its_autocast(tmp_path):
     out = tmp_path / "bf16"
     records = train(train_parser().parse_args([*TINY_TRAIN, "--output_dir", str(out), "--steps",
                                                "2", "--checkpoint_freq", "2", "--save_model",
-                                               "--no_eval_at_start", "--precision", "bf16"]))
+                                               "--no_eval_at_start", "--precision", "bf16",
+                                               *SMALL_IMAGES]))
     metrics = _evaluate(out)
     assert metrics == {k: records[-1][k] for k in metrics}   # bit-identical, not approx
     fp32 = run_evaluation(load_network(out, records[-1]["hparams"], None),

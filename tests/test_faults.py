@@ -19,12 +19,12 @@ import torch
 
 import sdgdml.train as train_mod
 from forked_train import TrainForks
-from helpers import PYTHON, TINY_TRAIN, run_records, subprocess_env, train_main_message
+from helpers import (PYTHON, TINY_RESUME as ARGS, TINY_TRAIN, run_records, subprocess_env,
+                     train_main_message)
 from sdgdml import atomic
 from sdgdml.records import read_records
 from sdgdml.runstate import load_checkpoint
 
-ARGS = TINY_TRAIN + ["--steps", "8", "--checkpoint_freq", "2"]
 # the kill loop's run checkpoints 12 times: a kill lets it gain one checkpoint at most, or two when
 # a loaded machine makes the test miss the moment a checkpoint's temporary file exists, so it
 # does not finish before the 10th kill
@@ -71,9 +71,10 @@ def _kill_once(forks: TrainForks, run, attempt: int, mode: str, rng: random.Rand
     return True
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    return _uninterrupted(tmp_path_factory, ARGS, [0, 2, 4, 6, 8])
+@pytest.fixture
+def reference(tiny_reference):
+    """The uninterrupted ``ARGS`` run's records (conftest)."""
+    return tiny_reference
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_a_planted_checkpoint_never_runs_and_can_be_set_aside(tmp_path, referenc
     run, marker = tmp_path / "run", tmp_path / "ran"
     assert _main(run, "--keep_checkpoint") is None
     (run / "done").unlink()
-    torch.save({"algorithm": {}, "rng": RunsCode(marker), "step": 8}, run / "checkpoint.pt")
+    torch.save({"algorithm": {}, "rng": RunsCode(marker), "step": 4}, run / "checkpoint.pt")
     message = _main(run)
     assert message.startswith("error: ") and "nothing in it ran" in message
     assert "--discard_bad_checkpoint" in message and not marker.exists()

@@ -12,14 +12,14 @@ Tolerances. The suite's CPU pins (conftest.py) do not make x86 CPUs agree: the f
 golden records, written on an Intel Sapphire Rapids CPU, and the same runs on the AMD EPYC differ
 at step 20 by at most 3e-8 (ProxyAnchor), 3e-6 (SEEFirstReading), 3e-5 (CenterPolarRotation) and
 5e-3 (ProtoAlign, after its k-means, pal_sel) relative in the loss terms, and by one retrieval in
-R@1; training amplifies the noise (step 40: up to 5e-4, and 7e-2 for ProtoAlign's stage-2
-terms, R@1 half a point), hence 20 steps. So: ``RTOL`` for loss terms (30 times the largest
-spread of the algorithms without clustering), ``RTOL_CLUSTERED`` for ProtoAlign's record after
-its first k-means (step 12: cluster assignments flip), ``R1_ATOL`` for R@1 (three of the 375
-sketch queries). Checked by hand that real changes fail: a 1% change of ``pa_margin``,
-``lr``, ``see_lambda``, ``pfml_delta`` or ``cpr_margin``, and a 10% change of
-``pal_temperature``, ``pal_sn2m_weight`` or ``pal_spda_weight`` (ProtoAlign: 1% of its
-temperature moves its step-10 loss by 3e-4 only)."""
+R@1 (PFML's current energy has no Intel records yet); training amplifies the noise (step 40: up to
+5e-4, and 7e-2 for ProtoAlign's stage-2 terms, R@1 half a point), hence 20 steps. So: ``RTOL`` for
+loss terms (30 times the largest spread of the algorithms without clustering), ``RTOL_CLUSTERED``
+for ProtoAlign's record after its first k-means (step 12: cluster assignments flip), ``R1_ATOL``
+for R@1 (three of the 375 sketch queries). Checked by hand that real changes fail: a 1% change of
+``pa_margin``, ``lr``, ``see_lambda``, ``pfml_delta`` or ``cpr_margin``, and a 10% change of
+``pal_temperature``, ``pal_sn2m_weight`` or ``pal_spda_weight`` (ProtoAlign: 1% of its temperature
+moves its step-10 loss by 3e-4 only)."""
 from __future__ import annotations
 
 import json
@@ -41,13 +41,13 @@ CLUSTERED = {("ProtoAlign", 20)}
 
 
 def golden_run(algorithm: str, output_dir, hparams: dict | None = None) -> list[dict]:
-    """The numbers of each record of the golden configuration's run (the lr_<group> keys are
-    left out: they follow from the schedule)."""
+    """The numbers of each record of an ``ARGS`` run (the lr_<group> keys left out: they follow
+    from the schedule); ``hparams``: overrides, for checks by hand."""
     extra = ["--hparams", json.dumps(hparams)] if hparams else []
-    args = build_parser().parse_args([*ARGS, "--algorithm", algorithm, "--output_dir",
-                                      str(output_dir), *extra])
+    records = T.train(build_parser().parse_args([*ARGS, "--algorithm", algorithm, "--output_dir",
+                                                 str(output_dir), *extra]))
     return [{k: v for k, v in r.items() if isinstance(v, float) and k not in VOLATILE_KEYS
-             and not k.startswith("lr_")} | {"step": r["step"]} for r in T.train(args)]
+             and not k.startswith("lr_")} | {"step": r["step"]} for r in records]
 
 
 def mismatches(algorithm: str, got: list[dict], want: list[dict]) -> list[str]:

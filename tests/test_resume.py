@@ -11,9 +11,7 @@ import time
 import pytest
 
 import sdgdml.train as train_mod
-from helpers import PYTHON, TINY_TRAIN, run_records, subprocess_env
-
-ARGS = TINY_TRAIN + ["--steps", "4", "--checkpoint_freq", "2"]
+from helpers import PYTHON, TINY_RESUME as ARGS, run_records, subprocess_env
 
 
 class Crash(Exception):
@@ -25,13 +23,10 @@ def _train(out, extra=()):
         ARGS + list(extra) + ["--output_dir", str(out)]))
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("uninterrupted")
-    _train(out)
-    records = run_records(out)
-    assert [r["step"] for r in records] == [0, 2, 4]
-    return records
+@pytest.fixture
+def reference(tiny_reference):
+    """The uninterrupted run's records (conftest)."""
+    return tiny_reference
 
 
 def _crash_on_call(monkeypatch, name, n):
