@@ -10,7 +10,8 @@
 # pal_num_prototypes 0 = the dataset's classes; the App. B.1 detector's K-Means --open_clusters
 # 10), an oracle the unsupervised setting does not have.
 #   bash benchmarks/uem_digits_acceptance.sh OUT_DIR [SEEDS...]
-# Env: PYTHON (python), JOBS (2 runs at a time), STEPS (105), PRETRAIN_STEPS (800).
+# Env: PYTHON (python), JOBS (2 runs at a time), STEPS (105), PRETRAIN_STEPS (800), LR (empty:
+# the recipe's AdamW 1e-3; set for every method alike, e.g. 1e-4 to fine-tune the MoCo start gently).
 set -eu
 OUT=${1:-runs/uem_digits}; shift || true
 SEEDS=${*:-2024 2025 2026}
@@ -26,18 +27,20 @@ STAGE1=$(( STEPS * 2 / 3 ))
 run() {  # setting alg seed
   local hp freq
   if [ "$2" = UEM ]; then
-    hp='{"uem_init": "moco_v2", "uem_num_prototypes": 10, "uem_idse_fraction": 0.6666667}'
+    hp='"uem_init": "moco_v2", "uem_num_prototypes": 10, "uem_idse_fraction": 0.6666667'
     freq=$(( STAGE1 / 2 ))
   else
-    hp='{}'; freq=$STEPS
+    hp=''; freq=$STEPS
   fi
+  [ -n "${LR:-}" ] && hp="${hp:+$hp, }\"lr\": $LR"
+  hp="{$hp}"
   $PY -m sdgdml.train --algorithm "$2" --dataset DigitsDG --source mnist --targets uci \
     --ucdr "$1" --open_rule detector --open_clusters 10 --trial_seed "$3" \
     --pretrained_file "$MOCO" --steps "$STEPS" --checkpoint_freq "$freq" --quiet \
     --hparams "$hp" --output_dir "$OUT/$1/$2/$3" > /dev/null
 }
 export -f run
-export PY MOCO STEPS STAGE1 OUT
+export PY MOCO STEPS STAGE1 OUT LR
 for seed in $SEEDS; do for setting in closed partial open; do for alg in UEM ProtoAlign; do
   echo "$setting $alg $seed"; done; done; done | xargs -P "$JOBS" -L 1 bash -c 'run "$@"' _
 $PY - "$OUT" "$STAGE1" <<'PYEOF'
