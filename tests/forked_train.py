@@ -27,6 +27,7 @@ def serve() -> None:
     from sdgdml.datasets.digits import build_domains
 
     build_domains()                             # cached: every child starts with the data
+    import torch._dynamo  # noqa: F401  torch.optim imports it on an optimizer's first use (~1.5 s)
     print("ready", flush=True)
     for line in sys.stdin:
         pid = os.fork()
