@@ -97,11 +97,15 @@ class TrainForks:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def stop_last(self) -> None:
+        """SIGKILL the last child if it still runs (left by a test that failed midway)."""
         last = getattr(self, "_last", None)
-        if last is not None and last.poll() is None:     # a test that failed midway
+        if last is not None and last.poll() is None:
             last.send_signal(signal.SIGKILL)
             last.wait()
+
+    def __exit__(self, *exc):
+        self.stop_last()
         self._server.stdin.close()
         try:
             self._server.wait(timeout=60)
