@@ -43,6 +43,23 @@ def tiny_reference(tmp_path_factory):
     return records
 
 
+@pytest.fixture(scope="session")
+def _fork_server():
+    from forked_train import TrainForks
+    from helpers import subprocess_env
+
+    with TrainForks(subprocess_env()) as forks:
+        yield forks
+
+
+@pytest.fixture
+def train_forks(_fork_server):
+    """A ``forked_train.TrainForks`` server, started once and shared by the tests that SIGKILL
+    training processes (test_faults, test_resume); a child a test leaves running is killed."""
+    yield _fork_server
+    _fork_server.stop_last()
+
+
 SLURM_SETUP = "tests/slurm/setup_slurm.sh"
 
 

@@ -27,6 +27,7 @@ def serve() -> None:
     from sdgdml.datasets.digits import build_domains
 
     build_domains()                             # cached: every child starts with the data
+    import torch._dynamo  # noqa: F401  torch.optim imports it on an optimizer's first use (~1.5 s)
     print("ready", flush=True)
     for line in sys.stdin:
         pid = os.fork()
@@ -96,11 +97,15 @@ class TrainForks:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def stop_last(self) -> None:
+        """SIGKILL the last child if it still runs (left by a test that failed midway)."""
         last = getattr(self, "_last", None)
-        if last is not None and last.poll() is None:     # a test that failed midway
+        if last is not None and last.poll() is None:
             last.send_signal(signal.SIGKILL)
             last.wait()
+
+    def __exit__(self, *exc):
+        self.stop_last()
         self._server.stdin.close()
         try:
             self._server.wait(timeout=60)

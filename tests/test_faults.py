@@ -90,12 +90,11 @@ def _uninterrupted(tmp_path_factory, args: list[str], steps: list[int]) -> list[
     return records
 
 
-def test_ten_random_sigkills_then_identical_records(tmp_path, kill_reference):
+def test_ten_random_sigkills_then_identical_records(tmp_path, kill_reference, train_forks):
     seed = time.time_ns() % 10 ** 6
     rng = random.Random(seed)
     run = tmp_path / "run"
-    with TrainForks(subprocess_env()) as forks:
-        kills = [_kill_once(forks, run, i, MODES[i % len(MODES)], rng) for i in range(KILLS)]
+    kills = [_kill_once(train_forks, run, i, MODES[i % len(MODES)], rng) for i in range(KILLS)]
     assert all(kills), f"the run finished before all {KILLS} kills (seed {seed})"
     assert not (run / "done").exists()
     subprocess.run([PYTHON, "-m", "sdgdml.train", *KILL_ARGS, "--output_dir", str(run)],

@@ -171,7 +171,8 @@ def _run(tmp_path, name, dataset, extra=()):
     main(["--algorithm", "ProtoAlign", "--dataset", dataset, "--targets", "uci", "--output_dir",
           str(out), "--steps", "6", "--checkpoint_freq", "3", "--no_eval_at_start", "--quiet",
           "--save_model",
-          "--hparams", json.dumps({"pal_cluster_every": 0.1, "pal_stage2_start": 0.3}),
+          "--hparams", json.dumps({"pal_cluster_every": 0.1, "pal_stage2_start": 0.3,
+                                   "image_size": 16}),
           *extra])
     return read_records(out / "results.jsonl"), torch.load(out / "model.pt")
 

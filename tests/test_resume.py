@@ -88,11 +88,12 @@ def test_half_written_last_line_is_dropped_on_resume(tmp_path, monkeypatch, refe
     assert run_records(tmp_path) == reference
 
 
-def test_sigkill_mid_run_then_restart(tmp_path, reference):
-    """A real process killed with SIGKILL after a checkpoint, restarted with the same command."""
+def test_sigkill_mid_run_then_restart(tmp_path, reference, train_forks):
+    """A real training process (forked ready to train: ``forked_train.py``) killed with SIGKILL
+    after a checkpoint, restarted with the command ``python -m sdgdml.train``."""
     cmd = [PYTHON, "-m", "sdgdml.train", *ARGS, "--output_dir", str(tmp_path)]
     env = subprocess_env()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = train_forks.start([*ARGS, "--output_dir", str(tmp_path)])
     results = tmp_path / "results.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -101,7 +102,7 @@ def test_sigkill_mid_run_then_restart(tmp_path, reference):
         if steps and steps[-1] >= 2 and (tmp_path / "checkpoint.pt").exists():
             break
         time.sleep(0.02)
-    assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read()}"
+    assert proc.poll() is None, f"run ended (exit {proc.returncode}) before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "done").exists()

@@ -173,7 +173,8 @@ def _run(tmp_path, name, dataset, extra=(), steps=8, freq=4, idse=0.5):
           str(out), "--steps", str(steps), "--checkpoint_freq", str(freq), "--quiet",
           "--save_model", "--no_eval_at_start",
           "--hparams", json.dumps({"uem_cluster_every": 0.07, "uem_idse_fraction": idse,
-                                   "uem_elbow_max_k": 8}), *extra])
+                                   "uem_elbow_max_k": 8, "batch_size": 32,
+                                   "image_size": 16}), *extra])
     return read_records(out / "results.jsonl"), torch.load(out / "model.pt")
 
 
