@@ -1,5 +1,6 @@
 """End-to-end training runs on the embedded benchmark through the real CLI code path."""
 import json
+import math
 
 import pytest
 
@@ -29,7 +30,9 @@ def test_short_run_writes_valid_records(tmp_path, algorithm):
             for metric in ("recall@1", "recall@8", "map@r"):
                 assert 0.0 <= r[f"{split}_{metric}"] <= 1.0
         assert r["args"]["algorithm"] == algorithm and r["hparams"]["backbone"] == "digits_cnn"
-    assert records[-1]["loss"] > 0 and records[-1]["step_time"] > 0
+    # a loss is finite and nonzero; PFML's energy, measured from charges far apart, is negative
+    assert math.isfinite(records[-1]["loss"]) and records[-1]["loss"] != 0
+    assert records[-1]["step_time"] > 0
     assert records[-1]["mem_gb"] > 0 and records[-1]["epoch"] == pytest.approx(4 / 12)
     for f in ("args.json", "hparams.json", "out.txt", "done"):
         assert (tmp_path / f).exists()
