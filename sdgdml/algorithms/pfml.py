@@ -22,7 +22,8 @@ Choices the paper leaves open (documented):
   convention of losses averaged over a batch. Neither changes a gradient's direction. An earlier
   version divided by the N (N - 1) ordered pairs of all N charges: with 109 classes x 15 proxies
   the gradients fell to ~3e-11, below Adam's eps (1e-8), and standalone PFML did not train on
-  GlyphsDG (README, GlyphsDG comparison); per batch embedding they are N (N - 1) / B times larger (B: the batch).
+  GlyphsDG (README, GlyphsDG comparison); per batch embedding they are N (N - 1) / B times
+  larger (B: the batch size).
 - Numerical safety: distances come from squared distances, and the clamps are applied to the
   squares (no square root, so no infinite gradient at d = 0); repulsion distances are floored
   at ``MIN_DISTANCE`` (1e-3), so coinciding points of different classes give a large but
