@@ -225,6 +225,11 @@ class _UnitRows(torch.autograd.Function):
         return (grad - u * (grad * u).sum(1, keepdim=True)) / norm
 
 
+def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """t in ``dtype``; no operator when it already is (``Tensor.to`` still dispatches one)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def unit_rows(x: torch.Tensor) -> torch.Tensor:
     """``F.normalize(x, dim=1)`` (the same values) with fewer operators in the backward; a row
     shorter than 1e-12 gets the projected gradient instead of F.normalize's grad / 1e-12."""

@@ -71,7 +71,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..search_space import choice, log_uniform, uniform
-from .base import Plugin, MetricLoss
+from .base import Plugin, MetricLoss, as_dtype
 from .registry import register_plugin
 
 SEPARATIONS = ("margin", "softmax")
@@ -137,7 +137,7 @@ class CentroidMemory(nn.Module):
         counts = onehot.sum(0)
         present = counts > 0
         batch_mean = (onehot.T @ z) / counts.clamp(min=1).unsqueeze(1)
-        old = _as(self.centroids, z.dtype)
+        old = as_dtype(self.centroids, z.dtype)
         m = (self.seen * self.momentum).unsqueeze(1)                # 0 for a class's first batch
         mixed = F.normalize(m * old + (1 - m) * batch_mean, dim=1)
         cents = torch.where(present.unsqueeze(1), mixed, old)
@@ -152,20 +152,15 @@ class CentroidMemory(nn.Module):
             0, y, torch.ones_like(y, dtype=torch.float32))
         present = counts > 0
         cents = cents.detach()
-        self.centroids.copy_(torch.where(present.unsqueeze(1), _as(cents, self.centroids.dtype),
-                                         self.centroids))
+        self.centroids.copy_(torch.where(present.unsqueeze(1),
+                                         as_dtype(cents, self.centroids.dtype), self.centroids))
         theta = angle(z.detach(), cents[y])
         mean_theta = torch.zeros(num_classes, device=z.device, dtype=theta.dtype).index_add_(
-            0, y, theta) / _as(counts.clamp(min=1), theta.dtype)
-        m = _as(self.seen * self.momentum, self.radius.dtype)
-        new_radius = m * self.radius + (1 - m) * _as(mean_theta, self.radius.dtype)
+            0, y, theta) / as_dtype(counts.clamp(min=1), theta.dtype)
+        m = as_dtype(self.seen * self.momentum, self.radius.dtype)
+        new_radius = m * self.radius + (1 - m) * as_dtype(mean_theta, self.radius.dtype)
         self.radius.copy_(torch.where(present, new_radius, self.radius))
         self.seen |= present
-
-
-def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """t in ``dtype``; no operator when it already is (a launch less per step)."""
-    return t if t.dtype == dtype else t.to(dtype)
 
 
 def c4_loss(z: torch.Tensor, y: torch.Tensor, cents: torch.Tensor, valid: torch.Tensor,

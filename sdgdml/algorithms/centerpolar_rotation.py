@@ -147,11 +147,15 @@ class CenterPolarRotation(Plugin):
         src = z.detach() if self.detach_expanded else z
         return centrifugal_expand(src, c, strength * scale * u, self.max_angle)
 
+    def _base_only(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The base loss of the batch, logged as ``cpr_base`` with the base's terms."""
+        base = self.base(z, y)
+        self.raw_terms = {**self.base.raw_terms, "cpr_base": base.detach()}
+        return base
+
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.expand_weight == 0 and self.c4_weight == 0:
-            base = self.base(z, y)
-            self.raw_terms = {**self.base.raw_terms, "cpr_base": base.detach()}
-            return base
+            return self._base_only(z, y)
         cents, valid = self.memory.current(z, y)
         z_exp = None
         if self.expand_weight != 0:
@@ -163,8 +167,7 @@ class CenterPolarRotation(Plugin):
                 shift = (angle(z_exp, cents[y]) - angle(z, cents[y])).mean() * (180 / math.pi)
             self.raw_terms.update(cpr_expand=exp_loss.detach(), cpr_shift_deg=shift)
         else:
-            loss = base = self.base(z, y)
-            self.raw_terms = {**self.base.raw_terms, "cpr_base": base.detach()}
+            loss = self._base_only(z, y)
         if self.c4_weight != 0:
             zs, ys = z, y
             if z_exp is not None and self.c4_on_expanded:

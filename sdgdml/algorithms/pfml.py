@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 
 from ..search_space import choice, fixed, log_uniform, uniform
-from .base import Plugin, MetricLoss, unit_rows
+from .base import Plugin, MetricLoss, as_dtype, unit_rows
 from .registry import register_loss, register_plugin
 
 MIN_DISTANCE = 1e-3
@@ -134,7 +134,7 @@ class PotentialField:
         if n < 2:
             return x.sum() * 0.0
         far_repulsion = (self.delta_att / self.delta_rep) ** self.alpha
-        u = potential_energy(x if x.dtype == torch.float32 else x.float(), labels,
+        u = potential_energy(as_dtype(x, torch.float32), labels,
                              self.delta_att, self.delta_rep, self.alpha, unit=self.delta_att,
                              far=far_repulsion)
         return u / (n if n_samples is None else n_samples)
