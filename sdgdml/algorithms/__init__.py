@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import (Algorithm, EvalContext, MetricLoss, Plugin, Schedule, frozen,
-                   nearest_class_proxy, step_scalars)
+from .base import Algorithm, EvalContext, MetricLoss, Plugin, Schedule, frozen, step_scalars
 from .metric_learning import MetricLearning
+from .tensor_ops import nearest_class_proxy
 from .registry import (DataNeeds, UnknownAlgorithmError, components, known_components,
                        names, parse_algorithm, proxy_losses, register_algorithm, register_loss,
                        register_plugin)

@@ -71,7 +71,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..search_space import choice, log_uniform, uniform
-from .base import Plugin, MetricLoss, as_dtype
+from .base import Plugin, MetricLoss
+from .tensor_ops import as_dtype
 from .registry import register_plugin
 
 SEPARATIONS = ("margin", "softmax")

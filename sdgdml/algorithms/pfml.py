@@ -44,7 +44,8 @@ import torch
 import torch.nn as nn
 
 from ..search_space import choice, fixed, log_uniform, uniform
-from .base import Plugin, MetricLoss, as_dtype, unit_rows
+from .base import Plugin, MetricLoss
+from .tensor_ops import as_dtype, unit_rows
 from .registry import register_loss, register_plugin
 
 MIN_DISTANCE = 1e-3

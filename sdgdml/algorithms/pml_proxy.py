@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import MetricLoss, unit_rows
+from .base import MetricLoss
+from .tensor_ops import unit_rows
 
 
 class PMLProxyLoss(MetricLoss):

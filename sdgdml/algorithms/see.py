@@ -60,7 +60,8 @@ import torch
 import torch.nn.functional as F
 
 from ..search_space import choice, log_uniform, uniform
-from .base import Plugin, MetricLoss, nearest_class_proxy, unit_rows
+from .base import Plugin, MetricLoss
+from .tensor_ops import nearest_class_proxy, unit_rows
 from .registry import UnknownAlgorithmError, proxy_losses, register_plugin
 
 DEGENERATE_NORM = 1e-6
