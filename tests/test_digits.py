@@ -122,3 +122,39 @@ def test_bad_names_are_clear_errors():
         DigitsDG(targets=["mnist"])
     with pytest.raises(DatasetError, match="known: .*DigitsDG"):
         get_dataset_class("MNISTM")
+
+
+def test_the_cached_arrays_equal_freshly_generated_ones():
+    """What build_domains returns (from the disk cache when one exists) is what the generator
+    makes from the package data now."""
+    from sdgdml.datasets.digits import generate_domains
+
+    cached, fresh = build_domains(), generate_domains()
+    assert cached.keys() == fresh.keys()
+    for d in fresh:
+        assert np.array_equal(cached[d][0], fresh[d][0]) and np.array_equal(cached[d][1],
+                                                                            fresh[d][1]), d
+
+
+def test_the_array_cache_keys_by_provenance_and_survives_a_bad_file(tmp_path, monkeypatch):
+    from sdgdml.datasets import array_cache
+
+    monkeypatch.setenv("SDGDML_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def make():
+        calls.append(1)
+        return {"x": np.arange(6).reshape(2, 3)}
+
+    meta = {"version": 1}
+    path = array_cache.cache_folder("Toy", meta) / "a.npz"
+    assert path.parent.parent == tmp_path / "Toy"
+    assert path.parent != array_cache.cache_folder("Toy", {"version": 2})
+    first = array_cache.cached_arrays(path, make, "meta.json", meta, "Toy")
+    second = array_cache.cached_arrays(path, make, "meta.json", meta, "Toy")
+    assert len(calls) == 1 and np.array_equal(first["x"], second["x"])
+    assert (path.parent / "meta.json").read_text().strip().startswith("{")
+    path.write_bytes(b"not an npz")                 # unreadable: generated and written again
+    third = array_cache.cached_arrays(path, make, "meta.json", meta, "Toy")
+    assert len(calls) == 2 and np.array_equal(third["x"], first["x"])
+    assert np.array_equal(np.load(path)["x"], first["x"])

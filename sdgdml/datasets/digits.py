@@ -14,7 +14,8 @@ Built only from image data that ships inside PyPI packages:
   30-60 degrees either way).
 
 All images are 32x32 RGB. Classes 0-4 are seen (training), 5-9 unseen (evaluation only).
-The benchmark is fully determined by the package data and the constant seed below.
+The benchmark is fully determined by the package data and the constant seed below; it is
+generated once and cached (``sdgdml.datasets.array_cache``; docs/datasets.md).
 """
 from __future__ import annotations
 
@@ -26,12 +27,14 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from . import array_cache
 from . import transforms as T
 from .base import SDGDataset
 from .samples import ArraySamples, DatasetError
 from .registry import register_dataset
 
 BUILD_SEED = 20261122
+VERSION = 1                 # bump when the construction below changes (a new cache key)
 SIZE = 32
 STYLE_DOMAINS = ("sketch", "negative", "colour", "rotate")
 MNIST_SOURCE_PER_CLASS = 200
@@ -92,9 +95,40 @@ def _rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
+def provenance() -> dict:
+    """What the arrays depend on: this construction, its seed and the libraries that ran it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str | None:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return None
+
+    return {"digits_version": VERSION, "build_seed": BUILD_SEED,
+            **{p: installed(p) for p in ("numpy", "scipy", "pillow", "pandas", "mlxtend",
+                                         "scikit-learn")}}
+
+
 @functools.lru_cache(maxsize=1)
 def build_domains() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """All DigitsDG domains: name -> (uint8 images (N, 32, 32, 3), labels). Deterministic."""
+    """All DigitsDG domains: name -> (uint8 images (N, 32, 32, 3), labels), from the cache
+    (docs/datasets.md: the embedded datasets' cache), else generated and cached."""
+    meta = provenance()
+    arrays = array_cache.cached_arrays(array_cache.cache_folder("DigitsDG", meta) / "domains.npz",
+                                       _arrays, "provenance.json", meta, "DigitsDG")
+    return {d: (arrays[f"{d}_images"], arrays[f"{d}_labels"]) for d in DigitsDG.DOMAINS}
+
+
+def _arrays() -> dict[str, np.ndarray]:
+    flat = {}
+    for d, (images, labels) in generate_domains().items():
+        flat[f"{d}_images"], flat[f"{d}_labels"] = images, labels
+    return flat
+
+
+def generate_domains() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """All DigitsDG domains generated from the package data. Deterministic."""
     images, labels = _mnist_5k()
     images = np.pad(images, ((0, 0), (2, 2), (2, 2)))
     rng = np.random.default_rng(BUILD_SEED)

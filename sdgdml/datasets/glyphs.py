@@ -49,9 +49,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
-import json
-import logging
 import unicodedata
 from pathlib import Path
 
@@ -59,12 +56,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from . import array_cache
 from . import transforms as T
 from .base import SDGDataset
 from .registry import register_dataset
 from .samples import ArraySamples, DatasetError
 
-log = logging.getLogger(__name__)
 
 BUILD_SEED = 20261206
 VERSION = 2                 # bump when the construction below changes (a new cache key)
@@ -344,42 +341,23 @@ def provenance() -> dict:
 
 
 def cache_folder() -> Path:
-    from .files import cache_dir
-
-    key = hashlib.sha256(json.dumps({k: v for k, v in provenance().items() if k != "font_dir"},
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir() / "GlyphsDG" / key
+    return array_cache.cache_folder(
+        "GlyphsDG", {k: v for k, v in provenance().items() if k != "font_dir"})
 
 
-def _write_cache(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    from ..atomic import atomic_write
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = path.parent / "fonts.json"
-        if not meta.exists():
-            atomic_write(meta, lambda f: f.write(json.dumps(provenance(), indent=1).encode()))
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, images=images, labels=labels)
-        atomic_write(path, lambda f: f.write(buffer.getvalue()))
-    except OSError as e:        # a read-only cache only costs time
-        log.warning("cannot write the GlyphsDG cache %s: %s", path, e)
+def _generate(domain: str) -> dict[str, np.ndarray]:
+    check_fonts()
+    images, labels = generate_domain(domain)
+    return {"images": images, "labels": labels}
 
 
 @functools.lru_cache(maxsize=None)
 def load_domain_arrays(domain: str) -> tuple[np.ndarray, np.ndarray]:
     """The domain's arrays: from the cache, else generated (and cached)."""
-    path = cache_folder() / f"{domain}.npz"
-    try:
-        with np.load(path) as z:
-            return z["images"], z["labels"]
-    except (OSError, KeyError, ValueError):
-        pass                    # absent or unreadable: generate again
-    check_fonts()
-    log.info("GlyphsDG: generating the %s domain (once; cached in %s)", domain, path.parent)
-    images, labels = generate_domain(domain)
-    _write_cache(path, images, labels)
-    return images, labels
+    arrays = array_cache.cached_arrays(cache_folder() / f"{domain}.npz",
+                                       lambda: _generate(domain), "fonts.json", provenance(),
+                                       f"GlyphsDG's {domain} domain")
+    return arrays["images"], arrays["labels"]
 
 
 @register_dataset
