@@ -16,10 +16,10 @@ import math
 import os
 from pathlib import Path
 
-import torch
-
-from . import evaluation
 from .suggest import did_you_mean
+
+# torch and .evaluation (which imports torch, ~2 s) are imported where they are used: the
+# collect CLI (collect_results.py) needs only check_output_dir and InvalidValueError
 
 SEED_LIMIT = 2 ** 32          # NumPy's seeds are 32-bit
 
@@ -71,6 +71,8 @@ def check_ranges(args) -> None:
              f"--log_interval must be > 0 seconds, got {args.log_interval}")
     _require(-1 <= args.open_threshold <= 1,
              f"--open_threshold is a cosine similarity, in [-1, 1]; got {args.open_threshold}")
+    from . import evaluation
+
     for flag in ("metrics", "ucdr_metrics"):
         try:
             evaluation.check_metrics(getattr(args, flag))
@@ -95,6 +97,8 @@ def check_device(name: str) -> None:
     """``auto``, ``cpu`` or a device this machine has."""
     if name == "auto":
         return
+    import torch
+
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -148,9 +152,10 @@ def check_hparams(overrides: dict, defaults: dict, choices: dict | None = None) 
         default = defaults[name]
         allowed = (choices or {}).get(name)
         if allowed is not None:
-            _require(value in allowed, f"hparam {name}={json.dumps(value)} is not one of its "
-                                       f"choices{did_you_mean(str(value), map(str, allowed))}"
-                                       f"{_listed(allowed)}")
+            if value not in allowed:    # the hint only then: it ranks every choice (difflib)
+                raise InvalidValueError(f"hparam {name}={json.dumps(value)} is not one of its "
+                                        f"choices{did_you_mean(str(value), map(str, allowed))}"
+                                        f"{_listed(allowed)}")
             continue
         _require(_kind_ok(value, default),
                  f"hparam {name}={json.dumps(value)}: expected "

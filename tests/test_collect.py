@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -16,6 +17,9 @@ from scipy import stats
 from sdgdml import collect, collect_plots
 from sdgdml import tables as T
 from helpers import PYTHON, REPO, subprocess_env
+
+sys.path.insert(0, str(REPO))
+import collect_results  # noqa: E402
 
 
 def write_run(root, name, records, dataset="D", source="s", algorithm="A", hseed=0, trial=0,
@@ -198,16 +202,18 @@ def test_latex_is_a_complete_document_that_compiles(sweep, tmp_path_factory):
     assert (out / "t.pdf").exists()
 
 
-def test_cli_formats(sweep):
+def test_cli_formats(sweep, capsys):
     root, _ = sweep
-    base = [PYTHON, str(REPO / "collect_results.py"), "--input_dir", str(root)]
-    md = subprocess.run(base, capture_output=True, text=True, env=subprocess_env(), check=True)
+    # the script in a real process once (its entry point, exit status 0); the other format
+    # in-process through the same main()
+    md = subprocess.run([PYTHON, str(REPO / "collect_results.py"), "--input_dir", str(root)],
+                        capture_output=True, text=True, env=subprocess_env(), check=True)
     assert "| algorithm" in md.stdout and "SE = sample std with ddof=1" in md.stdout
-    plain = subprocess.run(base + ["--format", "plain", "--selection", "oracle", "last",
-                                   "--metrics", "recall@1"],
-                           capture_output=True, text=True, env=subprocess_env(), check=True)
-    assert "selection: oracle" in plain.stdout and "selection: last" in plain.stdout
-    assert "|" not in plain.stdout
+    collect_results.main(["--input_dir", str(root), "--format", "plain", "--selection",
+                          "oracle", "last", "--metrics", "recall@1"])
+    plain = capsys.readouterr().out
+    assert "selection: oracle" in plain and "selection: last" in plain
+    assert "|" not in plain
 
 
 def test_column_kinds_protocol_filter_and_source_column(tmp_path):
@@ -254,10 +260,8 @@ def test_csv_and_json_hold_the_table_cells_as_numbers(sweep, fmt, tmp_path):
 
     root, values = sweep
     out = tmp_path / f"cells.{fmt}"
-    subprocess.run([PYTHON, str(REPO / "collect_results.py"), "--input_dir", str(root),
-                    "--format", fmt, "--selection", "oracle", "last", "--output", str(out),
-                    "--plots", str(tmp_path / "plots")],
-                   capture_output=True, text=True, env=subprocess_env(), check=True)
+    collect_results.main(["--input_dir", str(root), "--format", fmt, "--selection", "oracle",
+                          "last", "--output", str(out), "--plots", str(tmp_path / "plots")])
     assert len(list((tmp_path / "plots").glob("*.png"))) == 4     # bars + curves, 2 selections
     text = out.read_text()
     rows = (json.loads(text) if fmt == "json"
@@ -301,14 +305,20 @@ def test_plots_bars_with_standard_errors_and_checkpoint_curves(sweep, tmp_path):
 
 def test_cli_exit_status_on_a_missing_folder_or_no_results(tmp_path, sweep):
     root, _ = sweep
-    base = [PYTHON, str(REPO / "collect_results.py"), "--output", str(tmp_path / "t.md")]
-    for dirs, message in (([root, tmp_path / "nope"], f"error: no such folder: {tmp_path}/nope"),
-                          ([tmp_path / "empty"], "error: no completed runs found in ")):
-        (tmp_path / "empty").mkdir(exist_ok=True)
-        res = subprocess.run(base + ["--input_dir", *map(str, dirs)], capture_output=True,
-                             text=True, env=subprocess_env())
-        assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith(message)
-        assert not (tmp_path / "t.md").exists()                  # nothing written
-    ok = subprocess.run(base + ["--input_dir", str(root)], capture_output=True, text=True,
-                        env=subprocess_env())
-    assert ok.returncode == 0 and "| algorithm" in (tmp_path / "t.md").read_text()
+    out = ["--output", str(tmp_path / "t.md")]
+    (tmp_path / "empty").mkdir()
+    # a real process: exit status 1 and the error as stderr's last line
+    res = subprocess.run([PYTHON, str(REPO / "collect_results.py"), *out, "--input_dir",
+                          str(root), str(tmp_path / "nope")], capture_output=True, text=True,
+                         env=subprocess_env())
+    assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith(
+        f"error: no such folder: {tmp_path}/nope")
+    assert not (tmp_path / "t.md").exists()                      # nothing written
+    # in-process, the same main(): SystemExit with a message string is exit status 1 with
+    # that message on stderr
+    with pytest.raises(SystemExit) as e:
+        collect_results.main([*out, "--input_dir", str(tmp_path / "empty")])
+    assert str(e.value.code).startswith("error: no completed runs found in ")
+    assert not (tmp_path / "t.md").exists()
+    collect_results.main([*out, "--input_dir", str(root)])       # returns: exit status 0
+    assert "| algorithm" in (tmp_path / "t.md").read_text()

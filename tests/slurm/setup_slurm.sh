@@ -121,6 +121,10 @@ TaskPlugin=task/none
 ${ACCT}
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
+# a test cluster: schedule at once, not in batches (batch_sched_delay, default 3 s), and look at
+# pending jobs every second (defaults 60 s / 30 s) so that a requeued job whose begin time has
+# passed starts then, not at the next 30-60 s pass
+SchedulerParameters=batch_sched_delay=0,sched_interval=1,bf_interval=1
 # CR_CPU: memory is not a consumable, so jobs without --mem don't each take the whole node
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
@@ -137,7 +141,9 @@ SlurmctldTimeout=30
 SlurmdTimeout=60
 InactiveLimit=0
 MinJobAge=300
-KillWait=5
+# SIGTERM -> SIGKILL after 2 s: a preempted submitit job ignores SIGTERM (its checkpoint is
+# already written when Slurm requeues it)
+KillWait=2
 Waittime=0
 MailProg=/bin/true
 NodeName=${NODE} NodeAddr=127.0.0.1${NODELINE} State=UNKNOWN
