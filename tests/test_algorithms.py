@@ -16,9 +16,9 @@ def _algo(name="ProxyAnchor", **over):
     return create_algorithm(name, create_model(hp), 5, hp, Schedule(20, 4)), hp
 
 
-def _batch(seed=0):
+def _batch(seed=0, side=32):
     g = torch.Generator().manual_seed(seed)
-    return {"x": torch.randn(16, 3, 32, 32, generator=g), "y": torch.arange(16) % 5}
+    return {"x": torch.randn(16, 3, side, side, generator=g), "y": torch.arange(16) % 5}
 
 
 def test_unknown_names_list_the_known_ones():
@@ -81,8 +81,8 @@ def test_state_dict_round_trip_continues_identically():
 
 def test_cosine_schedule_reaches_zero_at_the_end():
     algo, hp = _algo()
-    for s in range(20):
-        algo.update(_batch(s))
+    for s in range(20):                 # the schedule, not the images: 8-pixel ones
+        algo.update(_batch(s, side=8))
     assert algo.optimizers["main"].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 

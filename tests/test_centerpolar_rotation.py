@@ -123,8 +123,8 @@ def test_shorthand_is_proxy_anchor_plus_centerpolar():
 
 def _train(tmp_path, name, algorithm, hparams=None):
     out = tmp_path / name
-    argv = ["--algorithm", algorithm, "--output_dir", str(out), "--targets", "sketch", "--steps", "4",
-            "--checkpoint_freq", "4", "--no_eval_at_start", "--quiet", "--save_model"]
+    argv = ["--algorithm", algorithm, "--output_dir", str(out), "--targets", "sketch", "--steps", "2",
+            "--checkpoint_freq", "2", "--no_eval_at_start", "--quiet", "--save_model"]
     if hparams:
         argv += ["--hparams", json.dumps(hparams)]
     main(argv)

@@ -72,7 +72,9 @@ def _run(data, tmp_path, monkeypatch, algorithm_cls=None, *extra):
     sdgdml.train.main(["--split", "Leak6:src->tgt", "--data_dir", str(data), "--output_dir",
                        str(tmp_path / "run"), "--quiet", "--hparams", json.dumps(TINY),
                        "--metrics", "recall@1", "--epochs", "3", "--no_eval_at_start",
-                       *extra])
+                       # in this process: which images a batch holds is the sampler's choice
+                       # (made here either way), not the loader workers'
+                       "--num_workers", "0", *extra])
     assert batches, "no training step ran"
     return batches
 

@@ -23,16 +23,18 @@ from sdgdml.evaluate import build_parser, evaluate_run, load_network, main, run_
 from sdgdml.networks import create_model
 from sdgdml.records import read_records
 from sdgdml.train import build_parser as train_parser, train
-from helpers import SMALL_IMAGES, TINY_TRAIN
+from helpers import TINY_TRAIN
 
 FAST = ["--map_points", "15", "--gallery_queries", "3", "--gallery_k", "4"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
+    """A finished 2-step run, evaluated once at its end (its only record), that kept model.pt
+    and checkpoint.pt: what every test here evaluates again."""
     out = tmp_path_factory.mktemp("run")
-    train(train_parser().parse_args([*TINY_TRAIN, "--output_dir", str(out), "--steps", "6",
-                                     "--checkpoint_freq", "3", "--no_eval_at_start",
+    train(train_parser().parse_args([*TINY_TRAIN, "--output_dir", str(out), "--steps", "2",
+                                     "--checkpoint_freq", "2", "--no_eval_at_start",
                                      "--save_model", "--keep_checkpoint"]))
     return out
 
@@ -68,10 +70,12 @@ def test_reproduces_the_last_record_exactly(run_dir, weights, capsys):
 
 def test_a_bf16_run_is_evaluated_under_its_autocast(tmp_path):
     out = tmp_path / "bf16"
+    # one step, 8-pixel images: bf16 convolutions are slow on a CPU without AVX-512 (see
+    # helpers.SMALL_IMAGES), and what is tested is the autocast, not the network's size
     records = train(train_parser().parse_args([*TINY_TRAIN, "--output_dir", str(out), "--steps",
-                                               "2", "--checkpoint_freq", "2", "--save_model",
+                                               "1", "--checkpoint_freq", "1", "--save_model",
                                                "--no_eval_at_start", "--precision", "bf16",
-                                               *SMALL_IMAGES]))
+                                               "--hparams", '{"image_size": 8}']))
     metrics = _evaluate(out)
     assert metrics == {k: records[-1][k] for k in metrics}   # bit-identical, not approx
     fp32 = run_evaluation(load_network(out, records[-1]["hparams"], None),

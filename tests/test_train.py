@@ -22,9 +22,9 @@ def test_short_run_writes_valid_records(tmp_path, algorithm):
     """Every loss through the trainer (plumbing: two checkpoints, the smallest target; the
     step-0 evaluation and several targets are the same code for every loss, run below and in
     test_resume.py)."""
-    records = _run(tmp_path, "--algorithm", algorithm, "--steps", "4", "--checkpoint_freq", "2",
+    records = _run(tmp_path, "--algorithm", algorithm, "--steps", "2", "--checkpoint_freq", "1",
                    "--no_eval_at_start", targets=("sketch",))
-    assert [r["step"] for r in records] == [2, 4]
+    assert [r["step"] for r in records] == [1, 2]
     for r in records:
         for split in ("mnist_val", "mnist_test", "sketch_test"):
             for metric in ("recall@1", "recall@8", "map@r"):
@@ -33,19 +33,20 @@ def test_short_run_writes_valid_records(tmp_path, algorithm):
     # a loss is finite and nonzero; PFML's energy, measured from charges far apart, is negative
     assert math.isfinite(records[-1]["loss"]) and records[-1]["loss"] != 0
     assert records[-1]["step_time"] > 0
-    assert records[-1]["mem_gb"] > 0 and records[-1]["epoch"] == pytest.approx(4 / 12)
+    assert records[-1]["mem_gb"] > 0 and records[-1]["epoch"] == pytest.approx(2 / 12)
     for f in ("args.json", "hparams.json", "out.txt", "done"):
         assert (tmp_path / f).exists()
     assert not (tmp_path / "checkpoint.pt").exists()
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == [2, 4]      # one line per checkpoint
+    assert [json.loads(line)["step"] for line in lines] == [1, 2]      # one line per checkpoint
 
 
 def test_training_improves_retrieval_over_the_untrained_network(tmp_path):
-    # 36 steps (3 epochs): mnist_val recall@1 0.775 -> 0.900, mnist_test 0.766 -> 0.913,
-    # uci_test 0.881 -> 0.925 on the 2-core CPU (records are identical on any x86-64 CPU)
-    records = _run(tmp_path, "--steps", "36", "--checkpoint_freq", "36")
-    assert [r["step"] for r in records] == [0, 36]
+    # 24 steps (2 epochs): mnist_val recall@1 0.775 -> 0.890, mnist_test 0.765 -> 0.868,
+    # uci_test 0.881 -> 0.922 on the 2-core AMD CPU (36 steps: 0.900, 0.914, 0.924; 18 steps
+    # leave mnist_val at 0.855, short of the +0.1 asked below)
+    records = _run(tmp_path, "--steps", "24", "--checkpoint_freq", "24")
+    assert [r["step"] for r in records] == [0, 24]
     for r in records:                   # every split of two targets, every default metric
         for split in SPLITS:
             for metric in ("recall@1", "recall@8", "map@r"):

@@ -62,10 +62,10 @@ def test_a_config_file_runs_the_same_experiment(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("targets: [sketch]\nmetrics: [recall@1]\nsteps: 2\ncheckpoint_freq: 2\n"
                       f"output_dir: {tmp_path / 'from_file'}\nquiet: true\n"
-                      "hparams: {lr: 0.001}\n")
+                      "no_eval_at_start: true\nhparams: {lr: 0.001}\n")
     main(["--config", str(config)])
     main(["--targets", "sketch", "--metrics", "recall@1", "--steps", "2", "--checkpoint_freq",
-          "2", "--output_dir", str(tmp_path / "from_flags"), "--quiet",
+          "2", "--output_dir", str(tmp_path / "from_flags"), "--quiet", "--no_eval_at_start",
           "--hparams", '{"lr": 0.001}'])
     a, b = (json.loads((tmp_path / d / "args.json").read_text())
             for d in ("from_file", "from_flags"))
