@@ -42,11 +42,12 @@ def test_short_run_writes_valid_records(tmp_path, algorithm):
 
 
 def test_training_improves_retrieval_over_the_untrained_network(tmp_path):
-    # 24 steps (2 epochs): mnist_val recall@1 0.775 -> 0.890, mnist_test 0.765 -> 0.868,
-    # uci_test 0.881 -> 0.922 on the 2-core AMD CPU (36 steps: 0.900, 0.914, 0.924; 18 steps
-    # leave mnist_val at 0.855, short of the +0.1 asked below)
-    records = _run(tmp_path, "--steps", "24", "--checkpoint_freq", "24")
-    assert [r["step"] for r in records] == [0, 24]
+    # 36 steps (3 epochs): mnist_val recall@1 0.775 -> 0.900, mnist_test 0.766 -> 0.914,
+    # uci_test 0.881 -> 0.924 on the 2-core AMD CPU. Not fewer: 24 steps reach 0.890, only 3
+    # of the 200 validation images above the +0.1 asked below, too close for another CPU's
+    # float noise; 18 steps 0.855
+    records = _run(tmp_path, "--steps", "36", "--checkpoint_freq", "36")
+    assert [r["step"] for r in records] == [0, 36]
     for r in records:                   # every split of two targets, every default metric
         for split in SPLITS:
             for metric in ("recall@1", "recall@8", "map@r"):
