@@ -1,9 +1,10 @@
 """A run survives faults: 6 SIGKILLs of a real DigitsDG training process at random points
 (while it starts, steps, evaluates or writes its checkpoint; each process forked ready to train
-by ``forked_train.py``), then the same command (``python -m sdgdml.train``), end in exactly the
-records of an uninterrupted run (timing and memory fields aside) and leave no temporary file; a
-second process on a running run, a planted checkpoint, a NaN loss and a full disk each stop
-with one line and lose nothing."""
+by ``forked_train.py``), then one more such process that finishes it, end in exactly the
+records of an uninterrupted run (timing and memory fields aside) and leave no temporary file
+(the command ``python -m sdgdml.train`` resuming a killed run: test_resume); a second process
+on a running run, a planted checkpoint, a NaN loss and a full disk each stop with one line and
+lose nothing."""
 from __future__ import annotations
 
 import errno
@@ -19,8 +20,7 @@ import torch
 
 import sdgdml.train as train_mod
 from forked_train import TrainForks
-from helpers import (PYTHON, STYLE_SPLIT, TINY_RESUME as ARGS, TINY_TRAIN, run_records,
-                     subprocess_env, train_main_message)
+from helpers import STYLE_SPLIT, TINY_RESUME as ARGS, TINY_TRAIN, run_records, train_main_message
 from sdgdml import atomic
 from sdgdml.records import read_records
 from sdgdml.runstate import load_checkpoint
@@ -100,8 +100,7 @@ def test_six_random_sigkills_then_identical_records(tmp_path, kill_reference, tr
     kills = [_kill_once(train_forks, run, i, MODES[i % len(MODES)], rng) for i in range(KILLS)]
     assert all(kills), f"the run finished before all {KILLS} kills (seed {seed})"
     assert not (run / "done").exists()
-    subprocess.run([PYTHON, "-m", "sdgdml.train", *KILL_ARGS, "--output_dir", str(run)],
-                   env=subprocess_env(), check=True, stdout=subprocess.DEVNULL)
+    assert train_forks.start([*KILL_ARGS, "--output_dir", str(run)]).wait() == 0, f"seed {seed}"
     assert (run / "done").exists()
     assert run_records(run) == kill_reference, f"seed {seed}"
     assert not list(run.glob("*.tmp")), f"seed {seed}"
