@@ -30,15 +30,24 @@ def digits():
 
 
 @pytest.fixture(scope="session")
-def tiny_reference(tmp_path_factory):
-    """The records of an uninterrupted ``helpers.TINY_RESUME`` run (steps 0, 2, 4), shared by
-    the tests that compare a resumed run with it (test_resume, test_faults)."""
+def tiny_reference_run(tmp_path_factory):
+    """The folder of an uninterrupted ``helpers.TINY_RESUME`` run (done, no checkpoint): read
+    it or copy it, never change it (a test that needs a finished run folder copies it)."""
     import sdgdml.train as train_mod
-    from helpers import TINY_RESUME, run_records
+    from helpers import TINY_RESUME
 
     out = tmp_path_factory.mktemp("uninterrupted")
     train_mod.train(train_mod.build_parser().parse_args(TINY_RESUME + ["--output_dir", str(out)]))
-    records = run_records(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_reference_run):
+    """The records of an uninterrupted ``helpers.TINY_RESUME`` run (steps 0, 2, 4), shared by
+    the tests that compare a resumed run with it (test_resume, test_faults)."""
+    from helpers import run_records
+
+    records = run_records(tiny_reference_run)
     assert [r["step"] for r in records] == [0, 2, 4]
     return records
 

@@ -16,14 +16,15 @@ import pytest
 
 from sdgdml.train import build_parser, train
 
-from helpers import PYTHON, TINY_TRAIN, run_records, subprocess_env
+from helpers import PYTHON, STYLE_SPLIT, TINY_TRAIN, run_records, subprocess_env
 
 B, N = 16, 2
 # frozen BatchNorm: per-process batch statistics would differ from the whole batch's (DDP's
 # behaviour too); SGD: Adam would hide a wrong gradient scale
 HPARAMS = {"freeze_bn": True, "optimizer": "sgd"}
-ARGS = TINY_TRAIN + ["--algorithm", "ProxyAnchor+SEE", "--steps", "4", "--checkpoint_freq", "1",
-                     "--no_eval_at_start", "--metrics", "recall@1"]
+ARGS = TINY_TRAIN + STYLE_SPLIT + ["--algorithm", "ProxyAnchor+SEE", "--steps", "4",
+                                   "--checkpoint_freq", "1", "--no_eval_at_start",
+                                   "--metrics", "recall@1"]
 
 
 def _torchrun(out, wait=True):

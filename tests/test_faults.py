@@ -1,9 +1,10 @@
-"""A run survives faults: 10 SIGKILLs of a real DigitsDG training process at random points
+"""A run survives faults: 6 SIGKILLs of a real DigitsDG training process at random points
 (while it starts, steps, evaluates or writes its checkpoint; each process forked ready to train
-by ``forked_train.py``), then the same command (``python -m sdgdml.train``), end in exactly the
-records of an uninterrupted run (timing and memory fields aside) and leave no temporary file; a
-second process on a running run, a planted checkpoint, a NaN loss and a full disk each stop
-with one line and lose nothing."""
+by ``forked_train.py``), then one more such process that finishes it, end in exactly the
+records of an uninterrupted run (timing and memory fields aside) and leave no temporary file
+(the command ``python -m sdgdml.train`` resuming a killed run: test_resume); a second process
+on a running run, a planted checkpoint, a NaN loss and a full disk each stop with one line and
+lose nothing."""
 from __future__ import annotations
 
 import errno
@@ -19,17 +20,17 @@ import torch
 
 import sdgdml.train as train_mod
 from forked_train import TrainForks
-from helpers import (PYTHON, TINY_RESUME as ARGS, TINY_TRAIN, run_records, subprocess_env,
-                     train_main_message)
+from helpers import STYLE_SPLIT, TINY_RESUME as ARGS, TINY_TRAIN, run_records, train_main_message
 from sdgdml import atomic
 from sdgdml.records import read_records
 from sdgdml.runstate import load_checkpoint
 
-# the kill loop's run checkpoints 12 times: a kill lets it gain one checkpoint at most, or two when
-# a loaded machine makes the test miss the moment a checkpoint's temporary file exists, so it
-# does not finish before the 10th kill
-KILL_ARGS = TINY_TRAIN + ["--steps", "12", "--checkpoint_freq", "1"]
-KILLS = 10
+# the kill loop's run checkpoints 9 times (steps 0-8): a kill lets it gain one checkpoint at
+# most, or two when a loaded machine makes the test miss the moment a checkpoint's temporary
+# file exists, so it does not finish before the 6th kill. Each mode (the phase a kill aims at)
+# gets 2 of the 6 kills; the style-domain split (helpers.STYLE_SPLIT) halves each evaluation
+KILL_ARGS = TINY_TRAIN + STYLE_SPLIT + ["--steps", "8", "--checkpoint_freq", "1"]
+KILLS = 6
 MODES = ("checkpoint", "eval", "step")
 
 
@@ -62,8 +63,10 @@ def _kill_once(forks: TrainForks, run, attempt: int, mode: str, rng: random.Rand
         seen = _records(run)
         _wait(lambda: _records(run) > seen, 60, proc)
         time.sleep(rng.uniform(0, 0.05))
-    else:                           # a random moment of the first step + evaluation: mostly evaluating
-        time.sleep(rng.uniform(0, 1))
+    else:       # a random moment of the restore, first step and evaluation: mostly evaluating
+        seen, end = _records(run), time.time() + rng.uniform(0, 0.6)
+        # or as soon as its record is written (then while its checkpoint is): one record at most
+        _wait(lambda: time.time() > end or _records(run) > seen, 60, proc)
     if proc.poll() is not None:
         return False
     proc.send_signal(signal.SIGKILL)
@@ -79,7 +82,7 @@ def reference(tiny_reference):
 
 @pytest.fixture(scope="module")
 def kill_reference(tmp_path_factory):
-    return _uninterrupted(tmp_path_factory, KILL_ARGS, list(range(13)))
+    return _uninterrupted(tmp_path_factory, KILL_ARGS, list(range(9)))
 
 
 def _uninterrupted(tmp_path_factory, args: list[str], steps: list[int]) -> list[dict]:
@@ -90,15 +93,14 @@ def _uninterrupted(tmp_path_factory, args: list[str], steps: list[int]) -> list[
     return records
 
 
-def test_ten_random_sigkills_then_identical_records(tmp_path, kill_reference, train_forks):
+def test_six_random_sigkills_then_identical_records(tmp_path, kill_reference, train_forks):
     seed = time.time_ns() % 10 ** 6
     rng = random.Random(seed)
     run = tmp_path / "run"
     kills = [_kill_once(train_forks, run, i, MODES[i % len(MODES)], rng) for i in range(KILLS)]
     assert all(kills), f"the run finished before all {KILLS} kills (seed {seed})"
     assert not (run / "done").exists()
-    subprocess.run([PYTHON, "-m", "sdgdml.train", *KILL_ARGS, "--output_dir", str(run)],
-                   env=subprocess_env(), check=True, stdout=subprocess.DEVNULL)
+    assert train_forks.start([*KILL_ARGS, "--output_dir", str(run)]).wait() == 0, f"seed {seed}"
     assert (run / "done").exists()
     assert run_records(run) == kill_reference, f"seed {seed}"
     assert not list(run.glob("*.tmp")), f"seed {seed}"
@@ -126,11 +128,12 @@ def test_a_second_train_on_a_locked_run_exits_without_writing(tmp_path):
         holder.wait()
 
 
-def test_a_planted_checkpoint_never_runs_and_can_be_set_aside(tmp_path, reference):
+def test_a_planted_checkpoint_never_runs_and_can_be_set_aside(tmp_path, tiny_reference_run,
+                                                              reference):
     from test_safe_files import RunsCode
 
     run, marker = tmp_path / "run", tmp_path / "ran"
-    assert _main(run, "--keep_checkpoint") is None
+    shutil.copytree(tiny_reference_run, run)        # a run of ARGS with its records (0, 2, 4)
     (run / "done").unlink()
     torch.save({"algorithm": {}, "rng": RunsCode(marker), "step": 4}, run / "checkpoint.pt")
     message = _main(run)
