@@ -200,8 +200,7 @@ def test_pretrain_command_writes_a_file_uem_starts_from(tmp_path, monkeypatch):
     train(["--algorithm", "UEM", "--targets", "uci", "--ucdr", "open", "--steps", "2",
            "--quiet", "--no_eval_at_start", "--pretrained_file", str(out), "--output_dir",
            str(tmp_path / "run"), "--hparams", json.dumps({"uem_init": "moco_v2",
-                                                           "uem_num_prototypes": 3,
-                                                           "image_size": 16})])
+                                                           "uem_num_prototypes": 3})])
     assert (tmp_path / "run" / "done").exists()
     assert [c[0] for c in calls] == ["start", "update", "update"]
     sizes = calls[0][1]             # open-set: uci holds half of mnist's classes
