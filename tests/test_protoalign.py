@@ -166,10 +166,11 @@ def test_ablation_sweep_file_switches_one_component_per_variant():
                                        (("pal_spda", False),), (("pal_sn2m", False),)])
 
 
-def _run(tmp_path, name, dataset, extra=()):
+def _run(tmp_path, name, dataset, extra=(), freq=3):
     out = tmp_path / name
     main(["--algorithm", "ProtoAlign", "--dataset", dataset, "--targets", "uci", "--output_dir",
-          str(out), "--steps", "6", "--checkpoint_freq", "3", "--no_eval_at_start", "--quiet",
+          str(out), "--steps", "6", "--checkpoint_freq", str(freq), "--no_eval_at_start",
+          "--quiet",
           "--save_model",
           "--hparams", json.dumps({"pal_cluster_every": 0.1, "pal_stage2_start": 0.3,
                                    "image_size": 16}),
@@ -181,10 +182,12 @@ def test_labels_are_never_read_in_training(tmp_path, monkeypatch):
     monkeypatch.setitem(DATASETS, "PoisonedDigits", PoisonedDigits)
     monkeypatch.setattr(hparams_registry, "SMALL_IMAGE_DATASETS",
                         hparams_registry.SMALL_IMAGE_DATASETS | {"PoisonedDigits"})
-    rec, model = _run(tmp_path, "clean", "DigitsDG", ["--ucdr", "closed"])
-    rec_p, model_p = _run(tmp_path, "poisoned", "PoisonedDigits", ["--ucdr", "closed"])
+    # the same 6 steps (both stages, every term) as the resume test; one evaluation, at the end
+    rec, model = _run(tmp_path, "clean", "DigitsDG", ["--ucdr", "closed"], freq=6)
+    rec_p, model_p = _run(tmp_path, "poisoned", "PoisonedDigits", ["--ucdr", "closed"], freq=6)
     assert all(torch.equal(model[k], model_p[k]) for k in model)          # bit-identical
-    assert [r["step"] for r in rec] == [r["step"] for r in rec_p] == [3, 6]
+    assert [r["step"] for r in rec] == [r["step"] for r in rec_p] == [6]
+    assert all(k in rec[-1] for k in TRAINING_KEYS)                  # every term was active
     for r, rp in zip(rec, rec_p):
         assert all(r.get(k) == rp.get(k) for k in TRAINING_KEYS)
     # the poison is real: the label-based evaluation differs

@@ -54,7 +54,7 @@ def test_compile_gives_the_eager_records(tmp_path):
     why = speed.compile_unavailable(torch.device("cpu"), "aot_eager")
     if why:
         pytest.skip(f"torch.compile unavailable here: {why}")
-    extra = ["--no_eval_at_start"]
+    extra = ["--no_eval_at_start", *SMALL_IMAGES]     # the capture does not depend on the size
     eager = _run(tmp_path, "eager", extra, steps=2, freq=2)
     compiled = _run(tmp_path, "compiled", extra + ["--compile", "aot_eager"], steps=2, freq=2)
     assert math.isclose(eager[-1]["loss"], compiled[-1]["loss"], rel_tol=1e-5)
