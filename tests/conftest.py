@@ -17,6 +17,11 @@ os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
 os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
 os.environ.setdefault("MKL_CBWR", "AVX2")
+# `make test` runs the suite in 2 pytest-xdist workers: one intra-op thread each (and in the
+# processes they start), else each worker's torch threads compete for the same cores. On the
+# 2-core machine: 4 min 49 s against 6 min 48 s for one process with two threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
