@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# pytest-xdist workers for `make test` (tests/conftest.py gives each one torch thread)
+# pytest-xdist workers for `make test`, each given whole test files, longest first, and one
+# torch thread (tests/conftest.py)
 TEST_WORKERS ?= 2
 
 .PHONY: setup demo test bench clean
@@ -29,7 +30,7 @@ test: setup
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		texlive-latex-base texlive-latex-recommended >/dev/null \
 		|| echo "warning: pdflatex could not be installed; the LaTeX is not compiled"; fi
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf runs

@@ -115,3 +115,40 @@ def slurm():
         print(f"\nSKIP Slurm tests: {reason}")
         pytest.skip(reason)
     return True
+
+
+# ---------------------------------------------------------------- longest files first
+# `make test` hands whole test files to 2 pytest-xdist workers as they free up (--dist loadfile:
+# a module's fixtures are built once). A long file started last keeps one worker busy while the
+# other idles, so each run stores its tests' durations in pytest's cache and the next run
+# orders the files longest first (tests keep their order within a file; new files go last, and
+# a first run keeps the collection order).
+DURATIONS_KEY = "sdgdml/durations"
+
+
+def pytest_collection_modifyitems(config, items):
+    known = config.cache.get(DURATIONS_KEY, {}) if config.cache else {}
+    if not known or not _under_xdist(config):
+        return
+    files: dict[str, list] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], []).append(item)
+    ranked = sorted(files.values(), key=lambda its: -sum(known.get(it.nodeid, 0.0) for it in its))
+    items[:] = [item for its in ranked for item in its]
+
+
+def _under_xdist(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+_durations: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    if not _under_xdist(session.config) and session.config.cache and _durations:
+        stored = session.config.cache.get(DURATIONS_KEY, {})
+        session.config.cache.set(DURATIONS_KEY, {**stored, **_durations})
