@@ -127,7 +127,8 @@ DURATIONS_KEY = "sdgdml/durations"
 
 
 def pytest_collection_modifyitems(config, items):
-    known = config.cache.get(DURATIONS_KEY, {}) if config.cache else {}
+    cache = getattr(config, "cache", None)       # None with -p no:cacheprovider
+    known = cache.get(DURATIONS_KEY, {}) if cache else {}
     if not known or not _under_xdist(config):
         return
     files: dict[str, list] = {}
@@ -149,6 +150,6 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session):
-    if not _under_xdist(session.config) and session.config.cache and _durations:
-        stored = session.config.cache.get(DURATIONS_KEY, {})
-        session.config.cache.set(DURATIONS_KEY, {**stored, **_durations})
+    cache = getattr(session.config, "cache", None)
+    if not _under_xdist(session.config) and cache and _durations:
+        cache.set(DURATIONS_KEY, {**cache.get(DURATIONS_KEY, {}), **_durations})
