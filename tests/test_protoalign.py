@@ -170,8 +170,7 @@ def _run(tmp_path, name, dataset, extra=(), freq=3):
     out = tmp_path / name
     main(["--algorithm", "ProtoAlign", "--dataset", dataset, "--targets", "uci", "--output_dir",
           str(out), "--steps", "6", "--checkpoint_freq", str(freq), "--no_eval_at_start",
-          "--quiet",
-          "--save_model",
+          "--quiet", "--save_model",
           "--hparams", json.dumps({"pal_cluster_every": 0.1, "pal_stage2_start": 0.3,
                                    "image_size": 16}),
           *extra])
